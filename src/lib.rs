@@ -1,1 +1,118 @@
-//! cashloop
+//! The `cashloop` binary's library half: configuration, the CLI, the HTTP server and the
+//! benchmarks. It wires the domain crates together and holds no business rules of its own.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, EXIT_REJECTED};
+
+/// Parses arguments, runs the command, and maps the outcome to an exit code.
+pub fn main_entry() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let rejected = e
+                .downcast_ref::<ledger::LedgerError>()
+                .and_then(|l| l.rejection())
+                .map(|r| r.code);
+            match rejected {
+                Some(code) => {
+                    eprintln!("error [{code}]: {e}");
+                    ExitCode::from(EXIT_REJECTED)
+                }
+                None => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let mut config = cli::load_config(&cli)?;
+    match cli.command {
+        Command::Serve(args) => {
+            if let Some(listen) = args.listen {
+                config.listen = listen
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--listen: {listen:?} is not an address:port"))?;
+            }
+            cli::init_logging(&config, "info");
+            serve(config).await?;
+            Ok(0)
+        }
+        Command::Migrate => {
+            cli::init_logging(&config, "warn");
+            let db = cli::open_db(&config).await?;
+            println!("migrations applied ({})", db.backend().name());
+            db.close().await;
+            Ok(0)
+        }
+        Command::Ledger(cmd) => {
+            cli::init_logging(&config, "warn");
+            cli::ledger_command(&config, cmd).await
+        }
+        Command::ApiKey(cmd) => {
+            cli::api_key_command(cmd)?;
+            Ok(0)
+        }
+        Command::Bench(cmd) => {
+            cli::init_logging(&config, "warn");
+            bench::run(&config, cmd).await?;
+            Ok(0)
+        }
+    }
+}
+
+/// `cashloop serve`: migrate, start the ledger and its sealer, serve until a signal.
+pub async fn serve(config: config::Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("server.listen: cannot bind {}: {e}", config.listen))?;
+    serve_on(config, listener, server::shutdown_signal()).await
+}
+
+/// Serves on an already-bound listener until `shutdown` resolves (tests bind port 0).
+pub async fn serve_on(
+    config: config::Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let db = cli::open_db(&config).await?;
+    let ledger = cli::open_ledger(&config, db.clone());
+    let sealer = ledger.spawn_sealer(std::time::Duration::from_millis(config.seal_interval_ms));
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        backend = db.backend().name(),
+        database = %cli::redact_url(&config.database_url),
+        "cashloop serving"
+    );
+    let state = server::AppState {
+        ledger,
+        db: db.clone(),
+        config: std::sync::Arc::new(config),
+    };
+    let result = server::serve(state, listener, shutdown).await;
+    let _ = sealer.send(true);
+    db.close().await;
+    tracing::info!("cashloop stopped");
+    result
+}

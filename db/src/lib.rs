@@ -164,10 +164,7 @@ impl Db {
     /// Versions embedded in this binary that the database has not applied yet.
     pub async fn pending_migrations(&self) -> Result<Vec<i64>, DbError> {
         let (applied, migrator): (Vec<i64>, &sqlx::migrate::Migrator) = match self {
-            Db::Sqlite(s) => (
-                applied_versions_sqlite(&s.pool).await?,
-                &SQLITE_MIGRATOR,
-            ),
+            Db::Sqlite(s) => (applied_versions_sqlite(&s.pool).await?, &SQLITE_MIGRATOR),
             Db::Postgres(p) => (applied_versions_pg(p).await?, &POSTGRES_MIGRATOR),
         };
         Ok(migrator
@@ -215,10 +212,9 @@ async fn applied_versions_sqlite(pool: &SqlitePool) -> Result<Vec<i64>, DbError>
 }
 
 async fn applied_versions_pg(pool: &PgPool) -> Result<Vec<i64>, DbError> {
-    let exists: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
-            .fetch_one(pool)
-            .await?;
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(pool)
+        .await?;
     if exists.is_none() {
         return Ok(Vec::new());
     }
@@ -287,12 +283,17 @@ mod tests {
         assert_eq!(lock_key("ledger-sealer"), lock_key("ledger-sealer"));
         assert_ne!(lock_key("ledger-sealer"), lock_key("ledger-sealer2"));
         // A fixed value: changing the hash would let old and new processes hold "one" lock twice.
-        assert_eq!(lock_key(""), i64::from_ne_bytes(0xcbf2_9ce4_8422_2325u64.to_ne_bytes()));
+        assert_eq!(
+            lock_key(""),
+            i64::from_ne_bytes(0xcbf2_9ce4_8422_2325u64.to_ne_bytes())
+        );
     }
 
     #[tokio::test]
     async fn rejects_unknown_scheme() {
-        let err = Db::connect("mysql://x", &DbOptions::default()).await.unwrap_err();
+        let err = Db::connect("mysql://x", &DbOptions::default())
+            .await
+            .unwrap_err();
         assert!(matches!(err, DbError::UnsupportedUrl { .. }), "{err}");
     }
 }

@@ -80,8 +80,7 @@ pub(crate) async fn seal_pending(shared: &Shared, max: usize) -> Result<u64> {
         return Ok(0);
     }
     // Load before taking the lock: entries are immutable, and loading is the slow part.
-    let entries =
-        crate::writer::load_with_reload(shared, &ids, shared.accounts.current()).await?;
+    let entries = crate::writer::load_with_reload(shared, &ids, shared.accounts.current()).await?;
     let sealed_at = shared.clock.now();
     match db {
         Db::Postgres(pool) => {
@@ -213,7 +212,10 @@ fn links(
     Ok(out)
 }
 
-fn unzip4(links: &[Link]) -> (Vec<i64>, Vec<i64>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+/// Column arrays of chain links, for one `UNNEST` insert.
+type LinkColumns = (Vec<i64>, Vec<i64>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+fn unzip4(links: &[Link]) -> LinkColumns {
     let mut a = Vec::with_capacity(links.len());
     let mut b = Vec::with_capacity(links.len());
     let mut c = Vec::with_capacity(links.len());
@@ -240,7 +242,11 @@ pub(crate) async fn seal_all(shared: &Shared) -> Result<u64> {
 }
 
 /// Runs the sealer every `interval` until `stop` resolves.
-pub(crate) async fn run_sealer(shared: std::sync::Arc<Shared>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn run_sealer(
+    shared: std::sync::Arc<Shared>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         match seal_all(&shared).await {
             Ok(0) => {}
@@ -267,7 +273,15 @@ impl Problems {
     fn add(&mut self, seq: Option<i64>, entry_id: Option<i64>, reason: String) {
         self.count += 1;
         let order = (seq.unwrap_or(i64::MAX), entry_id.unwrap_or(i64::MAX));
-        self.list.push((order.0, order.1, ChainBreak { seq, entry_id, reason }));
+        self.list.push((
+            order.0,
+            order.1,
+            ChainBreak {
+                seq,
+                entry_id,
+                reason,
+            },
+        ));
         // Keep the earliest problems only: memory stays bounded on a badly broken ledger.
         if self.list.len() > 1000 {
             self.list.sort_by_key(|(s, e, _)| (*s, *e));
@@ -277,7 +291,10 @@ impl Problems {
 }
 
 /// Recomputes the chain and the balances from the stored rows.
-pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport> {
+pub(crate) async fn verify(
+    shared: &Shared,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<VerifyReport> {
     let started = Instant::now();
     let db = &shared.db;
     let snap = shared.accounts.reload(db).await?;
@@ -289,10 +306,18 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
     let mut head: Option<(i64, Vec<u8>)> = None;
     scan::scan_chain(db, |(seq, entry_id, prev_hash, hash)| {
         if seq != expected_seq {
-            problems.add(Some(seq), Some(entry_id), format!("sequence gap: expected {expected_seq}, found {seq}"));
+            problems.add(
+                Some(seq),
+                Some(entry_id),
+                format!("sequence gap: expected {expected_seq}, found {seq}"),
+            );
         }
         if prev_hash != prev {
-            problems.add(Some(seq), Some(entry_id), "prev_hash does not match the hash of the previous link".to_owned());
+            problems.add(
+                Some(seq),
+                Some(entry_id),
+                "prev_hash does not match the hash of the previous link".to_owned(),
+            );
         }
         expected_seq = seq + 1;
         prev = hash.clone();
@@ -323,20 +348,23 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
                     _ => problems.add(
                         Some(seq),
                         id,
-                        "hash mismatch: the entry's stored data no longer matches its sealed hash".to_owned(),
+                        "hash mismatch: the entry's stored data no longer matches its sealed hash"
+                            .to_owned(),
                     ),
                 }
             }
             _ => unsealed += 1,
         }
         for p in &s.entry.postings {
-            let slot = sums.entry((p.account_id.0, s.entry.effective_date)).or_default();
+            let slot = sums
+                .entry((p.account_id.0, s.entry.effective_date))
+                .or_default();
             match p.direction {
                 Direction::Debit => slot.0 += i128::from(p.amount.amount_minor()),
                 Direction::Credit => slot.1 += i128::from(p.amount.amount_minor()),
             }
         }
-        if entries % 65_536 == 0 {
+        if entries.is_multiple_of(65_536) {
             progress(entries);
         }
         Ok(())
@@ -347,7 +375,14 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
     // Counts that catch rows the joins cannot see: orphan postings, lost queue rows.
     let (posting_rows, unsealed_rows, chain_rows) = counts(db).await?;
     if posting_rows != postings {
-        problems.add(None, None, format!("{} postings belong to no entry", posting_rows.abs_diff(postings)));
+        problems.add(
+            None,
+            None,
+            format!(
+                "{} postings belong to no entry",
+                posting_rows.abs_diff(postings)
+            ),
+        );
     }
     if unsealed_rows != unsealed {
         problems.add(None, None, format!(
@@ -355,14 +390,17 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
         ));
     }
     if chain_rows != sealed || sealed_links != sealed {
-        problems.add(None, None, format!(
-            "the chain has {chain_rows} links but {sealed} sealed entries were found"
-        ));
+        problems.add(
+            None,
+            None,
+            format!("the chain has {chain_rows} links but {sealed} sealed entries were found"),
+        );
     }
 
     // The balance table against the postings.
     let table = balance_rows(db).await?;
-    let mut table_map: HashMap<(i64, NaiveDate), (i128, i128)> = HashMap::with_capacity(table.len());
+    let mut table_map: HashMap<(i64, NaiveDate), (i128, i128)> =
+        HashMap::with_capacity(table.len());
     for (a, d, deb, cred) in table {
         table_map.insert((a, d), (i128::from(deb), i128::from(cred)));
     }
@@ -386,7 +424,12 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
     }
 
     problems.list.sort_by_key(|(s, e, _)| (*s, *e));
-    let sample: Vec<ChainBreak> = problems.list.iter().take(20).map(|(_, _, b)| b.clone()).collect();
+    let sample: Vec<ChainBreak> = problems
+        .list
+        .iter()
+        .take(20)
+        .map(|(_, _, b)| b.clone())
+        .collect();
     Ok(VerifyReport {
         entries,
         postings,

@@ -246,7 +246,11 @@ pub fn check_balanced(
         .iter()
         .filter(|(_, n)| **n != 0)
         .map(|(c, n)| {
-            let side = if *n > 0 { "debits exceed credits" } else { "credits exceed debits" };
+            let side = if *n > 0 {
+                "debits exceed credits"
+            } else {
+                "credits exceed debits"
+            };
             let amount = i64::try_from(n.unsigned_abs())
                 .map(|m| Money::from_minor(m, *c).to_string())
                 .unwrap_or_else(|_| format!("{} minor units of {c}", n.unsigned_abs()));
@@ -337,10 +341,27 @@ mod tests {
         use Direction::{Credit as C, Debit as D};
         check(&[(D, usd(100)), (C, usd(100))], Ok(()));
         check(&[(D, usd(100)), (C, usd(60)), (C, usd(40))], Ok(()));
-        check(&[(D, usd(100)), (C, usd(100)), (D, eur(5)), (C, eur(5))], Ok(()));
-        check(&[(D, usd(100)), (C, usd(99))], Err("USD debits exceed credits by 0.01 USD"));
-        check(&[(D, usd(100)), (C, eur(100))], Err("EUR credits exceed debits by 1.00 EUR; USD debits exceed credits by 1.00 USD"));
+        check(
+            &[(D, usd(100)), (C, usd(100)), (D, eur(5)), (C, eur(5))],
+            Ok(()),
+        );
+        check(
+            &[(D, usd(100)), (C, usd(99))],
+            Err("USD debits exceed credits by 0.01 USD"),
+        );
+        check(
+            &[(D, usd(100)), (C, eur(100))],
+            Err("EUR credits exceed debits by 1.00 EUR; USD debits exceed credits by 1.00 USD"),
+        );
         // Sums beyond i64 do not overflow the check.
-        check(&[(D, usd(i64::MAX)), (D, usd(i64::MAX)), (C, usd(i64::MAX)), (C, usd(i64::MAX))], Ok(()));
+        check(
+            &[
+                (D, usd(i64::MAX)),
+                (D, usd(i64::MAX)),
+                (C, usd(i64::MAX)),
+                (C, usd(i64::MAX)),
+            ],
+            Ok(()),
+        );
     }
 }

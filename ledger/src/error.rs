@@ -90,7 +90,11 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    pub fn new(code: ErrorCode, field: impl Into<Option<String>>, message: impl Into<String>) -> Self {
+    pub fn new(
+        code: ErrorCode,
+        field: impl Into<Option<String>>,
+        message: impl Into<String>,
+    ) -> Self {
         Rejection {
             code,
             field: field.into(),
@@ -101,7 +105,9 @@ impl Rejection {
     /// A money parsing / arithmetic error, attributed to `field`.
     pub fn money(err: &MoneyError, field: &str) -> Self {
         let code = match err {
-            MoneyError::UnknownCurrency(_) | MoneyError::NoMinorUnit(_) => ErrorCode::UnknownCurrency,
+            MoneyError::UnknownCurrency(_) | MoneyError::NoMinorUnit(_) => {
+                ErrorCode::UnknownCurrency
+            }
             MoneyError::InvalidAmount { .. } => ErrorCode::InvalidAmount,
             MoneyError::ScaleTooLarge { .. } => ErrorCode::InvalidAmountScale,
             MoneyError::Overflow => ErrorCode::AmountOverflow,
@@ -135,7 +141,11 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
-    pub fn rejected(code: ErrorCode, field: impl Into<Option<String>>, message: impl Into<String>) -> Self {
+    pub fn rejected(
+        code: ErrorCode,
+        field: impl Into<Option<String>>,
+        message: impl Into<String>,
+    ) -> Self {
         LedgerError::Rejected(Rejection::new(code, field, message))
     }
 

@@ -25,7 +25,9 @@ use serde_json::{Map, Value};
 use crate::entry::{EntryHeader, NewEntry, NewPosting};
 use crate::error::{ErrorCode, Rejection};
 use crate::money::{Currency, Money};
-use crate::types::{AccountCode, CustomerId, Direction, EntityCode, IdempotencyKey, SourceName, Text};
+use crate::types::{
+    AccountCode, CustomerId, Direction, EntityCode, IdempotencyKey, SourceName, Text,
+};
 
 /// Values used when the JSON leaves a field out.
 #[derive(Clone, Debug)]
@@ -62,14 +64,22 @@ pub fn parse_entry_json(bytes: &[u8], defaults: &InputDefaults) -> Result<NewEnt
         Rejection::new(
             ErrorCode::MalformedJson,
             None,
-            format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()),
+            format!(
+                "malformed JSON at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ),
         )
     })?;
     parse_entry_value(&value, defaults, "")
 }
 
 /// Parses an already-decoded JSON value; `prefix` is prepended to field paths (`entries[3].`).
-pub fn parse_entry_value(value: &Value, defaults: &InputDefaults, prefix: &str) -> Result<NewEntry, Rejection> {
+pub fn parse_entry_value(
+    value: &Value,
+    defaults: &InputDefaults,
+    prefix: &str,
+) -> Result<NewEntry, Rejection> {
     let obj = value.as_object().ok_or_else(|| {
         Rejection::new(
             ErrorCode::MalformedJson,
@@ -83,24 +93,31 @@ pub fn parse_entry_value(value: &Value, defaults: &InputDefaults, prefix: &str) 
     let idempotency_key = match opt_str(obj, "idempotency_key", prefix)? {
         Some(k) => {
             let key = IdempotencyKey::parse(k, &f("idempotency_key"))?;
-            if let Some(h) = &defaults.idempotency_key {
-                if h != &key {
-                    return Err(Rejection::new(
-                        ErrorCode::InvalidField,
-                        Some(f("idempotency_key")),
-                        format!("{}: differs from the Idempotency-Key header", f("idempotency_key")),
-                    ));
-                }
+            if let Some(h) = &defaults.idempotency_key
+                && h != &key
+            {
+                return Err(Rejection::new(
+                    ErrorCode::InvalidField,
+                    Some(f("idempotency_key")),
+                    format!(
+                        "{}: differs from the Idempotency-Key header",
+                        f("idempotency_key")
+                    ),
+                ));
             }
             key
         }
-        None => defaults.idempotency_key.clone().ok_or_else(|| missing(&f("idempotency_key")))?,
+        None => defaults
+            .idempotency_key
+            .clone()
+            .ok_or_else(|| missing(&f("idempotency_key")))?,
     };
     let entity = match opt_str(obj, "entity", prefix)? {
         Some(e) => EntityCode::parse(e, &f("entity"))?,
         None => defaults.entity.clone(),
     };
-    let date_s = opt_str(obj, "effective_date", prefix)?.ok_or_else(|| missing(&f("effective_date")))?;
+    let date_s =
+        opt_str(obj, "effective_date", prefix)?.ok_or_else(|| missing(&f("effective_date")))?;
     let effective_date = parse_date(date_s, &f("effective_date"))?;
     let source = match opt_str(obj, "source", prefix)? {
         Some(s) => SourceName::parse(s, &f("source"))?,
@@ -129,11 +146,13 @@ pub fn parse_entry_value(value: &Value, defaults: &InputDefaults, prefix: &str) 
     }
     let mut postings = Vec::with_capacity(postings_a.len());
     for (i, p) in postings_a.iter().enumerate() {
-        postings.push(parse_posting(p, &format!("{prefix}postings[{i}].")).map_err(|mut r| {
-            // Keep field paths relative to the whole document.
-            r.field = r.field.or_else(|| Some(format!("{prefix}postings[{i}]")));
-            r
-        })?);
+        postings.push(
+            parse_posting(p, &format!("{prefix}postings[{i}].")).map_err(|mut r| {
+                // Keep field paths relative to the whole document.
+                r.field = r.field.or_else(|| Some(format!("{prefix}postings[{i}]")));
+                r
+            })?,
+        );
     }
     NewEntry::new(
         EntryHeader {
@@ -161,7 +180,10 @@ fn parse_posting(v: &Value, prefix: &str) -> Result<NewPosting, Rejection> {
         Rejection::new(
             ErrorCode::InvalidField,
             Some(prefix.trim_end_matches('.').to_owned()),
-            format!("{}: a posting must be a JSON object", prefix.trim_end_matches('.')),
+            format!(
+                "{}: a posting must be a JSON object",
+                prefix.trim_end_matches('.')
+            ),
         )
     })?;
     reject_unknown(obj, POSTING_FIELDS, prefix)?;
@@ -177,7 +199,10 @@ fn parse_posting(v: &Value, prefix: &str) -> Result<NewPosting, Rejection> {
             return Err(Rejection::new(
                 ErrorCode::InvalidField,
                 Some(f("direction")),
-                format!("{}: must be \"debit\" or \"credit\", got {other:?}", f("direction")),
+                format!(
+                    "{}: must be \"debit\" or \"credit\", got {other:?}",
+                    f("direction")
+                ),
             ));
         }
     };
@@ -188,7 +213,10 @@ fn parse_posting(v: &Value, prefix: &str) -> Result<NewPosting, Rejection> {
             return Err(Rejection::new(
                 ErrorCode::InvalidField,
                 Some(f("amount")),
-                format!("{}: give either amount or amount_minor, not both", f("amount")),
+                format!(
+                    "{}: give either amount or amount_minor, not both",
+                    f("amount")
+                ),
             ));
         }
         (None, None) => return Err(missing(&f("amount"))),
@@ -211,7 +239,10 @@ fn parse_posting(v: &Value, prefix: &str) -> Result<NewPosting, Rejection> {
                 return Err(Rejection::new(
                     ErrorCode::InvalidAmount,
                     Some(f("amount_minor")),
-                    format!("{}: must be an integer number of minor units", f("amount_minor")),
+                    format!(
+                        "{}: must be an integer number of minor units",
+                        f("amount_minor")
+                    ),
                 ));
             }
         },
@@ -265,13 +296,20 @@ fn reject_unknown(obj: &Map<String, Value>, known: &[&str], prefix: &str) -> Res
         return Err(Rejection::new(
             ErrorCode::InvalidField,
             Some(format!("{prefix}{k}")),
-            format!("{prefix}{k}: unknown field (expected one of: {})", known.join(", ")),
+            format!(
+                "{prefix}{k}: unknown field (expected one of: {})",
+                known.join(", ")
+            ),
         ));
     }
     Ok(())
 }
 
-fn opt_str<'a>(obj: &'a Map<String, Value>, name: &str, prefix: &str) -> Result<Option<&'a str>, Rejection> {
+fn opt_str<'a>(
+    obj: &'a Map<String, Value>,
+    name: &str,
+    prefix: &str,
+) -> Result<Option<&'a str>, Rejection> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -310,9 +348,18 @@ mod tests {
         let json = GOOD.replacen(from, to, 1);
         assert_ne!(json, GOOD, "pattern {from:?} not found");
         let err = parse_entry_json(json.as_bytes(), &defaults()).unwrap_err();
-        assert_eq!((err.code, err.field.as_deref()), (code, field), "{json}\n{}", err.message);
+        assert_eq!(
+            (err.code, err.field.as_deref()),
+            (code, field),
+            "{json}\n{}",
+            err.message
+        );
         if let Some(f) = field {
-            assert!(err.message.contains(f), "message must name the field: {}", err.message);
+            assert!(
+                err.message.contains(f),
+                "message must name the field: {}",
+                err.message
+            );
         }
     }
 
@@ -327,18 +374,78 @@ mod tests {
     #[test]
     fn bad_entries_name_their_field() {
         use ErrorCode::*;
-        check(r#""amount":"100.00""#, r#""amount":"100.001""#, InvalidAmountScale, Some("postings[0].amount"));
-        check(r#""amount":"100.00""#, r#""amount":100.0"#, InvalidAmount, Some("postings[0].amount"));
-        check(r#""amount":"100.00""#, r#""amount":"-100.00""#, NonPositiveAmount, Some("postings[0].amount"));
-        check(r#""amount":"100.00""#, r#""amount":"0.00""#, NonPositiveAmount, Some("postings[0].amount"));
-        check(r#""amount":"100.00""#, r#""amount":"99.00""#, UnbalancedEntry, Some("postings"));
-        check(r#""currency":"USD"}]"#, r#""currency":"XYZ"}]"#, UnknownCurrency, Some("postings[1].currency"));
-        check(r#""direction":"debit""#, r#""direction":"up""#, InvalidField, Some("postings[0].direction"));
-        check(r#""effective_date":"2026-10-31""#, r#""effective_date":"31/10/2026""#, InvalidField, Some("effective_date"));
-        check(r#""idempotency_key":"k1","#, "", MissingField, Some("idempotency_key"));
-        check(r#""account":"4000","#, "", MissingField, Some("postings[1].account"));
-        check(r#""account":"4000","#, r#""acount":"4000","#, InvalidField, Some("postings[1].acount"));
-        check(r#""postings":["#, r#""postings":[{"account":"1","direction":"debit","amount":"1.00","currency":"USD"}],"x":["#, InvalidField, Some("x"));
+        check(
+            r#""amount":"100.00""#,
+            r#""amount":"100.001""#,
+            InvalidAmountScale,
+            Some("postings[0].amount"),
+        );
+        check(
+            r#""amount":"100.00""#,
+            r#""amount":100.0"#,
+            InvalidAmount,
+            Some("postings[0].amount"),
+        );
+        check(
+            r#""amount":"100.00""#,
+            r#""amount":"-100.00""#,
+            NonPositiveAmount,
+            Some("postings[0].amount"),
+        );
+        check(
+            r#""amount":"100.00""#,
+            r#""amount":"0.00""#,
+            NonPositiveAmount,
+            Some("postings[0].amount"),
+        );
+        check(
+            r#""amount":"100.00""#,
+            r#""amount":"99.00""#,
+            UnbalancedEntry,
+            Some("postings"),
+        );
+        check(
+            r#""currency":"USD"}]"#,
+            r#""currency":"XYZ"}]"#,
+            UnknownCurrency,
+            Some("postings[1].currency"),
+        );
+        check(
+            r#""direction":"debit""#,
+            r#""direction":"up""#,
+            InvalidField,
+            Some("postings[0].direction"),
+        );
+        check(
+            r#""effective_date":"2026-10-31""#,
+            r#""effective_date":"31/10/2026""#,
+            InvalidField,
+            Some("effective_date"),
+        );
+        check(
+            r#""idempotency_key":"k1","#,
+            "",
+            MissingField,
+            Some("idempotency_key"),
+        );
+        check(
+            r#""account":"4000","#,
+            "",
+            MissingField,
+            Some("postings[1].account"),
+        );
+        check(
+            r#""account":"4000","#,
+            r#""acount":"4000","#,
+            InvalidField,
+            Some("postings[1].acount"),
+        );
+        check(
+            r#""postings":["#,
+            r#""postings":[{"account":"1","direction":"debit","amount":"1.00","currency":"USD"}],"x":["#,
+            InvalidField,
+            Some("x"),
+        );
         check("{", "[", MalformedJson, None);
     }
 

@@ -133,7 +133,12 @@ impl Ledger {
             actor,
             "ledger.account.create",
             &format!("{}/{}", created.entity, created.code),
-            &format!("{} {} {}", created.account_type.as_str(), created.currency, created.name),
+            &format!(
+                "{} {} {}",
+                created.account_type.as_str(),
+                created.currency,
+                created.name
+            ),
         )
         .await?;
         self.shared.accounts.reload(&self.shared.db).await?;
@@ -150,13 +155,15 @@ impl Ledger {
             return Ok(a.clone());
         }
         let snap = self.shared.accounts.reload(&self.shared.db).await?;
-        snap.get(entity.as_str(), code.as_str()).cloned().ok_or_else(|| {
-            LedgerError::rejected(
-                ErrorCode::AccountNotFound,
-                Some("account".to_owned()),
-                format!("account: there is no account {code} in entity {entity}"),
-            )
-        })
+        snap.get(entity.as_str(), code.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                LedgerError::rejected(
+                    ErrorCode::AccountNotFound,
+                    Some("account".to_owned()),
+                    format!("account: there is no account {code} in entity {entity}"),
+                )
+            })
     }
 
     // ---- journal ----
@@ -211,26 +218,34 @@ impl Ledger {
         let key_used = store::entry_id_by_key(&self.shared.db, idempotency_key.as_str())
             .await?
             .is_some();
-        if !key_used {
-            if let Some(by) = store::reversed_by(&self.shared.db, id.0).await? {
-                return Err(LedgerError::rejected(
-                    ErrorCode::AlreadyReversed,
-                    Some("id".to_owned()),
-                    format!("id: entry {id} was already reversed by entry {by}"),
-                ));
-            }
+        if !key_used && let Some(by) = store::reversed_by(&self.shared.db, id.0).await? {
+            return Err(LedgerError::rejected(
+                ErrorCode::AlreadyReversed,
+                Some("id".to_owned()),
+                format!("id: entry {id} was already reversed by entry {by}"),
+            ));
         }
         self.post(reversal).await
     }
 
     // ---- periods ----
 
-    pub async fn close_period(&self, entity: &EntityCode, period: Period, actor: &str) -> Result<()> {
+    pub async fn close_period(
+        &self,
+        entity: &EntityCode,
+        period: Period,
+        actor: &str,
+    ) -> Result<()> {
         let at = self.shared.clock.now();
         store::set_period(&self.shared.db, entity, period, true, actor, at).await
     }
 
-    pub async fn reopen_period(&self, entity: &EntityCode, period: Period, actor: &str) -> Result<()> {
+    pub async fn reopen_period(
+        &self,
+        entity: &EntityCode,
+        period: Period,
+        actor: &str,
+    ) -> Result<()> {
         let at = self.shared.clock.now();
         store::set_period(&self.shared.db, entity, period, false, actor, at).await
     }
@@ -239,13 +254,15 @@ impl Ledger {
         Ok(store::periods(&self.shared.db, entity)
             .await?
             .into_iter()
-            .map(|(entity, period, status, changed_at, changed_by)| PeriodState {
-                entity,
-                period,
-                status,
-                changed_at,
-                changed_by,
-            })
+            .map(
+                |(entity, period, status, changed_at, changed_by)| PeriodState {
+                    entity,
+                    period,
+                    status,
+                    changed_at,
+                    changed_by,
+                },
+            )
             .collect())
     }
 
@@ -283,14 +300,20 @@ impl Ledger {
     }
 
     /// A customer's open sub-ledger documents (net ≠ 0) as of a date.
-    pub async fn open_items(&self, customer: &CustomerId, as_of: Option<NaiveDate>) -> Result<Vec<OpenItem>> {
+    pub async fn open_items(
+        &self,
+        customer: &CustomerId,
+        as_of: Option<NaiveDate>,
+    ) -> Result<Vec<OpenItem>> {
         let snap = self.shared.accounts.reload(&self.shared.db).await?;
         let mut out = Vec::new();
         for r in store::open_items(&self.shared.db, customer, as_of).await? {
-            let currency = Currency::parse(&r.currency).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-            let open = r.debit_minor.checked_sub(r.credit_minor).ok_or_else(|| {
-                LedgerError::Corrupt("open item overflows".to_owned())
-            })?;
+            let currency =
+                Currency::parse(&r.currency).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            let open = r
+                .debit_minor
+                .checked_sub(r.credit_minor)
+                .ok_or_else(|| LedgerError::Corrupt("open item overflows".to_owned()))?;
             if open == 0 {
                 continue;
             }
@@ -408,12 +431,16 @@ impl Ledger {
     }
 
     /// Balances before `from` and at `to` per account, for the ADS Trial_Balance file.
-    pub async fn trial_balance_lines(&self, req: &ExportRequest) -> Result<Vec<export::TrialBalanceLine>> {
+    pub async fn trial_balance_lines(
+        &self,
+        req: &ExportRequest,
+    ) -> Result<Vec<export::TrialBalanceLine>> {
         let accounts = store::accounts(&self.shared.db, req.entity.as_ref()).await?;
         let begin = store::account_sums(&self.shared.db, None, req.from.pred_opt()).await?;
         let end = store::account_sums(&self.shared.db, None, Some(req.to)).await?;
         let net = |s: Option<&store::Sums>| -> i64 {
-            s.map(|s| s.debit_minor.saturating_sub(s.credit_minor)).unwrap_or(0)
+            s.map(|s| s.debit_minor.saturating_sub(s.credit_minor))
+                .unwrap_or(0)
         };
         Ok(accounts
             .into_iter()
@@ -428,7 +455,10 @@ impl Ledger {
 }
 
 /// (entries, postings, totals per currency) over an export's range.
-async fn export_totals(db: &Db, req: &ExportRequest) -> Result<(u64, u64, BTreeMap<Currency, CurrencyTotals>)> {
+async fn export_totals(
+    db: &Db,
+    req: &ExportRequest,
+) -> Result<(u64, u64, BTreeMap<Currency, CurrencyTotals>)> {
     let entity = req.entity.as_ref().map(|e| e.as_str().to_owned());
     let currency = req.currency.map(|c| c.code().to_owned());
     let rows: Vec<(String, i64, i64, String, String)> = match db {

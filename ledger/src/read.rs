@@ -26,7 +26,10 @@ pub struct AccountBalance {
     pub balance: Money,
 }
 
-pub(crate) fn ser_money<S: serde::Serializer>(m: &Money, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn ser_money<S: serde::Serializer>(
+    m: &Money,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&m.to_string())
 }
 
@@ -36,7 +39,9 @@ impl AccountBalance {
             Direction::Debit => sums.debit_minor.checked_sub(sums.credit_minor),
             Direction::Credit => sums.credit_minor.checked_sub(sums.debit_minor),
         }
-        .ok_or_else(|| LedgerError::Corrupt(format!("balance of account {} overflows", account.code)))?;
+        .ok_or_else(|| {
+            LedgerError::Corrupt(format!("balance of account {} overflows", account.code))
+        })?;
         Ok(AccountBalance {
             balance: Money::from_minor(net, account.currency),
             debit_minor: sums.debit_minor,

@@ -171,7 +171,8 @@ fn sqlite_rows<T: Send + 'static>(
         let run = || -> Result<()> {
             let conn = rusqlite::Connection::open_with_flags(
                 &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             conn.busy_timeout(std::time::Duration::from_secs(10))?;
             // One read transaction: the whole scan sees one consistent snapshot.

@@ -99,8 +99,10 @@ impl AccountCache {
         let accounts = store::accounts(db, None).await?;
         let mut snap = AccountSnapshot::default();
         for a in accounts {
-            snap.by_key
-                .insert((a.entity.as_str().to_owned(), a.code.as_str().to_owned()), a.id);
+            snap.by_key.insert(
+                (a.entity.as_str().to_owned(), a.code.as_str().to_owned()),
+                a.id,
+            );
             snap.by_id.insert(a.id, a);
         }
         let snap = Arc::new(snap);
@@ -124,7 +126,9 @@ pub(crate) struct Writer {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("entries", &self.entries.len()).finish()
+        f.debug_struct("Job")
+            .field("entries", &self.entries.len())
+            .finish()
     }
 }
 
@@ -189,7 +193,10 @@ impl Writer {
 }
 
 /// Checks one entry against the chart of accounts.
-fn prepare(entry: NewEntry, accounts: &AccountSnapshot) -> std::result::Result<Prepared, Rejection> {
+fn prepare(
+    entry: NewEntry,
+    accounts: &AccountSnapshot,
+) -> std::result::Result<Prepared, Rejection> {
     let mut account_ids = Vec::with_capacity(entry.postings().len());
     for (i, p) in entry.postings().iter().enumerate() {
         let Some(account) = accounts.get(entry.entity().as_str(), p.account.as_str()) else {
@@ -267,13 +274,18 @@ fn stored(p: &Prepared, id: EntryId, recorded_at: DateTime<Utc>) -> JournalEntry
 }
 
 fn jitter_ms(max: u64) -> u64 {
-    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     if max == 0 { 0 } else { r % max }
 }
 
 /// Writes a batch, retrying retryable failures; on any other failure, writes each entry on
 /// its own so the failure stays with the entry that caused it.
-async fn write_with_retry(shared: &Shared, batch: &[&Prepared]) -> Vec<std::result::Result<(WriteOutcome, DateTime<Utc>), LedgerError>> {
+async fn write_with_retry(
+    shared: &Shared,
+    batch: &[&Prepared],
+) -> Vec<std::result::Result<(WriteOutcome, DateTime<Utc>), LedgerError>> {
     let mut attempt = 0;
     loop {
         let recorded_at = shared.clock.now();
@@ -289,7 +301,11 @@ async fn write_with_retry(shared: &Shared, batch: &[&Prepared]) -> Vec<std::resu
                 tracing::warn!(error = %e, entries = batch.len(), "ledger batch failed; writing its entries one by one");
                 let mut out = Vec::with_capacity(batch.len());
                 for p in batch {
-                    out.push(Box::pin(write_with_retry(shared, std::slice::from_ref(p))).await.remove(0));
+                    out.push(
+                        Box::pin(write_with_retry(shared, std::slice::from_ref(p)))
+                            .await
+                            .remove(0),
+                    );
                 }
                 return out;
             }
@@ -312,8 +328,10 @@ fn single_error(e: sqlx::Error) -> LedgerError {
 }
 
 async fn process(shared: &Shared, jobs: Vec<Job>) {
-    let mut results: Vec<Vec<Option<Result<PostOutcome>>>> =
-        jobs.iter().map(|j| (0..j.entries.len()).map(|_| None).collect()).collect();
+    let mut results: Vec<Vec<Option<Result<PostOutcome>>>> = jobs
+        .iter()
+        .map(|j| (0..j.entries.len()).map(|_| None).collect())
+        .collect();
     let mut replies = Vec::with_capacity(jobs.len());
     let mut items: Vec<(usize, usize, NewEntry)> = Vec::new();
     for (j, job) in jobs.into_iter().enumerate() {
@@ -336,7 +354,9 @@ async fn process(shared: &Shared, jobs: Vec<Job>) {
             Err(e) => {
                 let msg = e.to_string();
                 for (j, i, _) in &items {
-                    results[*j][*i] = Some(Err(LedgerError::Corrupt(format!("loading accounts: {msg}"))));
+                    results[*j][*i] = Some(Err(LedgerError::Corrupt(format!(
+                        "loading accounts: {msg}"
+                    ))));
                 }
                 items.clear();
             }
@@ -398,7 +418,8 @@ async fn process(shared: &Shared, jobs: Vec<Job>) {
             let ids: Vec<i64> = replays.iter().map(|(_, _, id)| id.0).collect();
             match load_with_reload(shared, &ids, shared.accounts.current()).await {
                 Ok(entries) => {
-                    let by_id: HashMap<EntryId, JournalEntry> = entries.into_iter().map(|e| (e.id, e)).collect();
+                    let by_id: HashMap<EntryId, JournalEntry> =
+                        entries.into_iter().map(|e| (e.id, e)).collect();
                     for (j, i, id) in replays {
                         results[j][i] = Some(match by_id.get(&id) {
                             Some(e) => Ok(PostOutcome {
@@ -412,7 +433,9 @@ async fn process(shared: &Shared, jobs: Vec<Job>) {
                 Err(e) => {
                     let msg = e.to_string();
                     for (j, i, _) in replays {
-                        results[j][i] = Some(Err(LedgerError::Corrupt(format!("loading replayed entry: {msg}"))));
+                        results[j][i] = Some(Err(LedgerError::Corrupt(format!(
+                            "loading replayed entry: {msg}"
+                        ))));
                     }
                 }
             }

@@ -30,7 +30,9 @@ fn usd(s: &str) -> Money {
 }
 
 fn open(t: &TestDb) -> Ledger {
-    let clock = Arc::new(FixedClock::new(Utc.with_ymd_and_hms(2026, 11, 2, 9, 30, 0).unwrap()));
+    let clock = Arc::new(FixedClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 2, 9, 30, 0).unwrap(),
+    ));
     Ledger::new(
         t.db.clone(),
         LedgerOptions {
@@ -44,8 +46,20 @@ fn open(t: &TestDb) -> Ledger {
 async fn chart(l: &Ledger) {
     for (c, name, ty, cur, sub) in [
         ("1000", "Cash", AccountType::Asset, "USD", false),
-        ("1200", "Accounts receivable", AccountType::Asset, "USD", true),
-        ("2100", "Sales tax payable", AccountType::Liability, "USD", false),
+        (
+            "1200",
+            "Accounts receivable",
+            AccountType::Asset,
+            "USD",
+            true,
+        ),
+        (
+            "2100",
+            "Sales tax payable",
+            AccountType::Liability,
+            "USD",
+            false,
+        ),
         ("4000", "Revenue", AccountType::Revenue, "USD", false),
         ("1010", "Cash EUR", AccountType::Asset, "EUR", false),
         ("4010", "Revenue EUR", AccountType::Revenue, "EUR", false),
@@ -152,7 +166,11 @@ async fn dump(db: &Db) -> String {
                 .fetch_all(&s.pool)
                 .await
                 .unwrap();
-                let expr = cols.iter().map(|c| format!("quote({c})")).collect::<Vec<_>>().join("||','||");
+                let expr = cols
+                    .iter()
+                    .map(|c| format!("quote({c})"))
+                    .collect::<Vec<_>>()
+                    .join("||','||");
                 sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                     "SELECT group_concat(r, char(10)) FROM (SELECT {expr} AS r FROM {table} ORDER BY {order})"
                 )))
@@ -167,22 +185,33 @@ async fn dump(db: &Db) -> String {
 }
 
 fn code_of(err: LedgerError) -> ErrorCode {
-    err.code().unwrap_or_else(|| panic!("expected a rejection, got {err}"))
+    err.code()
+        .unwrap_or_else(|| panic!("expected a rejection, got {err}"))
 }
 
 both_backends!(posts_and_reads_back, |t| async move {
     let l = open(&t);
     chart(&l).await;
-    let out = l.post(invoice("inv-1", "2026-10-05", "100.00", "ACME", "INV-1")).await.unwrap();
+    let out = l
+        .post(invoice("inv-1", "2026-10-05", "100.00", "ACME", "INV-1"))
+        .await
+        .unwrap();
     assert!(!out.replayed);
     let read = l.entry(out.entry.id).await.unwrap();
     assert_eq!(read, out.entry, "what was returned is what was stored");
     let bal = l.balance(&entity(), &code("1200"), None).await.unwrap();
     assert_eq!(bal.balance, usd("100.00"));
     let rev = l.balance(&entity(), &code("4000"), None).await.unwrap();
-    assert_eq!(rev.balance, usd("100.00"), "revenue is credit-normal: positive");
+    assert_eq!(
+        rev.balance,
+        usd("100.00"),
+        "revenue is credit-normal: positive"
+    );
     // As of a date before the entry, nothing.
-    let before = l.balance(&entity(), &code("1200"), Some(day("2026-10-04"))).await.unwrap();
+    let before = l
+        .balance(&entity(), &code("1200"), Some(day("2026-10-04")))
+        .await
+        .unwrap();
     assert_eq!(before.balance, usd("0.00"));
     let tb = l.trial_balance(Some(&entity()), None).await.unwrap();
     let usd_c = ledger::Currency::parse("USD").unwrap();
@@ -192,14 +221,27 @@ both_backends!(posts_and_reads_back, |t| async move {
 both_backends!(idempotency_replays_and_conflicts, |t| async move {
     let l = open(&t);
     chart(&l).await;
-    let first = l.post(invoice("k", "2026-10-05", "10.00", "ACME", "INV-1")).await.unwrap();
-    let again = l.post(invoice("k", "2026-10-05", "10.00", "ACME", "INV-1")).await.unwrap();
+    let first = l
+        .post(invoice("k", "2026-10-05", "10.00", "ACME", "INV-1"))
+        .await
+        .unwrap();
+    let again = l
+        .post(invoice("k", "2026-10-05", "10.00", "ACME", "INV-1"))
+        .await
+        .unwrap();
     assert!(again.replayed);
     assert_eq!(again.entry, first.entry);
     let before = dump(&t.db).await;
-    let err = l.post(invoice("k", "2026-10-05", "10.01", "ACME", "INV-1")).await.unwrap_err();
+    let err = l
+        .post(invoice("k", "2026-10-05", "10.01", "ACME", "INV-1"))
+        .await
+        .unwrap_err();
     assert_eq!(code_of(err), ErrorCode::IdempotencyKeyReused);
-    assert_eq!(dump(&t.db).await, before, "a conflicting replay writes nothing");
+    assert_eq!(
+        dump(&t.db).await,
+        before,
+        "a conflicting replay writes nothing"
+    );
     // Duplicates inside one batch: the first writes, the second replays, the third conflicts.
     let res = l
         .post_batch(vec![
@@ -212,28 +254,51 @@ both_backends!(idempotency_replays_and_conflicts, |t| async move {
     let a = res[0].as_ref().unwrap();
     let b = res[1].as_ref().unwrap();
     assert!(!a.replayed && b.replayed && a.entry.id == b.entry.id);
-    assert_eq!(res[2].as_ref().unwrap_err().code(), Some(ErrorCode::IdempotencyKeyReused));
+    assert_eq!(
+        res[2].as_ref().unwrap_err().code(),
+        Some(ErrorCode::IdempotencyKeyReused)
+    );
 });
 
 both_backends!(rejections_write_nothing, |t| async move {
     let l = open(&t);
     chart(&l).await;
-    l.post(invoice("ok", "2026-10-05", "10.00", "ACME", "INV-1")).await.unwrap();
+    l.post(invoice("ok", "2026-10-05", "10.00", "ACME", "INV-1"))
+        .await
+        .unwrap();
     let before = dump(&t.db).await;
     let cases: Vec<(NewEntry, ErrorCode)> = vec![
         (
-            entry("u1", "2026-10-05", vec![posting("9999", Direction::Debit, usd("1.00")), posting("4000", Direction::Credit, usd("1.00"))]),
+            entry(
+                "u1",
+                "2026-10-05",
+                vec![
+                    posting("9999", Direction::Debit, usd("1.00")),
+                    posting("4000", Direction::Credit, usd("1.00")),
+                ],
+            ),
             ErrorCode::UnknownAccount,
         ),
         (
-            entry("u2", "2026-10-05", vec![
-                posting("1010", Direction::Debit, usd("1.00")),
-                posting("4000", Direction::Credit, usd("1.00")),
-            ]),
+            entry(
+                "u2",
+                "2026-10-05",
+                vec![
+                    posting("1010", Direction::Debit, usd("1.00")),
+                    posting("4000", Direction::Credit, usd("1.00")),
+                ],
+            ),
             ErrorCode::CurrencyMismatch,
         ),
         (
-            entry("u3", "2026-10-05", vec![posting("1200", Direction::Debit, usd("1.00")), posting("4000", Direction::Credit, usd("1.00"))]),
+            entry(
+                "u3",
+                "2026-10-05",
+                vec![
+                    posting("1200", Direction::Debit, usd("1.00")),
+                    posting("4000", Direction::Credit, usd("1.00")),
+                ],
+            ),
             ErrorCode::CustomerRequired,
         ),
     ];
@@ -241,44 +306,93 @@ both_backends!(rejections_write_nothing, |t| async move {
         let err = l.post(e).await.unwrap_err();
         let r = err.rejection().unwrap();
         assert_eq!(r.code, want, "{}", r.message);
-        assert!(r.field.as_deref().is_some_and(|f| r.message.contains(f)), "message names the field: {}", r.message);
+        assert!(
+            r.field.as_deref().is_some_and(|f| r.message.contains(f)),
+            "message names the field: {}",
+            r.message
+        );
     }
     // Closed period.
-    l.close_period(&entity(), Period::parse("2026-09", "p").unwrap(), "test").await.unwrap();
+    l.close_period(&entity(), Period::parse("2026-09", "p").unwrap(), "test")
+        .await
+        .unwrap();
     let before_closed = dump(&t.db).await;
-    let err = l.post(invoice("late", "2026-09-30", "5.00", "ACME", "INV-9")).await.unwrap_err();
+    let err = l
+        .post(invoice("late", "2026-09-30", "5.00", "ACME", "INV-9"))
+        .await
+        .unwrap_err();
     assert_eq!(code_of(err), ErrorCode::PeriodClosed);
     assert_eq!(dump(&t.db).await, before_closed);
     assert_ne!(before, before_closed, "closing a period is recorded");
     // Reopened, the same entry goes in.
-    l.reopen_period(&entity(), Period::parse("2026-09", "p").unwrap(), "test").await.unwrap();
-    l.post(invoice("late", "2026-09-30", "5.00", "ACME", "INV-9")).await.unwrap();
+    l.reopen_period(&entity(), Period::parse("2026-09", "p").unwrap(), "test")
+        .await
+        .unwrap();
+    l.post(invoice("late", "2026-09-30", "5.00", "ACME", "INV-9"))
+        .await
+        .unwrap();
 });
 
 both_backends!(reversal_undoes_and_happens_once, |t| async move {
     let l = open(&t);
     chart(&l).await;
-    let orig = l.post(invoice("inv", "2026-10-05", "42.00", "ACME", "INV-1")).await.unwrap();
+    let orig = l
+        .post(invoice("inv", "2026-10-05", "42.00", "ACME", "INV-1"))
+        .await
+        .unwrap();
     let key = IdempotencyKey::parse("rev-inv", "k").unwrap();
-    let rev = l.reverse(orig.entry.id, key.clone(), Some(day("2026-10-06")), None).await.unwrap();
+    let rev = l
+        .reverse(orig.entry.id, key.clone(), Some(day("2026-10-06")), None)
+        .await
+        .unwrap();
     assert_eq!(rev.entry.reverses_entry_id, Some(orig.entry.id));
-    assert_eq!(l.balance(&entity(), &code("1200"), None).await.unwrap().balance, usd("0.00"));
-    assert_eq!(l.balance(&entity(), &code("1200"), Some(day("2026-10-05"))).await.unwrap().balance, usd("42.00"));
-    let replay = l.reverse(orig.entry.id, key, Some(day("2026-10-06")), None).await.unwrap();
+    assert_eq!(
+        l.balance(&entity(), &code("1200"), None)
+            .await
+            .unwrap()
+            .balance,
+        usd("0.00")
+    );
+    assert_eq!(
+        l.balance(&entity(), &code("1200"), Some(day("2026-10-05")))
+            .await
+            .unwrap()
+            .balance,
+        usd("42.00")
+    );
+    let replay = l
+        .reverse(orig.entry.id, key, Some(day("2026-10-06")), None)
+        .await
+        .unwrap();
     assert!(replay.replayed);
     let err = l
-        .reverse(orig.entry.id, IdempotencyKey::parse("rev-2", "k").unwrap(), None, None)
+        .reverse(
+            orig.entry.id,
+            IdempotencyKey::parse("rev-2", "k").unwrap(),
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(code_of(err), ErrorCode::AlreadyReversed);
-    let err = l.reverse(EntryId(999_999), IdempotencyKey::parse("rev-3", "k").unwrap(), None, None).await.unwrap_err();
+    let err = l
+        .reverse(
+            EntryId(999_999),
+            IdempotencyKey::parse("rev-3", "k").unwrap(),
+            None,
+            None,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(code_of(err), ErrorCode::EntryNotFound);
 });
 
 both_backends!(journal_rows_are_append_only, |t| async move {
     let l = open(&t);
     chart(&l).await;
-    l.post(invoice("inv", "2026-10-05", "1.00", "ACME", "INV-1")).await.unwrap();
+    l.post(invoice("inv", "2026-10-05", "1.00", "ACME", "INV-1"))
+        .await
+        .unwrap();
     l.seal().await.unwrap();
     for sql in [
         "UPDATE ledger_postings SET amount_minor = 2",
@@ -301,7 +415,10 @@ async fn tamper(db: &Db, entry_id: i64) {
     match db {
         Db::Postgres(p) => {
             let mut tx = p.begin().await.unwrap();
-            sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
+            sqlx::query("SET LOCAL session_replication_role = replica")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
             sqlx::query("UPDATE ledger_postings SET amount_minor = amount_minor + 1 WHERE entry_id = $1 AND line = 1")
                 .bind(entry_id)
                 .execute(&mut *tx)
@@ -310,7 +427,10 @@ async fn tamper(db: &Db, entry_id: i64) {
             tx.commit().await.unwrap();
         }
         Db::Sqlite(s) => {
-            sqlx::query("DROP TRIGGER ledger_postings_no_update").execute(&s.pool).await.unwrap();
+            sqlx::query("DROP TRIGGER ledger_postings_no_update")
+                .execute(&s.pool)
+                .await
+                .unwrap();
             sqlx::query("UPDATE ledger_postings SET amount_minor = amount_minor + 1 WHERE entry_id = ? AND line = 1")
                 .bind(entry_id)
                 .execute(&s.pool)
@@ -325,20 +445,35 @@ both_backends!(verify_names_the_tampered_entry, |t| async move {
     chart(&l).await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let e = l.post(invoice(&format!("inv-{i}"), "2026-10-05", "3.00", "ACME", &format!("INV-{i}"))).await.unwrap();
+        let e = l
+            .post(invoice(
+                &format!("inv-{i}"),
+                "2026-10-05",
+                "3.00",
+                "ACME",
+                &format!("INV-{i}"),
+            ))
+            .await
+            .unwrap();
         ids.push(e.entry.id.0);
     }
     assert_eq!(l.seal().await.unwrap(), 20);
     let ok = l.verify(&|_| {}).await.unwrap();
     assert!(ok.ok(), "{ok:?}");
-    assert_eq!((ok.entries, ok.sealed, ok.unsealed, ok.chain_head_seq), (20, 20, 0, Some(20)));
+    assert_eq!(
+        (ok.entries, ok.sealed, ok.unsealed, ok.chain_head_seq),
+        (20, 20, 0, Some(20))
+    );
     tamper(&t.db, ids[7]).await;
     let bad = l.verify(&|_| {}).await.unwrap();
     assert!(!bad.ok());
     let first = bad.first_break.clone().unwrap();
     assert_eq!(first.entry_id, Some(ids[7]), "{bad:?}");
     assert_eq!(first.seq, Some(8));
-    assert!(first.reason.contains("hash mismatch") || first.reason.contains("balance"), "{first:?}");
+    assert!(
+        first.reason.contains("hash mismatch") || first.reason.contains("balance"),
+        "{first:?}"
+    );
     // The tampered entry also no longer balances, and the balance table disagrees.
     assert!(bad.problems >= 3, "{bad:?}");
 });
@@ -346,15 +481,31 @@ both_backends!(verify_names_the_tampered_entry, |t| async move {
 both_backends!(open_items_per_customer, |t| async move {
     let l = open(&t);
     chart(&l).await;
-    l.post(invoice("i1", "2026-10-01", "100.00", "ACME", "INV-1")).await.unwrap();
-    l.post(invoice("i2", "2026-10-02", "50.00", "ACME", "INV-2")).await.unwrap();
-    l.post(invoice("i3", "2026-10-02", "70.00", "GLOBEX", "INV-3")).await.unwrap();
-    l.post(payment("p1", "2026-10-10", "100.00", "ACME", "INV-1")).await.unwrap();
-    l.post(payment("p2", "2026-10-11", "20.00", "ACME", "INV-2")).await.unwrap();
+    l.post(invoice("i1", "2026-10-01", "100.00", "ACME", "INV-1"))
+        .await
+        .unwrap();
+    l.post(invoice("i2", "2026-10-02", "50.00", "ACME", "INV-2"))
+        .await
+        .unwrap();
+    l.post(invoice("i3", "2026-10-02", "70.00", "GLOBEX", "INV-3"))
+        .await
+        .unwrap();
+    l.post(payment("p1", "2026-10-10", "100.00", "ACME", "INV-1"))
+        .await
+        .unwrap();
+    l.post(payment("p2", "2026-10-11", "20.00", "ACME", "INV-2"))
+        .await
+        .unwrap();
     let acme = CustomerId::parse("ACME", "c").unwrap();
     let items = l.open_items(&acme, None).await.unwrap();
-    let got: Vec<(Option<String>, String)> = items.iter().map(|i| (i.document_ref.clone(), i.open.to_string())).collect();
-    assert_eq!(got, vec![(Some("INV-2".to_owned()), "30.00 USD".to_owned())]);
+    let got: Vec<(Option<String>, String)> = items
+        .iter()
+        .map(|i| (i.document_ref.clone(), i.open.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(Some("INV-2".to_owned()), "30.00 USD".to_owned())]
+    );
     let earlier = l.open_items(&acme, Some(day("2026-10-05"))).await.unwrap();
     assert_eq!(earlier.len(), 2);
 });
@@ -372,7 +523,10 @@ both_backends!(concurrent_writers_on_hot_accounts, |t| async move {
                 let e = entry(
                     &format!("t{task}-{i}"),
                     "2026-10-15",
-                    vec![posting("1000", Direction::Debit, usd("1.25")), posting("4000", Direction::Credit, usd("1.25"))],
+                    vec![
+                        posting("1000", Direction::Debit, usd("1.25")),
+                        posting("4000", Direction::Credit, usd("1.25")),
+                    ],
                 );
                 l.post(e).await.unwrap();
             }
@@ -394,9 +548,19 @@ both_backends!(csv_export_has_a_trailer, |t| async move {
     let l = open(&t);
     chart(&l).await;
     for i in 0..5 {
-        l.post(invoice(&format!("inv-{i}"), "2026-10-05", "10.00", "ACME", &format!("INV-{i}"))).await.unwrap();
+        l.post(invoice(
+            &format!("inv-{i}"),
+            "2026-10-05",
+            "10.00",
+            "ACME",
+            &format!("INV-{i}"),
+        ))
+        .await
+        .unwrap();
     }
-    l.post(invoice("nov", "2026-11-01", "99.00", "ACME", "INV-NOV")).await.unwrap();
+    l.post(invoice("nov", "2026-11-01", "99.00", "ACME", "INV-NOV"))
+        .await
+        .unwrap();
     l.seal().await.unwrap();
     let req = ExportRequest {
         format: ExportFormat::Csv,
@@ -414,12 +578,22 @@ both_backends!(csv_export_has_a_trailer, |t| async move {
     assert_eq!(summary.postings, 10);
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 1 + 10 + 1, "header, one row per posting, one trailer per currency:\n{text}");
+    assert_eq!(
+        lines.len(),
+        1 + 10 + 1,
+        "header, one row per posting, one trailer per currency:\n{text}"
+    );
     let trailer = lines.last().unwrap();
     assert!(trailer.starts_with("trailer"), "{trailer}");
-    assert!(trailer.contains("50.00"), "total debits in the trailer: {trailer}");
+    assert!(
+        trailer.contains("50.00"),
+        "total debits in the trailer: {trailer}"
+    );
     let head = meta.chain_head.unwrap();
-    assert!(trailer.contains(&hex::encode(head.1)), "chain head in the trailer: {trailer}");
+    assert!(
+        trailer.contains(&hex::encode(head.1)),
+        "chain head in the trailer: {trailer}"
+    );
 });
 
 /// A cloneable in-memory writer.

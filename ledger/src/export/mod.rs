@@ -103,8 +103,12 @@ impl ExportSummary {
             self.postings += 1;
             let t = self.totals.entry(p.amount.currency()).or_default();
             match p.direction {
-                crate::types::Direction::Debit => t.debit_minor += i128::from(p.amount.amount_minor()),
-                crate::types::Direction::Credit => t.credit_minor += i128::from(p.amount.amount_minor()),
+                crate::types::Direction::Debit => {
+                    t.debit_minor += i128::from(p.amount.amount_minor())
+                }
+                crate::types::Direction::Credit => {
+                    t.credit_minor += i128::from(p.amount.amount_minor())
+                }
             }
         }
     }
@@ -145,7 +149,10 @@ pub fn hash_hex(h: Option<&[u8; 32]>) -> String {
 }
 
 /// Boxes the writer for `format` over `out`.
-pub fn writer_for<W: Write + Send + 'static>(format: ExportFormat, out: W) -> Box<dyn ExportWriter> {
+pub fn writer_for<W: Write + Send + 'static>(
+    format: ExportFormat,
+    out: W,
+) -> Box<dyn ExportWriter> {
     match format {
         ExportFormat::Csv => Box::new(csv::CsvWriter::new(out)),
         ExportFormat::Jsonl => Box::new(jsonl::JsonlWriter::new(out)),

@@ -38,7 +38,10 @@ impl Prepared {
 pub(crate) enum WriteOutcome {
     Inserted(EntryId),
     /// The idempotency key was already used, by the entry with this id and request hash.
-    Existing { id: EntryId, request_hash: Vec<u8> },
+    Existing {
+        id: EntryId,
+        request_hash: Vec<u8>,
+    },
     PeriodClosed,
 }
 
@@ -163,14 +166,13 @@ impl<'a> Assembler<'a> {
         })
     }
 
-    fn posting(
-        accounts: &HashMap<AccountId, Account>,
-        id: i64,
-        p: RawPosting,
-    ) -> Result<Posting> {
-        let account = accounts
-            .get(&AccountId(p.account_id))
-            .ok_or_else(|| corrupt(id, format!("posting to unknown account id {}", p.account_id)))?;
+    fn posting(accounts: &HashMap<AccountId, Account>, id: i64, p: RawPosting) -> Result<Posting> {
+        let account = accounts.get(&AccountId(p.account_id)).ok_or_else(|| {
+            corrupt(
+                id,
+                format!("posting to unknown account id {}", p.account_id),
+            )
+        })?;
         let currency = Currency::parse(&p.currency).map_err(|e| corrupt(id, e))?;
         let opt_text = |v: Option<String>, f: &str| -> Result<Option<Text>> {
             v.map(|s| Text::parse(&s, f).map_err(|e| corrupt(id, e)))
@@ -272,7 +274,10 @@ pub(crate) fn account_exists(a: &NewAccount) -> LedgerError {
     LedgerError::rejected(
         crate::error::ErrorCode::AccountExists,
         Some("code".to_owned()),
-        format!("code: account {} already exists in entity {}", a.code, a.entity),
+        format!(
+            "code: account {} already exists in entity {}",
+            a.code, a.entity
+        ),
     )
 }
 

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use super::{ENTRY_ROW_SELECT, Prepared, RawAccount, RawOpenItem, RawPosting, RawRow, Sums, WriteOutcome};
+use super::{
+    ENTRY_ROW_SELECT, Prepared, RawAccount, RawOpenItem, RawPosting, RawRow, Sums, WriteOutcome,
+};
 use crate::entry::{Account, NewAccount};
 use crate::error::{LedgerError, Result};
 use crate::types::{CustomerId, EntityCode, EntryId, Period, Text};
@@ -29,7 +31,11 @@ fn account_from_row(r: &sqlx::postgres::PgRow) -> Result<Account> {
     .parse()
 }
 
-pub(crate) async fn insert_account(pool: &PgPool, a: &NewAccount, at: DateTime<Utc>) -> Result<Account> {
+pub(crate) async fn insert_account(
+    pool: &PgPool,
+    a: &NewAccount,
+    at: DateTime<Utc>,
+) -> Result<Account> {
     let sql = format!(
         "INSERT INTO ledger_accounts (entity, code, name, account_type, normal_balance, currency, customer_subledger, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {ACCOUNT_COLUMNS}"
@@ -204,7 +210,9 @@ pub(crate) async fn write_batch(
         if let Some(id) = ids.get(k) {
             outcomes[*i] = Some(WriteOutcome::Inserted(EntryId(*id)));
             written.push(p);
-            for (line, (posting, account)) in p.entry.postings().iter().zip(&p.account_ids).enumerate() {
+            for (line, (posting, account)) in
+                p.entry.postings().iter().zip(&p.account_ids).enumerate()
+            {
                 pe.push(*id);
                 pl.push(i32::try_from(line + 1).unwrap_or(i32::MAX));
                 pa.push(account.0);
@@ -229,17 +237,19 @@ pub(crate) async fn write_batch(
         }
     }
     if !written.is_empty() {
-        let deltas = super::balance_deltas(&written).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        let (ba, bd, bdeb, bcred): (Vec<i64>, Vec<NaiveDate>, Vec<i64>, Vec<i64>) = deltas.into_iter().fold(
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-            |mut acc, (a, d, s)| {
-                acc.0.push(a);
-                acc.1.push(d);
-                acc.2.push(s.debit_minor);
-                acc.3.push(s.credit_minor);
-                acc
-            },
-        );
+        let deltas =
+            super::balance_deltas(&written).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let (ba, bd, bdeb, bcred): (Vec<i64>, Vec<NaiveDate>, Vec<i64>, Vec<i64>) =
+            deltas.into_iter().fold(
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+                |mut acc, (a, d, s)| {
+                    acc.0.push(a);
+                    acc.1.push(d);
+                    acc.2.push(s.debit_minor);
+                    acc.3.push(s.credit_minor);
+                    acc
+                },
+            );
         sqlx::query(
             "WITH p AS (
                 INSERT INTO ledger_postings
@@ -314,10 +324,17 @@ pub(crate) async fn entry_rows(pool: &PgPool, ids: &[i64]) -> Result<Vec<RawRow>
         .bind(ids)
         .fetch_all(pool)
         .await?;
-    Ok(rows.iter().map(raw_row).collect::<std::result::Result<_, _>>()?)
+    Ok(rows
+        .iter()
+        .map(raw_row)
+        .collect::<std::result::Result<_, _>>()?)
 }
 
-async fn lock_period(tx: &mut Transaction<'_, Postgres>, entity: &EntityCode, period: Period) -> Result<()> {
+async fn lock_period(
+    tx: &mut Transaction<'_, Postgres>,
+    entity: &EntityCode,
+    period: Period,
+) -> Result<()> {
     let key = db::lock_key(&format!("ledger-period:{entity}:{period}"));
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(key)
@@ -349,19 +366,28 @@ pub(crate) async fn set_period(
     .bind(actor)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
-        .bind(at)
-        .bind(actor)
-        .bind(if closed { "ledger.period.close" } else { "ledger.period.open" })
-        .bind(format!("{entity}/{period}"))
-        .bind(status)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(at)
+    .bind(actor)
+    .bind(if closed {
+        "ledger.period.close"
+    } else {
+        "ledger.period.open"
+    })
+    .bind(format!("{entity}/{period}"))
+    .bind(status)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub(crate) async fn periods(pool: &PgPool, entity: Option<&EntityCode>) -> Result<Vec<super::PeriodRow>> {
+pub(crate) async fn periods(
+    pool: &PgPool,
+    entity: Option<&EntityCode>,
+) -> Result<Vec<super::PeriodRow>> {
     Ok(sqlx::query_as(
         "SELECT entity, period, status, changed_at, changed_by FROM ledger_periods
          WHERE ($1::text IS NULL OR entity = $1) ORDER BY entity, period",

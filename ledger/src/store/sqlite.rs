@@ -8,7 +8,9 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use super::{ENTRY_ROW_SELECT, Prepared, RawAccount, RawOpenItem, RawPosting, RawRow, Sums, WriteOutcome};
+use super::{
+    ENTRY_ROW_SELECT, Prepared, RawAccount, RawOpenItem, RawPosting, RawRow, Sums, WriteOutcome,
+};
 use crate::entry::{Account, NewAccount};
 use crate::error::Result;
 use crate::types::{CustomerId, EntityCode, EntryId, Period, Text};
@@ -51,7 +53,11 @@ fn account_from_row(r: &SqliteRow) -> Result<Account> {
     .parse()
 }
 
-pub(crate) async fn insert_account(pool: &SqlitePool, a: &NewAccount, at: DateTime<Utc>) -> Result<Account> {
+pub(crate) async fn insert_account(
+    pool: &SqlitePool,
+    a: &NewAccount,
+    at: DateTime<Utc>,
+) -> Result<Account> {
     let sql = format!(
         "INSERT INTO ledger_accounts (entity, code, name, account_type, normal_balance, currency, customer_subledger, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {ACCOUNT_COLUMNS}"
@@ -77,7 +83,10 @@ pub(crate) async fn insert_account(pool: &SqlitePool, a: &NewAccount, at: DateTi
     account_from_row(&row)
 }
 
-pub(crate) async fn accounts(pool: &SqlitePool, entity: Option<&EntityCode>) -> Result<Vec<Account>> {
+pub(crate) async fn accounts(
+    pool: &SqlitePool,
+    entity: Option<&EntityCode>,
+) -> Result<Vec<Account>> {
     let sql = format!(
         "SELECT {ACCOUNT_COLUMNS} FROM ledger_accounts WHERE (?1 IS NULL OR entity = ?1) ORDER BY entity, code"
     );
@@ -101,12 +110,13 @@ pub(crate) async fn write_batch(
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; batch.len()];
 
-    let closed: HashSet<(String, String)> =
-        sqlx::query_as::<_, (String, String)>("SELECT entity, period FROM ledger_periods WHERE status = 'closed'")
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+    let closed: HashSet<(String, String)> = sqlx::query_as::<_, (String, String)>(
+        "SELECT entity, period FROM ledger_periods WHERE status = 'closed'",
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
     let mut live: Vec<(usize, &Prepared)> = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
         if closed.contains(&(p.entry.entity().as_str().to_owned(), p.period().to_string())) {
@@ -135,7 +145,11 @@ pub(crate) async fn write_batch(
                 .push_bind(e.reverses().map(|r| r.0));
         });
         qb.push(" ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key");
-        let rows: Vec<(i64, String)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
+        let rows: Vec<(i64, String)> = qb
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await?;
         ids.extend(rows.into_iter().map(|(id, k)| (k, id)));
     }
 
@@ -150,11 +164,12 @@ pub(crate) async fn write_batch(
                 postings.push((*id, line, p));
             }
         } else {
-            let (id, h): (i64, Vec<u8>) =
-                sqlx::query_as("SELECT id, request_hash FROM ledger_entries WHERE idempotency_key = ?")
-                    .bind(k)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let (id, h): (i64, Vec<u8>) = sqlx::query_as(
+                "SELECT id, request_hash FROM ledger_entries WHERE idempotency_key = ?",
+            )
+            .bind(k)
+            .fetch_one(&mut *tx)
+            .await?;
             outcomes[*i] = Some(WriteOutcome::Existing {
                 id: EntryId(id),
                 request_hash: h,
@@ -184,17 +199,20 @@ pub(crate) async fn write_batch(
         .filter_map(|p| ids.get(p.entry.idempotency_key().as_str()).copied())
         .collect();
     for chunk in inserted_ids.chunks(MAX_ROWS_PER_INSERT) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO ledger_unsealed (entry_id) ");
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO ledger_unsealed (entry_id) ");
         qb.push_values(chunk, |mut b, id| {
             b.push_bind(*id);
         });
         qb.build().persistent(false).execute(&mut *tx).await?;
     }
     if !written.is_empty() {
-        let deltas = super::balance_deltas(&written).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let deltas =
+            super::balance_deltas(&written).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         for chunk in deltas.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO ledger_balances (account_id, day, debit_minor, credit_minor) ");
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO ledger_balances (account_id, day, debit_minor, credit_minor) ",
+            );
             qb.push_values(chunk, |mut b, (a, d, s)| {
                 b.push_bind(*a)
                     .push_bind(d.to_string())
@@ -288,19 +306,28 @@ pub(crate) async fn set_period(
     .bind(actor)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)")
-        .bind(ts(at))
-        .bind(actor)
-        .bind(if closed { "ledger.period.close" } else { "ledger.period.open" })
-        .bind(format!("{entity}/{period}"))
-        .bind(status)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(ts(at))
+    .bind(actor)
+    .bind(if closed {
+        "ledger.period.close"
+    } else {
+        "ledger.period.open"
+    })
+    .bind(format!("{entity}/{period}"))
+    .bind(status)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub(crate) async fn periods(pool: &SqlitePool, entity: Option<&EntityCode>) -> Result<Vec<super::PeriodRow>> {
+pub(crate) async fn periods(
+    pool: &SqlitePool,
+    entity: Option<&EntityCode>,
+) -> Result<Vec<super::PeriodRow>> {
     let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
         "SELECT entity, period, status, changed_at, changed_by FROM ledger_periods
          WHERE (?1 IS NULL OR entity = ?1) ORDER BY entity, period",
@@ -334,7 +361,11 @@ pub(crate) async fn account_sums(
     }
     qb.push(" GROUP BY account_id");
     // SQLite's SUM raises "integer overflow" rather than wrapping.
-    let rows: Vec<(i64, i64, i64)> = qb.build_query_as().persistent(false).fetch_all(pool).await?;
+    let rows: Vec<(i64, i64, i64)> = qb
+        .build_query_as()
+        .persistent(false)
+        .fetch_all(pool)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(a, d, c)| {

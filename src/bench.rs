@@ -1,0 +1,433 @@
+//! `cashloop bench ledger`: the ledger's throughput and latency, measured on fresh databases.
+//! Each run prints a line per scenario and ends with ONE JSON line holding every figure
+//! (BENCHMARKS.md records those lines with the command that produced them).
+// Floating point here is for timing statistics (rates, seconds), never for money.
+#![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::{Days, NaiveDate};
+use clap::{Args, Subcommand};
+use db::{Backend, Db};
+use ledger::export::{ExportFormat, writer_for};
+use ledger::{
+    AccountCode, AccountType, Currency, Direction, EntityCode, EntryHeader, ExportRequest,
+    IdempotencyKey, Ledger, LedgerOptions, Money, NewAccount, NewEntry, NewPosting, SourceName,
+    Text, WriterConfig,
+};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Ledger write throughput and latency, verify and export rates.
+    Ledger(LedgerBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerBenchArgs {
+    /// sqlite, postgres or both.
+    #[arg(long, default_value = "both")]
+    pub backend: String,
+    /// PostgreSQL server to benchmark on (a fresh schema is created and dropped).
+    #[arg(
+        long,
+        env = "CASHLOOP_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pub postgres_url: String,
+    /// Concurrent writers in the single-entry scenarios.
+    #[arg(long, default_value_t = 16)]
+    pub writers: usize,
+    /// Entries per single-entry scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pub entries: usize,
+    /// Postings in the batched scenario (also the data set for verify and export).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub postings: usize,
+    /// Entries per transaction in the batched scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Where the temporary SQLite files and the export go.
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+pub async fn run(_config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Ledger(args) = cmd;
+    let backends: Vec<Backend> = match args.backend.as_str() {
+        "sqlite" => vec![Backend::Sqlite],
+        "postgres" => vec![Backend::Postgres],
+        "both" => vec![Backend::Sqlite, Backend::Postgres],
+        other => anyhow::bail!("--backend: {other:?} must be sqlite, postgres or both"),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("cashloop-bench")
+        .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
+    let mut results = serde_json::Map::new();
+    results.insert("bench".into(), json!("ledger"));
+    results.insert(
+        "params".into(),
+        json!({"writers": args.writers, "entries": args.entries, "postings": args.postings, "batch": args.batch}),
+    );
+    for backend in backends {
+        let mut out = serde_json::Map::new();
+        let name = backend.name();
+        eprintln!("== {name}");
+        for (scenario, accounts) in [
+            ("single_50_accounts", 50usize),
+            ("single_2_hot_accounts", 2),
+        ] {
+            let (db, cleanup) = fresh(backend, &args, tmp.path(), scenario).await?;
+            let ledger = bench_ledger(&db, args.batch);
+            setup_accounts(&ledger, 50).await?;
+            let r = single(&ledger, args.writers, args.entries, accounts).await?;
+            eprintln!(
+                "{scenario}: {:.0} entries/s, p50 {} µs, p99 {} µs",
+                r["entries_per_s"].as_f64().unwrap_or_default(),
+                r["p50_us"],
+                r["p99_us"]
+            );
+            out.insert(scenario.into(), r);
+            db.close().await;
+            cleanup.await;
+        }
+        let (db, cleanup) = fresh(backend, &args, tmp.path(), "batched").await?;
+        let ledger = bench_ledger(&db, args.batch);
+        setup_accounts(&ledger, 50).await?;
+        let r = batched(&ledger, args.postings, args.batch).await?;
+        eprintln!(
+            "batched: {:.0} postings/s ({} entries per transaction)",
+            r["postings_per_s"].as_f64().unwrap_or_default(),
+            args.batch
+        );
+        out.insert("batched".into(), r);
+        let t = Instant::now();
+        let sealed = ledger.seal().await?;
+        let seal_s = t.elapsed().as_secs_f64();
+        let seal_rate = rate(sealed, seal_s);
+        eprintln!("seal: {sealed} entries in {seal_s:.2} s ({seal_rate:.0} entries/s)");
+        out.insert(
+            "seal".into(),
+            json!({"entries": sealed, "seconds": seal_s, "entries_per_s": seal_rate}),
+        );
+        let t = Instant::now();
+        let report = ledger.verify(&|_| {}).await?;
+        let verify_s = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            report.ok(),
+            "verify failed on benchmark data: {:?}",
+            report.first_break
+        );
+        let verify_rate = rate(report.entries, verify_s);
+        eprintln!(
+            "verify: {} entries / {} postings in {verify_s:.2} s ({verify_rate:.0} entries/s)",
+            report.entries, report.postings
+        );
+        out.insert(
+            "verify".into(),
+            json!({"entries": report.entries, "postings": report.postings, "seconds": verify_s, "entries_per_s": verify_rate}),
+        );
+        let path = tmp.path().join(format!("export-{name}.csv"));
+        let req = ExportRequest {
+            format: ExportFormat::Csv,
+            from: start_date(),
+            to: start_date() + Days::new(365),
+            entity: None,
+            currency: None,
+        };
+        let t = Instant::now();
+        let meta = ledger.export_meta(&req).await?;
+        let file = std::fs::File::create(&path)?;
+        let mut w = writer_for(
+            ExportFormat::Csv,
+            std::io::BufWriter::with_capacity(1 << 20, file),
+        );
+        let summary = ledger.export(&req, &meta, w.as_mut(), &|_| {}).await?;
+        drop(w);
+        let export_s = t.elapsed().as_secs_f64();
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        eprintln!(
+            "export csv: {} postings in {export_s:.2} s ({:.0} postings/s, {} MB)",
+            summary.postings,
+            rate(summary.postings, export_s),
+            bytes / 1_000_000
+        );
+        out.insert(
+            "export_csv".into(),
+            json!({"postings": summary.postings, "seconds": export_s, "postings_per_s": rate(summary.postings, export_s), "bytes": bytes}),
+        );
+        db.close().await;
+        cleanup.await;
+        results.insert(name.into(), Value::Object(out));
+    }
+    println!("{}", Value::Object(results));
+    Ok(())
+}
+
+fn rate(n: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+fn start_date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or(NaiveDate::MIN)
+}
+
+type Cleanup = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A fresh migrated database: a new SQLite file, or a new PostgreSQL schema.
+async fn fresh(
+    backend: Backend,
+    args: &LedgerBenchArgs,
+    dir: &std::path::Path,
+    scenario: &str,
+) -> anyhow::Result<(Db, Cleanup)> {
+    let opts = db::DbOptions {
+        max_connections: 24,
+        ..db::DbOptions::default()
+    };
+    match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", dir.join(format!("{scenario}.db")).display());
+            let db = Db::connect(&url, &opts).await?;
+            db.migrate().await?;
+            Ok((db, Box::pin(async {})))
+        }
+        Backend::Postgres => {
+            let schema = format!("clbench_{}_{scenario}", std::process::id());
+            let admin = Db::connect(&args.postgres_url, &opts)
+                .await
+                .with_context(|| {
+                    format!(
+                        "--postgres-url: cannot connect to {}",
+                        crate::cli::redact_url(&args.postgres_url)
+                    )
+                })?;
+            let Db::Postgres(pool) = &admin else {
+                anyhow::bail!("--postgres-url must be postgres://")
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            )))
+            .execute(pool)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(pool)
+                .await?;
+            let sep = if args.postgres_url.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            let db = Db::connect(
+                &format!("{}{sep}options[search_path]={schema}", args.postgres_url),
+                &opts,
+            )
+            .await?;
+            db.migrate().await?;
+            let cleanup: Cleanup = Box::pin(async move {
+                if let Db::Postgres(pool) = &admin {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    )))
+                    .execute(pool)
+                    .await;
+                }
+                admin.close().await;
+            });
+            Ok((db, cleanup))
+        }
+    }
+}
+
+fn bench_ledger(db: &Db, batch: usize) -> Ledger {
+    let mut writer = WriterConfig::for_backend(db.backend());
+    writer.max_batch_entries = batch.max(1);
+    Ledger::new(
+        db.clone(),
+        LedgerOptions {
+            writer,
+            clock: Arc::new(ledger::SystemClock),
+        },
+    )
+}
+
+fn usd() -> Currency {
+    Currency::parse("USD").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn acct(i: usize) -> AccountCode {
+    AccountCode::parse(&format!("{}", 1000 + i), "code").unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn setup_accounts(ledger: &Ledger, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        ledger
+            .create_account(
+                NewAccount {
+                    entity: EntityCode::parse("MAIN", "entity")?,
+                    code: acct(i),
+                    name: Text::parse(&format!("Bench account {i}"), "name")?,
+                    account_type: if i % 2 == 0 {
+                        AccountType::Asset
+                    } else {
+                        AccountType::Revenue
+                    },
+                    normal_balance: if i % 2 == 0 {
+                        Direction::Debit
+                    } else {
+                        Direction::Credit
+                    },
+                    currency: usd(),
+                    customer_subledger: false,
+                },
+                "bench",
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// A cheap deterministic generator (xorshift), so runs are repeatable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % (n as u64)).unwrap_or(0)
+    }
+}
+
+fn make_entry(
+    key: String,
+    day: NaiveDate,
+    debit: usize,
+    credit: usize,
+    amount_minor: i64,
+) -> anyhow::Result<NewEntry> {
+    let amount = Money::from_minor(amount_minor, usd());
+    let p = |a: usize, d: Direction| NewPosting {
+        account: acct(a),
+        direction: d,
+        amount,
+        customer_id: None,
+        document_ref: None,
+        memo: None,
+    };
+    Ok(NewEntry::new(
+        EntryHeader {
+            idempotency_key: IdempotencyKey::parse(&key, "key")?,
+            entity: EntityCode::parse("MAIN", "entity")?,
+            effective_date: day,
+            source: SourceName::parse("bench", "source")?,
+            external_ref: None,
+            memo: None,
+        },
+        vec![p(debit, Direction::Debit), p(credit, Direction::Credit)],
+    )?)
+}
+
+/// `writers` concurrent callers posting single entries over `accounts` accounts.
+async fn single(
+    ledger: &Ledger,
+    writers: usize,
+    entries: usize,
+    accounts: usize,
+) -> anyhow::Result<Value> {
+    let per = entries / writers.max(1);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..writers {
+        let ledger = ledger.clone();
+        handles.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1));
+            let mut lat_us = Vec::with_capacity(per);
+            for i in 0..per {
+                let d = rng.below(accounts);
+                let mut c = rng.below(accounts);
+                if c == d {
+                    c = (c + 1) % accounts;
+                }
+                let day = start_date() + Days::new((i % 28) as u64);
+                let amount = i64::try_from(rng.below(100_000) + 1).unwrap_or(1);
+                let e = make_entry(format!("w{w}-{i}"), day, d, c, amount)?;
+                let t = Instant::now();
+                ledger.post(e).await?;
+                lat_us.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            anyhow::Ok(lat_us)
+        }));
+    }
+    let mut lat = Vec::with_capacity(entries);
+    for h in handles {
+        lat.extend(h.await??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: usize| {
+        lat.get((lat.len() * p / 100).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(json!({
+        "entries": lat.len(),
+        "accounts": accounts,
+        "writers": writers,
+        "seconds": seconds,
+        "entries_per_s": rate(lat.len() as u64, seconds),
+        "postings_per_s": rate(2 * lat.len() as u64, seconds),
+        "p50_us": pct(50),
+        "p99_us": pct(99),
+    }))
+}
+
+/// One caller posting `batch` entries per transaction until `postings` postings exist.
+async fn batched(ledger: &Ledger, postings: usize, batch: usize) -> anyhow::Result<Value> {
+    let entries = postings / 2;
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let started = Instant::now();
+    let mut done = 0usize;
+    let mut lat_ms = Vec::new();
+    while done < entries {
+        let n = batch.min(entries - done);
+        let mut v = Vec::with_capacity(n);
+        for i in done..done + n {
+            let d = rng.below(50);
+            let c = (d + 1 + rng.below(49)) % 50;
+            let day = start_date() + Days::new((i % 180) as u64);
+            let amount = i64::try_from(rng.below(1_000_000) + 1).unwrap_or(1);
+            v.push(make_entry(format!("b{i}"), day, d, c, amount)?);
+        }
+        let t = Instant::now();
+        for r in ledger.post_batch(v).await? {
+            r?;
+        }
+        lat_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        done += n;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    lat_ms.sort_by(f64::total_cmp);
+    let p50 = lat_ms.get(lat_ms.len() / 2).copied().unwrap_or(0.0);
+    let p99 = lat_ms.get(lat_ms.len() * 99 / 100).copied().unwrap_or(0.0);
+    Ok(json!({
+        "entries": entries,
+        "postings": entries * 2,
+        "batch": batch,
+        "seconds": seconds,
+        "postings_per_s": rate(2 * entries as u64, seconds),
+        "batch_p50_ms": p50,
+        "batch_p99_ms": p99,
+    }))
+}

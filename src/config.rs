@@ -1,0 +1,432 @@
+//! Configuration: `cashloop.toml`, then `CASHLOOP_*` environment variables (`__` separates
+//! sections: `CASHLOOP_SERVER__LISTEN`), then command-line flags. Everything is parsed and
+//! checked before any work starts; an error names the key at fault.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use ledger::EntityCode;
+
+/// Environment variables with the `CASHLOOP_` prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["config", "test_postgres_url", "log"];
+
+/// The configuration as written (all optional fields have defaults).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub database_url: String,
+    pub database: RawDatabase,
+    pub server: RawServer,
+    pub log: RawLog,
+    pub ledger: RawLedger,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDatabase {
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    /// `full` (fsync every commit; the default, money wants it) or `normal`.
+    pub sqlite_synchronous: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub shutdown_grace_ms: u64,
+    pub request_timeout_ms: u64,
+    pub request_body_limit_bytes: usize,
+    pub api_keys: Vec<RawApiKey>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    pub name: String,
+    pub role: String,
+    /// Hex SHA-256 of the key; the key itself is never stored.
+    pub key_sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter: `info`, `cashloop=debug,sqlx=warn`…
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLedger {
+    pub default_entity: String,
+    /// Writer tasks; 0 picks the backend's default (1 on SQLite, 2 on PostgreSQL).
+    pub writers: usize,
+    pub max_batch_entries: usize,
+    pub seal_interval_ms: u64,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            database_url: db::DEFAULT_DATABASE_URL.to_owned(),
+            database: RawDatabase::default(),
+            server: RawServer::default(),
+            log: RawLog::default(),
+            ledger: RawLedger::default(),
+        }
+    }
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        let d = db::DbOptions::default();
+        RawDatabase {
+            max_connections: d.max_connections,
+            acquire_timeout_ms: d.acquire_timeout_ms,
+            sqlite_synchronous: "full".to_owned(),
+        }
+    }
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".to_owned(),
+            shutdown_grace_ms: 10_000,
+            request_timeout_ms: 30_000,
+            request_body_limit_bytes: 1024 * 1024,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "text".to_owned(),
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for RawLedger {
+    fn default() -> Self {
+        RawLedger {
+            default_entity: "MAIN".to_owned(),
+            writers: 0,
+            max_batch_entries: 1000,
+            seal_interval_ms: 1000,
+        }
+    }
+}
+
+/// A configuration error, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration key `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Roles an API key can have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Finance,
+    Payments,
+    Auditor,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "admin" => Role::Admin,
+            "finance" => Role::Finance,
+            "payments" => Role::Payments,
+            "auditor" => Role::Auditor,
+            _ => return None,
+        })
+    }
+}
+
+/// A configured API key.
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    pub name: String,
+    pub role: Role,
+    pub key_sha256: [u8; 32],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub db: db::DbOptions,
+    pub listen: SocketAddr,
+    pub shutdown_grace_ms: u64,
+    pub request_timeout_ms: u64,
+    pub request_body_limit_bytes: usize,
+    pub api_keys: Vec<ApiKey>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub default_entity: EntityCode,
+    pub ledger_writers: usize,
+    pub ledger_max_batch_entries: usize,
+    pub seal_interval_ms: u64,
+}
+
+impl Config {
+    /// Loads `path` (if it exists; a path given explicitly must exist), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let default_path = PathBuf::from("cashloop.toml");
+        let (file, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (default_path, false),
+        };
+        if required && !file.exists() {
+            return Err(bad(
+                "--config",
+                format!("file {} does not exist", file.display()),
+            ));
+        }
+        let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
+        if file.exists() {
+            fig = fig.merge(Toml::file(&file));
+        }
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            fig = fig.merge(Serialized::default("database_url", url));
+        }
+        fig = fig.merge(
+            Env::prefixed("CASHLOOP_")
+                .filter(|k| {
+                    !NON_CONFIG_ENV
+                        .iter()
+                        .any(|n| k.as_str().eq_ignore_ascii_case(n))
+                })
+                .split("__"),
+        );
+        Self::from_figment(fig)
+    }
+
+    /// Parses and validates a figment (tests build one directly).
+    pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = fig.extract().map_err(|e| {
+            let key = if e.path.is_empty() {
+                match &e.kind {
+                    figment::error::Kind::UnknownField(f, _) => f.clone(),
+                    _ => "(root)".to_owned(),
+                }
+            } else {
+                let mut p = e.path.join(".");
+                if let figment::error::Kind::UnknownField(f, _) = &e.kind {
+                    p = format!("{p}.{f}");
+                }
+                p
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            bad(&key, format!("{}{source}", e.kind))
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        let url = raw.database_url.trim().to_owned();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            return Err(bad(
+                "database_url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        if raw.database.max_connections < 2 {
+            return Err(bad("database.max_connections", "must be at least 2"));
+        }
+        let sqlite_synchronous_full = match raw.database.sqlite_synchronous.as_str() {
+            "full" => true,
+            "normal" => false,
+            other => {
+                return Err(bad(
+                    "database.sqlite_synchronous",
+                    format!("must be \"full\" or \"normal\", got {other:?}"),
+                ));
+            }
+        };
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+            bad(
+                "server.listen",
+                format!(
+                    "{:?} is not an address:port such as 127.0.0.1:8080",
+                    raw.server.listen
+                ),
+            )
+        })?;
+        if raw.server.request_body_limit_bytes < 1024 {
+            return Err(bad(
+                "server.request_body_limit_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if raw.server.request_timeout_ms == 0 {
+            return Err(bad("server.request_timeout_ms", "must be greater than 0"));
+        }
+        let mut api_keys = Vec::new();
+        for (i, k) in raw.server.api_keys.iter().enumerate() {
+            let key = |f: &str| format!("server.api_keys[{i}].{f}");
+            let role = Role::parse(&k.role).ok_or_else(|| {
+                bad(
+                    &key("role"),
+                    "must be one of admin, finance, payments, auditor",
+                )
+            })?;
+            let hash = hex::decode(&k.key_sha256)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
+                .ok_or_else(|| {
+                    bad(
+                        &key("key_sha256"),
+                        "must be 64 hex digits (the SHA-256 of the key)",
+                    )
+                })?;
+            if k.name.trim().is_empty() {
+                return Err(bad(&key("name"), "must not be empty"));
+            }
+            api_keys.push(ApiKey {
+                name: k.name.clone(),
+                role,
+                key_sha256: hash,
+            });
+        }
+        let log_format = match raw.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(bad(
+                    "log.format",
+                    format!("must be \"text\" or \"json\", got {other:?}"),
+                ));
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+            return Err(bad(
+                "log.level",
+                format!("{:?} is not a log filter (try \"info\")", raw.log.level),
+            ));
+        }
+        let default_entity = EntityCode::parse(&raw.ledger.default_entity, "ledger.default_entity")
+            .map_err(|e| bad("ledger.default_entity", e.message))?;
+        if !(1..=10_000).contains(&raw.ledger.max_batch_entries) {
+            return Err(bad(
+                "ledger.max_batch_entries",
+                "must be between 1 and 10000",
+            ));
+        }
+        if raw.ledger.writers > 16 {
+            return Err(bad(
+                "ledger.writers",
+                "must be between 0 (automatic) and 16",
+            ));
+        }
+        if raw.ledger.seal_interval_ms == 0 {
+            return Err(bad("ledger.seal_interval_ms", "must be greater than 0"));
+        }
+        Ok(Config {
+            database_url: url,
+            db: db::DbOptions {
+                max_connections: raw.database.max_connections,
+                acquire_timeout_ms: raw.database.acquire_timeout_ms,
+                sqlite_synchronous_full,
+                ..db::DbOptions::default()
+            },
+            listen,
+            shutdown_grace_ms: raw.server.shutdown_grace_ms,
+            request_timeout_ms: raw.server.request_timeout_ms,
+            request_body_limit_bytes: raw.server.request_body_limit_bytes,
+            api_keys,
+            log_format,
+            log_level: raw.log.level,
+            default_entity,
+            ledger_writers: raw.ledger.writers,
+            ledger_max_batch_entries: raw.ledger.max_batch_entries,
+            seal_interval_ms: raw.ledger.seal_interval_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(toml: &str, expected_key: Option<&str>) {
+        let fig =
+            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(toml));
+        match (Config::from_figment(fig), expected_key) {
+            (Ok(_), None) => {}
+            (Err(e), Some(key)) => {
+                assert_eq!(e.key, key, "{e}");
+                assert!(e.to_string().contains(key), "{e}");
+            }
+            (got, want) => panic!("{toml}: got {got:?}, want error on {want:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        check("", None);
+        check("database_url = \"postgres://x@127.0.0.1/db\"", None);
+        check("database_url = \"mysql://x\"", Some("database_url"));
+        check("[server]\nlisten = \"nowhere\"", Some("server.listen"));
+        check(
+            "[server]\nshutdown_grace_ms = \"soon\"",
+            Some("server.shutdown_grace_ms"),
+        );
+        check("[server]\nlisen = \"127.0.0.1:1\"", Some("server.lisen"));
+        check("[log]\nformat = \"xml\"", Some("log.format"));
+        check(
+            "[ledger]\ndefault_entity = \"has space\"",
+            Some("ledger.default_entity"),
+        );
+        check(
+            "[ledger]\nmax_batch_entries = 0",
+            Some("ledger.max_batch_entries"),
+        );
+        check(
+            "[database]\nsqlite_synchronous = \"off\"",
+            Some("database.sqlite_synchronous"),
+        );
+        check(
+            "[[server.api_keys]]\nname = \"ops\"\nrole = \"root\"\nkey_sha256 = \"00\"",
+            Some("server.api_keys[0].role"),
+        );
+        check(
+            "[[server.api_keys]]\nname = \"ops\"\nrole = \"admin\"\nkey_sha256 = \"00\"",
+            Some("server.api_keys[0].key_sha256"),
+        );
+    }
+}

@@ -1,0 +1,395 @@
+//! The HTTP server: health and readiness probes and the `/v1/ledger` JSON API, behind
+//! API-key authentication with roles. Errors are mapped to responses in exactly one place
+//! ([`AppError`]): `{"error":{"code","message","field"}}` with a 4xx status for the
+//! caller's mistakes; a 500 logs its cause and returns an opaque body.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::NaiveDate;
+use db::Db;
+use ledger::input::{InputDefaults, parse_entry_json};
+use ledger::{
+    AccountCode, EntityCode, EntryId, ErrorCode, IdempotencyKey, Ledger, LedgerError, SourceName,
+};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{ApiKey, Config, Role};
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub ledger: Ledger,
+    pub db: Db,
+    pub config: Arc<Config>,
+}
+
+/// The caller, once authenticated.
+#[derive(Clone, Debug)]
+struct Caller {
+    name: String,
+    role: Role,
+}
+
+/// Every error a handler can return, and its one mapping to HTTP.
+#[derive(Debug)]
+pub enum AppError {
+    Ledger(LedgerError),
+    Unauthorized(&'static str),
+    Forbidden,
+    Invalid {
+        code: &'static str,
+        field: Option<String>,
+        message: String,
+    },
+}
+
+impl From<LedgerError> for AppError {
+    fn from(e: LedgerError) -> Self {
+        AppError::Ledger(e)
+    }
+}
+
+fn body(status: StatusCode, code: &str, message: &str, field: Option<&str>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message, "field": field}})),
+    )
+        .into_response()
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::Ledger(LedgerError::Rejected(r)) => {
+                let status = match r.code {
+                    ErrorCode::MalformedJson => StatusCode::BAD_REQUEST,
+                    c if c.is_not_found() => StatusCode::NOT_FOUND,
+                    c if c.is_conflict() => StatusCode::CONFLICT,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                body(status, r.code.as_str(), &r.message, r.field.as_deref())
+            }
+            AppError::Ledger(LedgerError::WriterStopped) => body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down; retry with the same Idempotency-Key",
+                None,
+            ),
+            AppError::Ledger(e) => {
+                tracing::error!(error = %e, "internal error");
+                body(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "internal error; it has been logged",
+                    None,
+                )
+            }
+            AppError::Unauthorized(why) => {
+                body(StatusCode::UNAUTHORIZED, "unauthorized", why, None)
+            }
+            AppError::Forbidden => body(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this API key's role may not do that",
+                None,
+            ),
+            AppError::Invalid {
+                code,
+                field,
+                message,
+            } => body(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                &message,
+                field.as_deref(),
+            ),
+        }
+    }
+}
+
+fn invalid(field: &str, message: String) -> AppError {
+    AppError::Invalid {
+        code: "invalid_field",
+        field: Some(field.to_owned()),
+        message,
+    }
+}
+
+/// The router, without the listener (tests call it with `oneshot`).
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/ledger/entries", post(post_entry))
+        .route("/ledger/entries/{id}", get(get_entry))
+        .route("/ledger/accounts", get(list_accounts))
+        .route("/ledger/accounts/{entity}/{code}/balance", get(balance))
+        .route("/ledger/trial-balance", get(trial_balance))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/v1", v1)
+        .fallback(|| async { body(StatusCode::NOT_FOUND, "not_found", "no such route", None) })
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(state.config.request_timeout_ms),
+        ))
+        .layer(RequestBodyLimitLayer::new(
+            state.config.request_body_limit_bytes,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Constant-time equality, so response timing says nothing about how much of a key matched.
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn find_key<'a>(keys: &'a [ApiKey], presented: &str) -> Option<&'a ApiKey> {
+    let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    // Compare against every key, always, so timing does not reveal which one matched.
+    let mut found = None;
+    for k in keys {
+        if ct_eq(&k.key_sha256, &hash) {
+            found = Some(k);
+        }
+    }
+    found
+}
+
+async fn authenticate(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, AppError> {
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(AppError::Unauthorized(
+            "send an API key as `Authorization: Bearer <key>`",
+        ))?;
+    let key = find_key(&state.config.api_keys, presented.trim())
+        .ok_or(AppError::Unauthorized("unknown API key"))?;
+    req.extensions_mut().insert(Caller {
+        name: key.name.clone(),
+        role: key.role,
+    });
+    Ok(next.run(req).await)
+}
+
+fn require(caller: &Caller, allowed: &[Role]) -> Result<(), AppError> {
+    if allowed.contains(&caller.role) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden)
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let problem = match state.db.ping().await {
+        Err(e) => Some(format!("database unreachable: {e}")),
+        Ok(()) => match state.db.pending_migrations().await {
+            Ok(p) if p.is_empty() => None,
+            Ok(p) => Some(format!(
+                "migrations not applied: {p:?}; run `cashloop migrate`"
+            )),
+            Err(e) => Some(format!("cannot read migrations: {e}")),
+        },
+    };
+    match problem {
+        None => {
+            Json(json!({"status": "ready", "backend": state.db.backend().name()})).into_response()
+        }
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+async fn post_entry(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, AppError> {
+    require(&caller, &[Role::Admin, Role::Finance])?;
+    let header_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let s = v.to_str().map_err(|_| {
+                invalid(
+                    "Idempotency-Key",
+                    "Idempotency-Key: must be ASCII".to_owned(),
+                )
+            })?;
+            Some(
+                IdempotencyKey::parse(s, "Idempotency-Key")
+                    .map_err(|r| AppError::Ledger(r.into()))?,
+            )
+        }
+    };
+    let defaults = InputDefaults {
+        entity: state.config.default_entity.clone(),
+        source: SourceName::parse("api", "source").map_err(|r| AppError::Ledger(r.into()))?,
+        idempotency_key: header_key,
+    };
+    let entry = parse_entry_json(&bytes, &defaults).map_err(|r| AppError::Ledger(r.into()))?;
+    let out = state.ledger.post(entry).await?;
+    tracing::info!(entry_id = %out.entry.id, caller = %caller.name, replayed = out.replayed, "ledger entry posted");
+    let status = if out.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut resp = (status, Json(out.entry)).into_response();
+    if out.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+async fn get_entry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| invalid("id", format!("id: {id:?} is not an entry id")))?;
+    Ok(Json(state.ledger.entry(EntryId(id)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct EntityQuery {
+    entity: Option<String>,
+    as_of: Option<String>,
+}
+
+fn parse_as_of(s: Option<&str>) -> Result<Option<NaiveDate>, AppError> {
+    s.map(|s| ledger::input::parse_date(s, "as_of").map_err(|r| AppError::Ledger(r.into())))
+        .transpose()
+}
+
+fn parse_entity(s: Option<&str>) -> Result<Option<EntityCode>, AppError> {
+    s.map(|s| EntityCode::parse(s, "entity").map_err(|r| AppError::Ledger(r.into())))
+        .transpose()
+}
+
+async fn list_accounts(
+    State(state): State<AppState>,
+    Query(q): Query<EntityQuery>,
+) -> Result<Response, AppError> {
+    let entity = parse_entity(q.entity.as_deref())?;
+    Ok(Json(state.ledger.accounts(entity.as_ref()).await?).into_response())
+}
+
+async fn balance(
+    State(state): State<AppState>,
+    Path((entity, code)): Path<(String, String)>,
+    Query(q): Query<EntityQuery>,
+) -> Result<Response, AppError> {
+    let entity = EntityCode::parse(&entity, "entity").map_err(|r| AppError::Ledger(r.into()))?;
+    let code = AccountCode::parse(&code, "code").map_err(|r| AppError::Ledger(r.into()))?;
+    let as_of = parse_as_of(q.as_of.as_deref())?;
+    Ok(Json(state.ledger.balance(&entity, &code, as_of).await?).into_response())
+}
+
+async fn trial_balance(
+    State(state): State<AppState>,
+    Query(q): Query<EntityQuery>,
+) -> Result<Response, AppError> {
+    let entity = parse_entity(q.entity.as_deref())?;
+    let as_of = parse_as_of(q.as_of.as_deref())?;
+    let tb = state.ledger.trial_balance(entity.as_ref(), as_of).await?;
+    let totals: serde_json::Map<String, serde_json::Value> = tb
+        .totals
+        .iter()
+        .map(|(c, (d, cr))| {
+            (
+                c.code().to_owned(),
+                json!({"debits": ledger::export::format_minor(*d, *c), "credits": ledger::export::format_minor(*cr, *c)}),
+            )
+        })
+        .collect();
+    Ok(
+        Json(json!({"as_of": tb.as_of, "entity": tb.entity, "rows": tb.rows, "totals": totals}))
+            .into_response(),
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests
+/// for at most `shutdown_grace_ms`.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopped_tx.send(());
+    });
+    let server = tokio::spawn(async move { server.await });
+    tokio::pin!(server);
+    tokio::select! {
+        res = &mut server => { res??; return Ok(()); }
+        _ = stopped_rx => {}
+    }
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining requests"
+    );
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(res) => res??,
+        Err(_) => {
+            tracing::warn!("grace period over; closing remaining connections");
+            server.abort();
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
