@@ -232,17 +232,11 @@ impl Config {
     /// Parses and validates a figment (tests build one directly).
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
         let raw: RawConfig = fig.extract().map_err(|e| {
-            let key = if e.path.is_empty() {
-                match &e.kind {
-                    figment::error::Kind::UnknownField(f, _) => f.clone(),
-                    _ => "(root)".to_owned(),
-                }
-            } else {
-                let mut p = e.path.join(".");
-                if let figment::error::Kind::UnknownField(f, _) = &e.kind {
-                    p = format!("{p}.{f}");
-                }
-                p
+            // figment's path already ends with the unknown field's name.
+            let key = match (&e.kind, e.path.is_empty()) {
+                (figment::error::Kind::UnknownField(f, _), true) => f.clone(),
+                (_, true) => "(root)".to_owned(),
+                (_, false) => e.path.join("."),
             };
             let source = e
                 .metadata

@@ -99,8 +99,11 @@ pub async fn serve_on(
     let db = cli::open_db(&config).await?;
     let ledger = cli::open_ledger(&config, db.clone());
     let sealer = ledger.spawn_sealer(std::time::Duration::from_millis(config.seal_interval_ms));
+    let addr = listener.local_addr()?;
+    // One plain line on stdout, so scripts (and tests) learn the port when listening on :0.
+    println!("cashloop listening on http://{addr}");
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %addr,
         backend = db.backend().name(),
         database = %cli::redact_url(&config.database_url),
         "cashloop serving"

@@ -156,7 +156,7 @@ async fn drop_stale_schemas(pool: &sqlx::PgPool, now_s: u64) {
 /// Runs `$body` (an async block using the `TestDb` bound to `$db`) once on SQLite and
 /// once on PostgreSQL, as two tests named `sqlite` and `postgres` in a module `$name`.
 ///
-/// ```ignore
+/// ```text
 /// db::both_backends!(posts_an_entry, |t| async move {
 ///     let ledger = Ledger::open(t.db.clone()).await.unwrap();
 ///     /* … */

@@ -1,1 +1,602 @@
+//! End-to-end tests of the `cashloop` binary and server: the app is spawned on port 0
+//! (in-process, or as real `cashloop serve` processes) on SQLite and PostgreSQL.
 
+use std::process::Stdio;
+use std::time::Duration;
+
+use cashloop::config::{Config, RawConfig};
+use db::testing::{self, TestDb};
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncBufReadExt;
+
+const ADMIN_KEY: &str = "cl_test_admin_key";
+const AUDITOR_KEY: &str = "cl_test_auditor_key";
+
+fn key_hash(k: &str) -> String {
+    hex::encode(Sha256::digest(k.as_bytes()))
+}
+
+fn config_toml(db_url: &str) -> String {
+    format!(
+        r#"database_url = "{db_url}"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace_ms = 2000
+[[server.api_keys]]
+name = "admin"
+role = "admin"
+key_sha256 = "{}"
+[[server.api_keys]]
+name = "auditor"
+role = "auditor"
+key_sha256 = "{}"
+[ledger]
+seal_interval_ms = 50
+"#,
+        key_hash(ADMIN_KEY),
+        key_hash(AUDITOR_KEY)
+    )
+}
+
+fn config(db_url: &str) -> Config {
+    let fig = Figment::from(Serialized::defaults(RawConfig::default()))
+        .merge(Toml::string(&config_toml(db_url)));
+    Config::from_figment(fig).expect("test config")
+}
+
+/// A running in-process app.
+struct App {
+    base: String,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl App {
+    async fn spawn(t: &TestDb) -> App {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(cashloop::serve_on(config(&t.url), listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client.get(format!("{base}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        App {
+            base,
+            client,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        idem: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            _ => self.client.post(url),
+        };
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(i) = idem {
+            req = req.header("Idempotency-Key", i);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value, headers)
+    }
+}
+
+/// Adds the test chart with the CLI (exercising it on the same database).
+fn cli(url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .env_remove("CASHLOOP_CONFIG")
+        .output()
+        .expect("run cashloop")
+}
+
+fn add_chart(url: &str) {
+    for (code, name, ty, extra) in [
+        ("1000", "Cash", "asset", None),
+        (
+            "1200",
+            "Accounts receivable",
+            "asset",
+            Some("--customer-subledger"),
+        ),
+        ("4000", "Revenue", "revenue", None),
+    ] {
+        let mut args = vec![
+            "ledger",
+            "account",
+            "add",
+            "--code",
+            code,
+            "--name",
+            name,
+            "--type",
+            ty,
+            "--currency",
+            "USD",
+        ];
+        args.extend(extra);
+        let out = cli(url, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn sale(key: &str, amount: &str) -> String {
+    json!({
+        "idempotency_key": key,
+        "effective_date": "2026-10-15",
+        "postings": [
+            {"account": "1000", "direction": "debit", "amount": amount, "currency": "USD"},
+            {"account": "4000", "direction": "credit", "amount": amount, "currency": "USD"}
+        ]
+    })
+    .to_string()
+}
+
+macro_rules! both {
+    ($name:ident, |$t:ident| $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $t = testing::sqlite().await;
+                $body.await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($t) = testing::postgres().await else {
+                    return;
+                };
+                $body.await;
+            }
+        }
+    };
+}
+
+both!(health_and_readiness, |t| async move {
+    let app = App::spawn(&t).await;
+    let (s, v, _) = app.call("GET", "/healthz", None, None, None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
+    let (s, v, _) = app.call("GET", "/readyz", None, None, None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ready")), "{v}");
+    let (s, v, _) = app.call("GET", "/nope", None, None, None).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
+    app.stop().await;
+});
+
+both!(ledger_api_and_error_mapping, |t| async move {
+    add_chart(&t.url);
+    let app = App::spawn(&t).await;
+    // Authentication and roles.
+    let (s, v, _) = app
+        .call(
+            "POST",
+            "/v1/ledger/entries",
+            None,
+            None,
+            Some(&sale("a", "1.00")),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (s, _, _) = app
+        .call(
+            "POST",
+            "/v1/ledger/entries",
+            Some("wrong"),
+            None,
+            Some(&sale("a", "1.00")),
+        )
+        .await;
+    assert_eq!(s, 401);
+    let (s, v, _) = app
+        .call(
+            "POST",
+            "/v1/ledger/entries",
+            Some(AUDITOR_KEY),
+            None,
+            Some(&sale("a", "1.00")),
+        )
+        .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (403, Some("forbidden")));
+    // Created, replayed, reused.
+    let (s, first, _) = app
+        .call(
+            "POST",
+            "/v1/ledger/entries",
+            Some(ADMIN_KEY),
+            Some("sale-1"),
+            Some(&sale("sale-1", "10.00")),
+        )
+        .await;
+    assert_eq!(s, 201, "{first}");
+    let (s, again, h) = app
+        .call(
+            "POST",
+            "/v1/ledger/entries",
+            Some(ADMIN_KEY),
+            Some("sale-1"),
+            Some(&sale("sale-1", "10.00")),
+        )
+        .await;
+    assert_eq!((s, &again), (200, &first));
+    assert_eq!(
+        h.get("idempotent-replayed").map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    // The key may come from the header alone.
+    let body_without_key = sale("x", "3.00").replace(r#""idempotency_key":"x","#, "");
+    let (s, v, _) = app
+        .call(
+            "POST",
+            "/v1/ledger/entries",
+            Some(ADMIN_KEY),
+            Some("hdr-only"),
+            Some(&body_without_key),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    // Each kind of bad input: status, machine-readable code, field.
+    let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
+        (
+            sale("sale-1", "11.00"),
+            422,
+            "idempotency_key_reused",
+            Some("idempotency_key"),
+        ),
+        ("{not json".to_owned(), 400, "malformed_json", None),
+        (
+            sale("b", "10.001"),
+            422,
+            "invalid_amount_scale",
+            Some("postings[0].amount"),
+        ),
+        (
+            sale("b", "-1.00"),
+            422,
+            "non_positive_amount",
+            Some("postings[0].amount"),
+        ),
+        (
+            sale("b", "1.00").replacen("\"1.00\"", "\"2.00\"", 1),
+            422,
+            "unbalanced_entry",
+            Some("postings"),
+        ),
+        (
+            sale("b", "1.00").replace("\"1000\"", "\"9999\""),
+            422,
+            "unknown_account",
+            Some("postings[0].account"),
+        ),
+        (
+            sale("b", "1.00").replace("USD", "EUR"),
+            422,
+            "currency_mismatch",
+            Some("postings[0].currency"),
+        ),
+        (
+            sale("b", "1.00").replace("\"1000\"", "\"1200\""),
+            422,
+            "customer_required",
+            Some("postings[0].customer_id"),
+        ),
+        (
+            sale("b", "1.00").replace("2026-10-15", "2026-13-01"),
+            422,
+            "invalid_field",
+            Some("effective_date"),
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let (s, v, _) = app
+            .call(
+                "POST",
+                "/v1/ledger/entries",
+                Some(ADMIN_KEY),
+                None,
+                Some(&body),
+            )
+            .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+            (status, Some(code), field),
+            "{body} -> {v}"
+        );
+    }
+    // Reads.
+    let id = first["id"].as_i64().unwrap();
+    let (s, v, _) = app
+        .call(
+            "GET",
+            &format!("/v1/ledger/entries/{id}"),
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((s, &v), (200, &first));
+    let (s, v, _) = app
+        .call(
+            "GET",
+            "/v1/ledger/entries/999999",
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("entry_not_found"))
+    );
+    let (s, v, _) = app
+        .call(
+            "GET",
+            "/v1/ledger/accounts/MAIN/1000/balance",
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((s, v["balance"].as_str()), (200, Some("13.00 USD")), "{v}");
+    let (s, v, _) = app
+        .call(
+            "GET",
+            "/v1/ledger/trial-balance",
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["totals"]["USD"]["debits"].as_str()),
+        (200, Some("13.00")),
+        "{v}"
+    );
+    app.stop().await;
+});
+
+/// Starts a real `cashloop serve` process on port 0 and returns it with its base URL.
+async fn serve_process(
+    dir: &std::path::Path,
+    name: &str,
+    db_url: &str,
+) -> (tokio::process::Child, String) {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, config_toml(db_url)).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("server did not start in time")
+        .unwrap()
+        .expect("server printed nothing");
+    let base = line
+        .strip_prefix("cashloop listening on ")
+        .expect(&line)
+        .trim()
+        .to_owned();
+    (child, base)
+}
+
+both!(two_server_processes_on_one_database, |t| async move {
+    add_chart(&t.url);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, base_a) = serve_process(dir.path(), "a", &t.url).await;
+    let (mut b, base_b) = serve_process(dir.path(), "b", &t.url).await;
+    let client = reqwest::Client::new();
+    const TASKS: usize = 16;
+    const PER_TASK: usize = 25;
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let base = if task % 2 == 0 {
+            base_a.clone()
+        } else {
+            base_b.clone()
+        };
+        let client = client.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..PER_TASK {
+                // Every third request is a retry of the previous key: a replay, not a double post.
+                let key = format!("t{task}-{}", if i % 3 == 2 { i - 1 } else { i });
+                let resp = client
+                    .post(format!("{base}/v1/ledger/entries"))
+                    .bearer_auth(ADMIN_KEY)
+                    .header("content-type", "application/json")
+                    .body(sale(&key, "2.50"))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                assert!(
+                    status == 201 || status == 200,
+                    "{status}: {}",
+                    resp.text().await.unwrap()
+                );
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let distinct = TASKS * (PER_TASK - PER_TASK / 3);
+    let resp: Value = client
+        .get(format!("{base_a}/v1/ledger/accounts/MAIN/1000/balance"))
+        .bearer_auth(AUDITOR_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp["debit_minor"].as_i64(),
+        Some(i64::try_from(distinct * 250).unwrap()),
+        "no lost or doubled update: {resp}"
+    );
+    a.kill().await.unwrap();
+    b.kill().await.unwrap();
+    // Both sealers ran against one chain: it must verify.
+    let out = cli(&t.url, &["ledger", "verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("{distinct} entries")), "{stdout}");
+});
+
+both!(cli_verify_names_a_tampered_entry, |t| async move {
+    add_chart(&t.url);
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        let f = dir.path().join(format!("e{i}.json"));
+        std::fs::write(&f, sale(&format!("e{i}"), "4.00")).unwrap();
+        let out = cli(&t.url, &["ledger", "post", "--file", f.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = cli(&t.url, &["ledger", "verify"]);
+    assert!(out.status.success());
+    match &t.db {
+        db::Db::Postgres(p) => {
+            let mut tx = p.begin().await.unwrap();
+            sqlx::query("SET LOCAL session_replication_role = replica")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query(
+                "UPDATE ledger_postings SET amount_minor = 401 WHERE entry_id = 3 AND line = 2",
+            )
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+        db::Db::Sqlite(s) => {
+            sqlx::query("DROP TRIGGER ledger_postings_no_update")
+                .execute(&s.pool)
+                .await
+                .unwrap();
+            sqlx::query(
+                "UPDATE ledger_postings SET amount_minor = 401 WHERE entry_id = 3 AND line = 2",
+            )
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        }
+    }
+    let out = cli(&t.url, &["ledger", "verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("First broken: entry 3 (seq 3)"), "{stdout}");
+});
+
+#[tokio::test]
+async fn cli_rejects_bad_input_naming_the_field() {
+    let t = testing::sqlite().await;
+    add_chart(&t.url);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.json");
+    std::fs::write(&f, sale("k", "1.005")).unwrap();
+    let out = cli(&t.url, &["ledger", "post", "--file", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid_amount_scale") && err.contains("postings[0].amount"),
+        "{err}"
+    );
+    // A configuration error names its key and stops before any work.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+        .args(["serve"])
+        .env("CASHLOOP_SERVER__LISTEN", "not-an-address")
+        .env("CASHLOOP_DATABASE_URL", &t.url)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("server.listen"), "{err}");
+}
+
+#[tokio::test]
+async fn serve_shuts_down_gracefully_on_sigterm() {
+    let t = testing::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve_process(dir.path(), "s", &t.url).await;
+    let ok = reqwest::get(format!("{base}/healthz"))
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(ok, 200);
+    let pid = child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
