@@ -609,3 +609,218 @@ impl std::io::Write for SharedBuf {
         Ok(())
     }
 }
+
+// ---- property tests, on both backends ----
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
+
+/// Runs an async block from inside a (synchronous) proptest case.
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// A balanced entry: per currency, debit legs whose total is split into credit legs.
+fn valid_entry(key: String) -> impl Strategy<Value = NewEntry> {
+    let legs = |debit: &'static str, credit: &'static str, cur: &'static str| {
+        (prop::collection::vec(1i64..1_000_000, 1..4), 1usize..4).prop_map(
+            move |(debits, n_credit)| {
+                let c = ledger::Currency::parse(cur).unwrap();
+                let total: i64 = debits.iter().sum();
+                let mut out: Vec<NewPosting> = debits
+                    .iter()
+                    .map(|d| posting(debit, Direction::Debit, Money::from_minor(*d, c)))
+                    .collect();
+                // Split the total into n_credit positive parts.
+                let n = i64::try_from(n_credit).unwrap().min(total);
+                let base = total / n;
+                for i in 0..n {
+                    let amount = if i == n - 1 {
+                        total - base * (n - 1)
+                    } else {
+                        base
+                    };
+                    out.push(posting(
+                        credit,
+                        Direction::Credit,
+                        Money::from_minor(amount, c),
+                    ));
+                }
+                out
+            },
+        )
+    };
+    (
+        legs("1000", "4000", "USD"),
+        prop::option::of(legs("1010", "4010", "EUR")),
+        1u32..=28,
+        1u32..=12,
+        any::<bool>(),
+    )
+        .prop_map(move |(usd_legs, eur_legs, d, m, shuffle)| {
+            let mut postings = usd_legs;
+            postings.extend(eur_legs.unwrap_or_default());
+            if shuffle {
+                postings.reverse();
+            }
+            entry(&key, &format!("2026-{m:02}-{d:02}"), postings)
+        })
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    UnknownAccount,
+    CurrencyMismatch,
+    CustomerMissing,
+    ClosedPeriod,
+    ReusedKey,
+}
+
+/// Applies `m` to a valid entry, giving one the ledger must refuse.
+fn mutate(e: &NewEntry, m: &Mutation, used_key: &str) -> NewEntry {
+    let mut postings = e.postings().to_vec();
+    let mut key = e.idempotency_key().as_str().to_owned();
+    let mut date = e.effective_date();
+    match m {
+        Mutation::UnknownAccount => postings[0].account = code("9999"),
+        Mutation::CurrencyMismatch => {
+            // A USD leg re-pointed at a EUR account: still balanced, wrong currency.
+            let i = postings
+                .iter()
+                .position(|p| p.amount.currency().code() == "USD")
+                .unwrap();
+            postings[i].account = code(if postings[i].direction == Direction::Debit {
+                "1010"
+            } else {
+                "4010"
+            });
+        }
+        Mutation::CustomerMissing => {
+            let i = postings
+                .iter()
+                .position(|p| {
+                    p.direction == Direction::Debit && p.amount.currency().code() == "USD"
+                })
+                .unwrap();
+            postings[i].account = code("1200");
+            postings[i].customer_id = None;
+        }
+        Mutation::ClosedPeriod => date = day("2025-12-15"),
+        Mutation::ReusedKey => {
+            key = used_key.to_owned();
+            date = day("2026-06-30");
+        }
+    }
+    entry(&key, &date.to_string(), postings)
+}
+
+fn expected_code(m: &Mutation) -> ErrorCode {
+    match m {
+        Mutation::UnknownAccount => ErrorCode::UnknownAccount,
+        Mutation::CurrencyMismatch => ErrorCode::CurrencyMismatch,
+        Mutation::CustomerMissing => ErrorCode::CustomerRequired,
+        Mutation::ClosedPeriod => ErrorCode::PeriodClosed,
+        Mutation::ReusedKey => ErrorCode::IdempotencyKeyReused,
+    }
+}
+
+both_backends!(
+    prop_valid_entries_keep_the_trial_balance_at_zero,
+    |t| async move {
+        let l = open(&t);
+        chart(&l).await;
+        let n = std::sync::atomic::AtomicU32::new(0);
+        let mut runner = TestRunner::new(PropConfig::with_cases(48));
+        runner
+            .run(
+                &(0u32..1_000_000).prop_flat_map(|k| valid_entry(format!("p{k}"))),
+                |e| {
+                    let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let key = format!("{}-{i}", e.idempotency_key());
+                    let e = entry(&key, &e.effective_date().to_string(), e.postings().to_vec());
+                    let posted =
+                        block(l.post(e)).map_err(|err| TestCaseError::fail(err.to_string()))?;
+                    prop_assert_eq!(block(l.entry(posted.entry.id)).unwrap(), posted.entry);
+                    let tb = block(l.trial_balance(None, None)).unwrap();
+                    for (c, (d, cr)) in &tb.totals {
+                        prop_assert_eq!(d, cr, "currency {}", c);
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        l.seal().await.unwrap();
+        let report = l.verify(&|_| {}).await.unwrap();
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.entries, u64::from(n.into_inner()));
+    }
+);
+
+both_backends!(prop_invalid_entries_change_nothing, |t| async move {
+    let l = open(&t);
+    chart(&l).await;
+    l.close_period(&entity(), Period::parse("2025-12", "p").unwrap(), "test")
+        .await
+        .unwrap();
+    let used = l
+        .post(invoice("used-key", "2026-06-30", "1.00", "ACME", "INV-1"))
+        .await
+        .unwrap();
+    let used_key = used.entry.idempotency_key.as_str().to_owned();
+    let before = dump(&t.db).await;
+    let mutation = prop_oneof![
+        Just(Mutation::UnknownAccount),
+        Just(Mutation::CurrencyMismatch),
+        Just(Mutation::CustomerMissing),
+        Just(Mutation::ClosedPeriod),
+        Just(Mutation::ReusedKey),
+    ];
+    let mut runner = TestRunner::new(PropConfig::with_cases(40));
+    runner
+        .run(
+            &(
+                (0u32..1_000_000).prop_flat_map(|k| valid_entry(format!("bad{k}"))),
+                mutation,
+            ),
+            |(e, m)| {
+                let bad = mutate(&e, &m, &used_key);
+                let err = block(l.post(bad)).expect_err("must be refused");
+                prop_assert_eq!(err.code(), Some(expected_code(&m)), "{}", err);
+                prop_assert_eq!(block(dump(&t.db)), before.clone());
+                Ok(())
+            },
+        )
+        .unwrap();
+    // And entries that cannot even be built: unbalanced, zero, single-legged.
+    let hdr = || EntryHeader {
+        idempotency_key: IdempotencyKey::parse("never", "k").unwrap(),
+        entity: entity(),
+        effective_date: day("2026-06-30"),
+        source: SourceName::parse("test", "s").unwrap(),
+        external_ref: None,
+        memo: None,
+    };
+    for (postings, want) in [
+        (
+            vec![
+                posting("1000", Direction::Debit, usd("1.00")),
+                posting("4000", Direction::Credit, usd("0.99")),
+            ],
+            ErrorCode::UnbalancedEntry,
+        ),
+        (
+            vec![
+                posting("1000", Direction::Debit, usd("0.00")),
+                posting("4000", Direction::Credit, usd("0.00")),
+            ],
+            ErrorCode::NonPositiveAmount,
+        ),
+        (
+            vec![posting("1000", Direction::Debit, usd("1.00"))],
+            ErrorCode::TooFewPostings,
+        ),
+    ] {
+        assert_eq!(NewEntry::new(hdr(), postings).unwrap_err().code, want);
+    }
+    assert_eq!(dump(&t.db).await, before);
+});
