@@ -54,6 +54,9 @@ pub struct LedgerBenchArgs {
     /// Where the temporary SQLite files and the export go.
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Keep the batched data set (PostgreSQL schema `clbench_keep_batched`) for inspection.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 pub async fn run(_config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
@@ -201,7 +204,12 @@ async fn fresh(
             Ok((db, Box::pin(async {})))
         }
         Backend::Postgres => {
-            let schema = format!("clbench_{}_{scenario}", std::process::id());
+            let schema = if args.keep && scenario == "batched" {
+                "clbench_keep_batched".to_owned()
+            } else {
+                format!("clbench_{}_{scenario}", std::process::id())
+            };
+            let keep = args.keep && scenario == "batched";
             let admin = Db::connect(&args.postgres_url, &opts)
                 .await
                 .with_context(|| {
@@ -233,7 +241,7 @@ async fn fresh(
             .await?;
             db.migrate().await?;
             let cleanup: Cleanup = Box::pin(async move {
-                if let Db::Postgres(pool) = &admin {
+                if let (false, Db::Postgres(pool)) = (keep, &admin) {
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "DROP SCHEMA IF EXISTS {schema} CASCADE"
                     )))

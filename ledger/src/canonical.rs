@@ -20,11 +20,12 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// Starts with `tag`, a fixed constant per kind of encoding (domain separation, version).
     pub fn new(tag: &[u8]) -> Self {
         let mut e = Encoder {
             buf: Vec::with_capacity(256),
         };
-        e.bytes(tag);
+        e.buf.extend_from_slice(tag);
         e
     }
 
@@ -40,8 +41,13 @@ impl Encoder {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
 
+    pub fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    /// Length-prefixed (u32: every text field is capped far below 4 GiB).
     pub fn bytes(&mut self, b: &[u8]) {
-        self.u64(b.len() as u64);
+        self.u32(u32::try_from(b.len()).unwrap_or(u32::MAX));
         self.buf.extend_from_slice(b);
     }
 
@@ -49,14 +55,18 @@ impl Encoder {
         self.bytes(s.as_bytes());
     }
 
-    pub fn opt_str(&mut self, s: Option<&str>) {
+    pub fn opt_bytes(&mut self, s: Option<&[u8]>) {
         match s {
             None => self.byte(0),
             Some(s) => {
                 self.byte(1);
-                self.str(s);
+                self.bytes(s);
             }
         }
+    }
+
+    pub fn opt_str(&mut self, s: Option<&str>) {
+        self.opt_bytes(s.map(str::as_bytes));
     }
 
     pub fn opt_i64(&mut self, v: Option<i64>) {
@@ -70,7 +80,7 @@ impl Encoder {
     }
 
     pub fn date(&mut self, d: NaiveDate) {
-        self.i64(i64::from(d.num_days_from_ce()));
+        self.buf.extend_from_slice(&d.num_days_from_ce().to_be_bytes());
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -82,40 +92,153 @@ impl Encoder {
     }
 }
 
+/// The header fields of an entry, borrowed (the verifier encodes straight from database rows).
+#[derive(Clone, Copy, Debug)]
+pub struct HeaderRef<'a> {
+    pub id: i64,
+    pub entity: &'a [u8],
+    pub idempotency_key: &'a [u8],
+    /// Days from 0001-01-01 (chrono's `num_days_from_ce`).
+    pub effective_days: i32,
+    pub recorded_at_micros: i64,
+    pub source: &'a [u8],
+    pub external_ref: Option<&'a [u8]>,
+    pub memo: Option<&'a [u8]>,
+    pub reverses_entry_id: Option<i64>,
+}
+
+/// One posting's fields, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct PostingRef<'a> {
+    pub line: u32,
+    pub account_id: i64,
+    pub account_code: &'a [u8],
+    /// `b'D'` or `b'C'`.
+    pub direction: u8,
+    pub amount_minor: i64,
+    pub currency: &'a [u8],
+    pub customer_id: Option<&'a [u8]>,
+    pub document_ref: Option<&'a [u8]>,
+    pub memo: Option<&'a [u8]>,
+}
+
+/// Builds the canonical bytes of one entry incrementally; reusable across entries so a scan
+/// of millions of entries allocates nothing per entry.
+#[derive(Debug)]
+pub struct EntryEncoder {
+    head: Encoder,
+    postings: Encoder,
+    count: u32,
+}
+
+impl Default for EntryEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EntryEncoder {
+    /// Version 1 of the entry encoding.
+    const TAG: &'static [u8] = b"CLE1";
+
+    pub fn new() -> Self {
+        EntryEncoder {
+            head: Encoder::new(Self::TAG),
+            postings: Encoder {
+                buf: Vec::with_capacity(512),
+            },
+            count: 0,
+        }
+    }
+
+    /// Starts a new entry (forgets the previous one).
+    pub fn header(&mut self, h: &HeaderRef<'_>) {
+        self.head.buf.clear();
+        self.head.buf.extend_from_slice(Self::TAG);
+        self.postings.buf.clear();
+        self.count = 0;
+        let e = &mut self.head;
+        e.i64(h.id);
+        e.bytes(h.entity);
+        e.bytes(h.idempotency_key);
+        e.buf.extend_from_slice(&h.effective_days.to_be_bytes());
+        e.i64(h.recorded_at_micros);
+        e.bytes(h.source);
+        e.opt_bytes(h.external_ref);
+        e.opt_bytes(h.memo);
+        e.opt_i64(h.reverses_entry_id);
+    }
+
+    pub fn posting(&mut self, p: &PostingRef<'_>) {
+        self.count += 1;
+        let e = &mut self.postings;
+        e.u32(p.line);
+        e.i64(p.account_id);
+        e.bytes(p.account_code);
+        e.byte(p.direction);
+        e.i64(p.amount_minor);
+        e.bytes(p.currency);
+        e.opt_bytes(p.customer_id);
+        e.opt_bytes(p.document_ref);
+        e.opt_bytes(p.memo);
+    }
+
+    /// `SHA-256(prev_hash ‖ canonical bytes)`.
+    pub fn chain_hash(&self, prev_hash: &[u8; 32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(prev_hash);
+        h.update(&self.head.buf);
+        h.update(self.count.to_be_bytes());
+        h.update(&self.postings.buf);
+        h.finalize().into()
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.head.buf.clone();
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.extend_from_slice(&self.postings.buf);
+        out
+    }
+}
+
+fn encode(entry: &JournalEntry) -> EntryEncoder {
+    let mut enc = EntryEncoder::new();
+    enc.header(&HeaderRef {
+        id: entry.id.0,
+        entity: entry.entity.as_str().as_bytes(),
+        idempotency_key: entry.idempotency_key.as_str().as_bytes(),
+        effective_days: entry.effective_date.num_days_from_ce(),
+        recorded_at_micros: entry.recorded_at.timestamp_micros(),
+        source: entry.source.as_str().as_bytes(),
+        external_ref: entry.external_ref.as_ref().map(|t| t.as_str().as_bytes()),
+        memo: entry.memo.as_ref().map(|t| t.as_str().as_bytes()),
+        reverses_entry_id: entry.reverses_entry_id.map(|id| id.0),
+    });
+    for p in &entry.postings {
+        enc.posting(&PostingRef {
+            line: p.line,
+            account_id: p.account_id.0,
+            account_code: p.account_code.as_str().as_bytes(),
+            direction: p.direction.as_char() as u8,
+            amount_minor: p.amount.amount_minor(),
+            currency: p.amount.currency().code().as_bytes(),
+            customer_id: p.customer_id.as_ref().map(|c| c.as_str().as_bytes()),
+            document_ref: p.document_ref.as_ref().map(|t| t.as_str().as_bytes()),
+            memo: p.memo.as_ref().map(|t| t.as_str().as_bytes()),
+        });
+    }
+    enc
+}
+
 /// The canonical bytes of a stored entry: header, then every posting in line order,
 /// each with the account's code as well as its id (so re-pointing an account is visible).
 pub fn entry_bytes(entry: &JournalEntry) -> Vec<u8> {
-    let mut e = Encoder::new(b"cashloop-entry-v1");
-    e.i64(entry.id.0);
-    e.str(entry.entity.as_str());
-    e.str(entry.idempotency_key.as_str());
-    e.date(entry.effective_date);
-    e.i64(entry.recorded_at.timestamp_micros());
-    e.str(entry.source.as_str());
-    e.opt_str(entry.external_ref.as_ref().map(|t| t.as_str()));
-    e.opt_str(entry.memo.as_ref().map(|t| t.as_str()));
-    e.opt_i64(entry.reverses_entry_id.map(|id| id.0));
-    e.u64(entry.postings.len() as u64);
-    for p in &entry.postings {
-        e.u64(u64::from(p.line));
-        e.i64(p.account_id.0);
-        e.str(p.account_code.as_str());
-        e.byte(p.direction.as_char() as u8);
-        e.i64(p.amount.amount_minor());
-        e.str(p.amount.currency().code());
-        e.opt_str(p.customer_id.as_ref().map(|c| c.as_str()));
-        e.opt_str(p.document_ref.as_ref().map(|t| t.as_str()));
-        e.opt_str(p.memo.as_ref().map(|t| t.as_str()));
-    }
-    e.buf
+    encode(entry).to_bytes()
 }
 
 /// `SHA-256(prev_hash ‖ canonical bytes of entry)`.
 pub fn chain_hash(prev_hash: &[u8; 32], entry: &JournalEntry) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(prev_hash);
-    h.update(entry_bytes(entry));
-    h.finalize().into()
+    encode(entry).chain_hash(prev_hash)
 }
 
 #[cfg(test)]

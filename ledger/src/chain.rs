@@ -11,16 +11,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDate;
+use std::sync::Arc;
+
+use chrono::{Datelike, NaiveDate};
 use db::Db;
 use serde::Serialize;
 
 use crate::canonical::{GENESIS_HASH, chain_hash};
 use crate::entry::JournalEntry;
 use crate::error::Result;
-use crate::scan::{self, ScanFilter};
+use crate::error::LedgerError;
+use crate::verify::{self, Partial, Problems};
 use crate::store::sqlite;
-use crate::types::{AccountId, Direction};
 use crate::writer::Shared;
 
 /// Most entries sealed per transaction (bounds how long the sealer holds its lock).
@@ -263,180 +265,100 @@ pub(crate) async fn run_sealer(
     }
 }
 
-#[derive(Default)]
-struct Problems {
-    list: Vec<(i64, i64, ChainBreak)>,
-    count: u64,
-}
-
-impl Problems {
-    fn add(&mut self, seq: Option<i64>, entry_id: Option<i64>, reason: String) {
-        self.count += 1;
-        let order = (seq.unwrap_or(i64::MAX), entry_id.unwrap_or(i64::MAX));
-        self.list.push((
-            order.0,
-            order.1,
-            ChainBreak {
-                seq,
-                entry_id,
-                reason,
-            },
-        ));
-        // Keep the earliest problems only: memory stays bounded on a badly broken ledger.
-        if self.list.len() > 1000 {
-            self.list.sort_by_key(|(s, e, _)| (*s, *e));
-            self.list.truncate(100);
-        }
+/// Ranges of entry ids verified in parallel (one blocking reader per range on SQLite).
+fn verify_parts() -> usize {
+    if let Some(n) = std::env::var("CLX_VERIFY_PARTS").ok().and_then(|v| v.parse().ok()) {
+        return n;
     }
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
 }
 
 /// Recomputes the chain and the balances from the stored rows.
-pub(crate) async fn verify(
-    shared: &Shared,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<VerifyReport> {
+pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport> {
     let started = Instant::now();
     let db = &shared.db;
     let snap = shared.accounts.reload(db).await?;
-    let mut problems = Problems::default();
+    let codes: Arc<verify::FxMap<i64, String>> = Arc::new(
+        snap.by_id
+            .iter()
+            .map(|(id, a)| (id.0, a.code.as_str().to_owned()))
+            .collect(),
+    );
 
-    // Pass 1: the links, in sequence order.
-    let mut expected_seq = 1i64;
-    let mut prev: Vec<u8> = GENESIS_HASH.to_vec();
-    let mut head: Option<(i64, Vec<u8>)> = None;
-    scan::scan_chain(db, |(seq, entry_id, prev_hash, hash)| {
-        if seq != expected_seq {
-            problems.add(
-                Some(seq),
-                Some(entry_id),
-                format!("sequence gap: expected {expected_seq}, found {seq}"),
-            );
-        }
-        if prev_hash != prev {
-            problems.add(
-                Some(seq),
-                Some(entry_id),
-                "prev_hash does not match the hash of the previous link".to_owned(),
-            );
-        }
-        expected_seq = seq + 1;
-        prev = hash.clone();
-        head = Some((seq, hash));
-        Ok(())
-    })
-    .await?;
-    let sealed_links = u64::try_from(expected_seq - 1).unwrap_or(0);
-
-    // Pass 2: every entry, recomputed.
-    let mut entries = 0u64;
-    let mut postings = 0u64;
-    let mut sealed = 0u64;
-    let mut unsealed = 0u64;
-    let mut sums: HashMap<(i64, NaiveDate), (i128, i128)> = HashMap::new();
-    scan::scan_entries(db, &ScanFilter::default(), &snap.by_id, |s| {
-        entries += 1;
-        postings += s.entry.postings.len() as u64;
-        let id = Some(s.entry.id.0);
-        if let Err(msg) = s.entry.check() {
-            problems.add(s.seq, id, msg);
-        }
-        match (s.seq, s.prev_hash.as_deref(), s.hash.as_deref()) {
-            (Some(seq), Some(prev), Some(hash)) => {
-                sealed += 1;
-                match <&[u8; 32]>::try_from(prev) {
-                    Ok(prev) if chain_hash(prev, &s.entry) == hash => {}
-                    _ => problems.add(
-                        Some(seq),
-                        id,
-                        "hash mismatch: the entry's stored data no longer matches its sealed hash"
-                            .to_owned(),
-                    ),
-                }
-            }
-            _ => unsealed += 1,
-        }
-        for p in &s.entry.postings {
-            let slot = sums
-                .entry((p.account_id.0, s.entry.effective_date))
-                .or_default();
-            match p.direction {
-                Direction::Debit => slot.0 += i128::from(p.amount.amount_minor()),
-                Direction::Credit => slot.1 += i128::from(p.amount.amount_minor()),
-            }
-        }
-        if entries.is_multiple_of(65_536) {
-            progress(entries);
-        }
-        Ok(())
-    })
-    .await?;
-    progress(entries);
-
-    // Counts that catch rows the joins cannot see: orphan postings, lost queue rows.
-    let (posting_rows, unsealed_rows, chain_rows) = counts(db).await?;
-    if posting_rows != postings {
-        problems.add(
-            None,
-            None,
-            format!(
-                "{} postings belong to no entry",
-                posting_rows.abs_diff(postings)
-            ),
-        );
+    // Every link on its own, in parallel over id ranges.
+    let mut tasks = Vec::new();
+    for (lo, hi) in verify::partitions(db, verify_parts()).await? {
+        let db = db.clone();
+        let codes = codes.clone();
+        tasks.push(tokio::spawn(async move { verify::partition(&db, lo, hi, codes).await }));
     }
-    if unsealed_rows != unsealed {
+
+    let mut problems = Problems::default();
+    let mut total = Partial::default();
+    for t in tasks {
+        let part = t
+            .await
+            .map_err(|e| LedgerError::Corrupt(format!("verify worker failed: {e}")))??;
+        total.merge(part);
+    }
+    progress(total.entries);
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "verify: partitions done");
+    problems.merge(std::mem::take(&mut total.problems));
+    total.links.check(&mut problems);
+    let links = total.links.count;
+    let head = total.links.head;
+
+    // Counts that catch what the merge cannot: a lost sealing-queue row, a dropped link.
+    let (unsealed_rows, chain_rows) = counts(db).await?;
+    if unsealed_rows != total.unsealed {
         problems.add(None, None, format!(
-            "{unsealed} entries are unsealed but the sealing queue holds {unsealed_rows}: an entry is missing from the chain"
+            "{} entries are unsealed but the sealing queue holds {unsealed_rows}: an entry is missing from the chain",
+            total.unsealed
         ));
     }
-    if chain_rows != sealed || sealed_links != sealed {
-        problems.add(
-            None,
-            None,
-            format!("the chain has {chain_rows} links but {sealed} sealed entries were found"),
-        );
+    if chain_rows != links {
+        problems.add(None, None, format!(
+            "the chain table has {chain_rows} links but {links} were read"
+        ));
     }
 
     // The balance table against the postings.
     let table = balance_rows(db).await?;
-    let mut table_map: HashMap<(i64, NaiveDate), (i128, i128)> =
-        HashMap::with_capacity(table.len());
+    let mut table_map: HashMap<(i64, i32), (i128, i128)> = HashMap::with_capacity(table.len());
     for (a, d, deb, cred) in table {
-        table_map.insert((a, d), (i128::from(deb), i128::from(cred)));
+        table_map.insert((a, d.num_days_from_ce()), (i128::from(deb), i128::from(cred)));
     }
-    let mut keys: Vec<&(i64, NaiveDate)> = sums.keys().chain(table_map.keys()).collect();
+    let mut keys: Vec<&(i64, i32)> = total.sums.keys().chain(table_map.keys()).collect();
     keys.sort();
     keys.dedup();
     for k in keys {
-        let want = sums.get(k).copied().unwrap_or_default();
+        let want = total.sums.get(k).copied().unwrap_or_default();
         let got = table_map.get(k).copied().unwrap_or_default();
         if want != got {
-            let code = snap
-                .by_id
-                .get(&AccountId(k.0))
-                .map(|a| a.code.to_string())
-                .unwrap_or_else(|| format!("id {}", k.0));
+            let code = codes.get(&k.0).cloned().unwrap_or_else(|| format!("id {}", k.0));
+            let day = NaiveDate::from_num_days_from_ce_opt(k.1).map(|d| d.to_string()).unwrap_or_default();
             problems.add(None, None, format!(
-                "balance of account {code} on {}: table says debits {} / credits {}, postings add up to {} / {}",
-                k.1, got.0, got.1, want.0, want.1
+                "balance of account {code} on {day}: table says debits {} / credits {}, postings add up to {} / {}",
+                got.0, got.1, want.0, want.1
             ));
         }
     }
 
-    problems.list.sort_by_key(|(s, e, _)| (*s, *e));
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "verify: balances compared");
+    problems.sort();
     let sample: Vec<ChainBreak> = problems
         .list
         .iter()
         .take(20)
-        .map(|(_, _, b)| b.clone())
+        .map(|p| ChainBreak { seq: p.seq, entry_id: p.entry_id, reason: p.reason.clone() })
         .collect();
     Ok(VerifyReport {
-        entries,
-        postings,
-        sealed,
-        unsealed,
+        entries: total.entries,
+        postings: total.postings,
+        sealed: total.sealed,
+        unsealed: total.unsealed,
         chain_head_seq: head.as_ref().map(|h| h.0),
-        chain_head_hash: head.as_ref().map(|h| hex::encode(&h.1)),
+        chain_head_hash: head.as_ref().map(|h| hex::encode(h.1)),
         first_break: sample.first().cloned(),
         problems: problems.count,
         sample,
@@ -444,14 +366,14 @@ pub(crate) async fn verify(
     })
 }
 
-async fn counts(db: &Db) -> Result<(u64, u64, u64)> {
-    const SQL: &str = "SELECT (SELECT count(*) FROM ledger_postings), (SELECT count(*) FROM ledger_unsealed), (SELECT count(*) FROM ledger_chain)";
-    let (a, b, c): (i64, i64, i64) = match db {
+async fn counts(db: &Db) -> Result<(u64, u64)> {
+    const SQL: &str = "SELECT (SELECT count(*) FROM ledger_unsealed), (SELECT count(*) FROM ledger_chain)";
+    let (b, c): (i64, i64) = match db {
         Db::Sqlite(s) => sqlx::query_as(SQL).fetch_one(&s.pool).await?,
         Db::Postgres(p) => sqlx::query_as(SQL).fetch_one(p).await?,
     };
     let u = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok((u(a), u(b), u(c)))
+    Ok((u(b), u(c)))
 }
 
 async fn balance_rows(db: &Db) -> Result<Vec<(i64, NaiveDate, i64, i64)>> {

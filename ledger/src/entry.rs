@@ -208,7 +208,7 @@ impl NewEntry {
     /// SHA-256 over everything the caller sent (not the key itself, ids or times): two
     /// requests with one idempotency key are "the same" exactly when these hashes agree.
     pub fn request_hash(&self) -> [u8; 32] {
-        let mut enc = crate::canonical::Encoder::new(b"cashloop-entry-request-v1");
+        let mut enc = crate::canonical::Encoder::new(b"CLR1");
         enc.str(self.entity.as_str());
         enc.date(self.effective_date);
         enc.str(self.source.as_str());

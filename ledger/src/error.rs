@@ -169,3 +169,10 @@ impl From<LedgerError> for std::io::Error {
         std::io::Error::other(e.to_string())
     }
 }
+
+impl From<rusqlite::types::FromSqlError> for LedgerError {
+    /// A column holding the wrong type: the data, not the caller, is at fault.
+    fn from(e: rusqlite::types::FromSqlError) -> Self {
+        LedgerError::Corrupt(format!("unexpected column type: {e}"))
+    }
+}

@@ -31,6 +31,7 @@ pub mod read;
 pub mod scan;
 mod store;
 pub mod types;
+mod verify;
 pub mod writer;
 
 pub use chain::{ChainBreak, VerifyReport};

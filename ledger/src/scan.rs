@@ -87,33 +87,6 @@ pub(crate) async fn scan_entries(
     Ok(())
 }
 
-/// One link of the chain as stored: (seq, entry id, prev_hash, hash).
-pub(crate) type ChainRow = (i64, i64, Vec<u8>, Vec<u8>);
-
-/// Calls `f` with every chain row in sequence order.
-pub(crate) async fn scan_chain(db: &Db, mut f: impl FnMut(ChainRow) -> Result<()>) -> Result<()> {
-    const SQL: &str = "SELECT seq, entry_id, prev_hash, hash FROM ledger_chain ORDER BY seq";
-    match db {
-        Db::Postgres(pool) => {
-            let mut rows = sqlx::query_as::<_, ChainRow>(SQL).fetch(pool);
-            while let Some(row) = rows.try_next().await? {
-                f(row)?;
-            }
-        }
-        Db::Sqlite(s) => {
-            let mut rx = sqlite_rows(s.path.clone(), SQL.to_owned(), Vec::new(), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            });
-            while let Some(batch) = rx.recv().await {
-                for row in batch? {
-                    f(row)?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 fn opt_value(v: Option<String>) -> rusqlite::types::Value {
     match v {
         Some(s) => rusqlite::types::Value::Text(s),
@@ -153,9 +126,8 @@ fn sqlite_raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         reverses_entry_id: r.get(8)?,
         posting,
         seq: r.get(17)?,
-        prev_hash: r.get(18)?,
-        hash: r.get(19)?,
-        reversed_by: r.get(20)?,
+        hash: r.get(18)?,
+        reversed_by: r.get(19)?,
     })
 }
 

@@ -49,7 +49,7 @@ pub(crate) enum WriteOutcome {
 pub(crate) const ENTRY_ROW_SELECT: &str = "SELECT e.id, e.entity, e.idempotency_key, e.effective_date, e.recorded_at, e.source,
         e.external_ref, e.memo, e.reverses_entry_id,
         p.line, p.account_id, p.direction, p.amount_minor, p.currency, p.customer_id, p.document_ref, p.memo,
-        c.seq, c.prev_hash, c.hash, r.id
+        c.seq, c.hash, r.id
     FROM ledger_entries e
     LEFT JOIN ledger_postings p ON p.entry_id = e.id
     LEFT JOIN ledger_chain c ON c.entry_id = e.id
@@ -70,7 +70,6 @@ pub(crate) struct RawRow {
     /// `None` when the entry has no postings at all (a LEFT JOIN miss: corrupt).
     pub posting: Option<RawPosting>,
     pub seq: Option<i64>,
-    pub prev_hash: Option<Vec<u8>>,
     pub hash: Option<Vec<u8>>,
     pub reversed_by: Option<i64>,
 }
@@ -92,7 +91,6 @@ pub(crate) struct RawPosting {
 pub(crate) struct ScannedEntry {
     pub entry: JournalEntry,
     pub seq: Option<i64>,
-    pub prev_hash: Option<Vec<u8>>,
     pub hash: Option<Vec<u8>>,
     pub reversed_by: Option<i64>,
 }
@@ -160,7 +158,6 @@ impl<'a> Assembler<'a> {
                 postings: Vec::with_capacity(2),
             },
             seq: row.seq,
-            prev_hash: row.prev_hash.clone(),
             hash: row.hash.clone(),
             reversed_by: row.reversed_by,
         })

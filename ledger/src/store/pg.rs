@@ -312,9 +312,8 @@ pub(crate) fn raw_row(r: &sqlx::postgres::PgRow) -> std::result::Result<RawRow, 
         reverses_entry_id: r.try_get(8)?,
         posting,
         seq: r.try_get(17)?,
-        prev_hash: r.try_get(18)?,
-        hash: r.try_get(19)?,
-        reversed_by: r.try_get(20)?,
+        hash: r.try_get(18)?,
+        reversed_by: r.try_get(19)?,
     })
 }
 
