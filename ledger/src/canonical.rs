@@ -80,7 +80,8 @@ impl Encoder {
     }
 
     pub fn date(&mut self, d: NaiveDate) {
-        self.buf.extend_from_slice(&d.num_days_from_ce().to_be_bytes());
+        self.buf
+            .extend_from_slice(&d.num_days_from_ce().to_be_bytes());
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -19,10 +19,10 @@ use serde::Serialize;
 
 use crate::canonical::{GENESIS_HASH, chain_hash};
 use crate::entry::JournalEntry;
-use crate::error::Result;
 use crate::error::LedgerError;
-use crate::verify::{self, Partial, Problems};
+use crate::error::Result;
 use crate::store::sqlite;
+use crate::verify::{self, Partial, Problems};
 use crate::writer::Shared;
 
 /// Most entries sealed per transaction (bounds how long the sealer holds its lock).
@@ -267,14 +267,22 @@ pub(crate) async fn run_sealer(
 
 /// Ranges of entry ids verified in parallel (one blocking reader per range on SQLite).
 fn verify_parts() -> usize {
-    if let Some(n) = std::env::var("CLX_VERIFY_PARTS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::var("CLX_VERIFY_PARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         return n;
     }
-    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
 }
 
 /// Recomputes the chain and the balances from the stored rows.
-pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport> {
+pub(crate) async fn verify(
+    shared: &Shared,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<VerifyReport> {
     let started = Instant::now();
     let db = &shared.db;
     let snap = shared.accounts.reload(db).await?;
@@ -290,7 +298,9 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
     for (lo, hi) in verify::partitions(db, verify_parts()).await? {
         let db = db.clone();
         let codes = codes.clone();
-        tasks.push(tokio::spawn(async move { verify::partition(&db, lo, hi, codes).await }));
+        tasks.push(tokio::spawn(async move {
+            verify::partition(&db, lo, hi, codes).await
+        }));
     }
 
     let mut problems = Problems::default();
@@ -302,7 +312,10 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
         total.merge(part);
     }
     progress(total.entries);
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "verify: partitions done");
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "verify: partitions done"
+    );
     problems.merge(std::mem::take(&mut total.problems));
     total.links.check(&mut problems);
     let links = total.links.count;
@@ -317,16 +330,21 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
         ));
     }
     if chain_rows != links {
-        problems.add(None, None, format!(
-            "the chain table has {chain_rows} links but {links} were read"
-        ));
+        problems.add(
+            None,
+            None,
+            format!("the chain table has {chain_rows} links but {links} were read"),
+        );
     }
 
     // The balance table against the postings.
     let table = balance_rows(db).await?;
     let mut table_map: HashMap<(i64, i32), (i128, i128)> = HashMap::with_capacity(table.len());
     for (a, d, deb, cred) in table {
-        table_map.insert((a, d.num_days_from_ce()), (i128::from(deb), i128::from(cred)));
+        table_map.insert(
+            (a, d.num_days_from_ce()),
+            (i128::from(deb), i128::from(cred)),
+        );
     }
     let mut keys: Vec<&(i64, i32)> = total.sums.keys().chain(table_map.keys()).collect();
     keys.sort();
@@ -335,8 +353,13 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
         let want = total.sums.get(k).copied().unwrap_or_default();
         let got = table_map.get(k).copied().unwrap_or_default();
         if want != got {
-            let code = codes.get(&k.0).cloned().unwrap_or_else(|| format!("id {}", k.0));
-            let day = NaiveDate::from_num_days_from_ce_opt(k.1).map(|d| d.to_string()).unwrap_or_default();
+            let code = codes
+                .get(&k.0)
+                .cloned()
+                .unwrap_or_else(|| format!("id {}", k.0));
+            let day = NaiveDate::from_num_days_from_ce_opt(k.1)
+                .map(|d| d.to_string())
+                .unwrap_or_default();
             problems.add(None, None, format!(
                 "balance of account {code} on {day}: table says debits {} / credits {}, postings add up to {} / {}",
                 got.0, got.1, want.0, want.1
@@ -344,13 +367,20 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
         }
     }
 
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "verify: balances compared");
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "verify: balances compared"
+    );
     problems.sort();
     let sample: Vec<ChainBreak> = problems
         .list
         .iter()
         .take(20)
-        .map(|p| ChainBreak { seq: p.seq, entry_id: p.entry_id, reason: p.reason.clone() })
+        .map(|p| ChainBreak {
+            seq: p.seq,
+            entry_id: p.entry_id,
+            reason: p.reason.clone(),
+        })
         .collect();
     Ok(VerifyReport {
         entries: total.entries,
@@ -367,7 +397,8 @@ pub(crate) async fn verify(shared: &Shared, progress: &(dyn Fn(u64) + Sync)) -> 
 }
 
 async fn counts(db: &Db) -> Result<(u64, u64)> {
-    const SQL: &str = "SELECT (SELECT count(*) FROM ledger_unsealed), (SELECT count(*) FROM ledger_chain)";
+    const SQL: &str =
+        "SELECT (SELECT count(*) FROM ledger_unsealed), (SELECT count(*) FROM ledger_chain)";
     let (b, c): (i64, i64) = match db {
         Db::Sqlite(s) => sqlx::query_as(SQL).fetch_one(&s.pool).await?,
         Db::Postgres(p) => sqlx::query_as(SQL).fetch_one(p).await?,

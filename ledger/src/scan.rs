@@ -87,6 +87,24 @@ pub(crate) async fn scan_entries(
     Ok(())
 }
 
+/// Rows of the entries with these ids (SQLite, bulk reader), in (id, line) order.
+pub(crate) async fn sqlite_entries_by_id(path: PathBuf, ids: Vec<i64>) -> Result<Vec<RawRow>> {
+    let mut out = Vec::with_capacity(ids.len() * 2);
+    for chunk in ids.chunks(900) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("{ENTRY_ROW_SELECT} WHERE e.id IN ({marks}) ORDER BY e.id, p.line");
+        let params = chunk
+            .iter()
+            .map(|id| rusqlite::types::Value::Integer(*id))
+            .collect();
+        let mut rx = sqlite_rows(path.clone(), sql, params, sqlite_raw_row);
+        while let Some(batch) = rx.recv().await {
+            out.extend(batch?);
+        }
+    }
+    Ok(out)
+}
+
 fn opt_value(v: Option<String>) -> rusqlite::types::Value {
     match v {
         Some(s) => rusqlite::types::Value::Text(s),

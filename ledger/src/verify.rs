@@ -65,7 +65,11 @@ const KEEP_PROBLEMS: usize = 100;
 impl Problems {
     pub fn add(&mut self, seq: Option<i64>, entry_id: Option<i64>, reason: String) {
         self.count += 1;
-        self.list.push(Problem { seq, entry_id, reason });
+        self.list.push(Problem {
+            seq,
+            entry_id,
+            reason,
+        });
         if self.list.len() > 10 * KEEP_PROBLEMS {
             self.sort();
             self.list.truncate(KEEP_PROBLEMS);
@@ -80,12 +84,8 @@ impl Problems {
     }
 
     pub fn sort(&mut self) {
-        self.list.sort_by_key(|p| {
-            (
-                p.seq.unwrap_or(i64::MAX),
-                p.entry_id.unwrap_or(i64::MAX),
-            )
-        });
+        self.list
+            .sort_by_key(|p| (p.seq.unwrap_or(i64::MAX), p.entry_id.unwrap_or(i64::MAX)));
     }
 }
 
@@ -119,7 +119,14 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    fn see(&mut self, seq: i64, prev: [u8; 32], hash: [u8; 32], problems: &mut Problems, entry_id: i64) {
+    fn see(
+        &mut self,
+        seq: i64,
+        prev: [u8; 32],
+        hash: [u8; 32],
+        problems: &mut Problems,
+        entry_id: i64,
+    ) {
         self.count += 1;
         match self.last {
             Some((ls, lh)) if ls + 1 == seq => {
@@ -159,15 +166,15 @@ impl Links {
         self.count += other.count;
         self.needs.extend(other.needs);
         self.provides.extend(other.provides);
-        if let Some((s, h)) = other.head {
-            if self.head.is_none_or(|(mine, _)| s > mine) {
-                self.head = Some((s, h));
-            }
+        if let Some((s, h)) = other.head
+            && self.head.is_none_or(|(mine, _)| s > mine)
+        {
+            self.head = Some((s, h));
         }
-        if let Some(m) = other.min_seq {
-            if self.min_seq.is_none_or(|mine| m < mine) {
-                self.min_seq = Some(m);
-            }
+        if let Some(m) = other.min_seq
+            && self.min_seq.is_none_or(|mine| m < mine)
+        {
+            self.min_seq = Some(m);
         }
     }
 
@@ -192,11 +199,16 @@ impl Links {
             }
         }
         let max = self.head.map_or(0, |h| h.0);
-        if self.count > 0 && (self.min_seq != Some(1) || u64::try_from(max).ok() != Some(self.count)) {
+        if self.count > 0
+            && (self.min_seq != Some(1) || u64::try_from(max).ok() != Some(self.count))
+        {
             problems.add(
                 None,
                 None,
-                format!("the chain has {} links but its sequence runs from {:?} to {max}", self.count, self.min_seq),
+                format!(
+                    "the chain has {} links but its sequence runs from {:?} to {max}",
+                    self.count, self.min_seq
+                ),
             );
         }
     }
@@ -266,7 +278,9 @@ impl<'a> Checker<'a> {
             match (<[u8; 32]>::try_from(prev), <[u8; 32]>::try_from(hash)) {
                 (Ok(p), Ok(hash)) => {
                     self.link = Some((seq, p, hash));
-                    self.out.links.see(seq, p, hash, &mut self.out.problems, h.id);
+                    self.out
+                        .links
+                        .see(seq, p, hash, &mut self.out.problems, h.id);
                 }
                 _ => self.bad_link = Some((seq, "chain link holds a malformed hash".to_owned())),
             }
@@ -289,7 +303,10 @@ impl<'a> Checker<'a> {
             self.out.problems.add(
                 self.link.map(|l| l.0),
                 Some(self.id),
-                format!("posting line {} where {} was expected", p.line, self.expected_line),
+                format!(
+                    "posting line {} where {} was expected",
+                    p.line, self.expected_line
+                ),
             );
         }
         self.expected_line = p.line.saturating_add(1);
@@ -318,7 +335,11 @@ impl<'a> Checker<'a> {
                 self.out.problems.add(
                     self.link.map(|l| l.0),
                     Some(self.id),
-                    format!("posting {} has direction {:?}", p.line, String::from_utf8_lossy(p.direction)),
+                    format!(
+                        "posting {} has direction {:?}",
+                        p.line,
+                        String::from_utf8_lossy(p.direction)
+                    ),
                 );
                 0
             }
@@ -346,13 +367,18 @@ impl<'a> Checker<'a> {
             return;
         }
         self.open = false;
-        let seq = self.link.map(|l| l.0).or(self.bad_link.as_ref().map(|b| b.0));
+        let seq = self
+            .link
+            .map(|l| l.0)
+            .or(self.bad_link.as_ref().map(|b| b.0));
         self.out.entries += 1;
         self.out.postings += self.postings;
         if self.postings < 2 {
-            self.out
-                .problems
-                .add(seq, Some(self.id), format!("entry has {} postings", self.postings));
+            self.out.problems.add(
+                seq,
+                Some(self.id),
+                format!("entry has {} postings", self.postings),
+            );
         }
         let off: Vec<String> = self
             .nets
@@ -396,7 +422,9 @@ impl<'a> Checker<'a> {
 
     fn orphan_link(&mut self, entry_id: i64, seq: i64, prev: &[u8], hash: &[u8]) {
         if let (Ok(p), Ok(h)) = (<[u8; 32]>::try_from(prev), <[u8; 32]>::try_from(hash)) {
-            self.out.links.see(seq, p, h, &mut self.out.problems, entry_id);
+            self.out
+                .links
+                .see(seq, p, h, &mut self.out.problems, entry_id);
         }
         self.out.problems.add(
             Some(seq),
@@ -430,7 +458,8 @@ const POSTINGS_SQL_PG: &str = "SELECT entry_id, line, account_id, direction, amo
 /// PostgreSQL: entries and their links in one merge join, one stream instead of two (each
 /// streamed row costs more in the driver than the join costs the server). A link whose entry
 /// is gone is then missed here, and caught by comparing link counts.
-const ENTRIES_WITH_LINKS_SQL_PG: &str = "SELECT e.id, e.entity, e.idempotency_key, e.effective_date, e.recorded_at, e.source,
+const ENTRIES_WITH_LINKS_SQL_PG: &str =
+    "SELECT e.id, e.entity, e.idempotency_key, e.effective_date, e.recorded_at, e.source,
             e.external_ref, e.memo, e.reverses_entry_id, c.seq, c.prev_hash, c.hash
      FROM ledger_entries e LEFT JOIN ledger_chain c ON c.entry_id = e.id
      WHERE e.id BETWEEN $1 AND $2 ORDER BY e.id";
@@ -452,7 +481,11 @@ pub(crate) async fn partitions(db: &Db, parts: usize) -> Result<Vec<(i64, i64)>>
     let mut out = Vec::new();
     let mut start = i64::MIN;
     for i in 0..parts {
-        let end = if i == parts - 1 { i64::MAX } else { lo + span * (i + 1) - 1 };
+        let end = if i == parts - 1 {
+            i64::MAX
+        } else {
+            lo + span * (i + 1) - 1
+        };
         if end >= start {
             out.push((start, end));
         }
@@ -540,7 +573,9 @@ impl<'c> CopyReader<'c> {
                 return Ok(None);
             }
             if &b[at..at + 11] != PGCOPY_SIGNATURE {
-                return Err(LedgerError::Corrupt("COPY stream has no PGCOPY signature".into()));
+                return Err(LedgerError::Corrupt(
+                    "COPY stream has no PGCOPY signature".into(),
+                ));
             }
             let ext = be_u32(&b[at + 15..at + 19]) as usize;
             if b.len() < at + 19 + ext {
@@ -660,10 +695,21 @@ async fn verify_connection(pool: &sqlx::PgPool) -> Result<sqlx::PgConnection> {
     Ok(conn)
 }
 
-async fn pg_partition(pool: &sqlx::PgPool, lo: i64, hi: i64, codes: &FxMap<i64, String>) -> Result<Partial> {
+async fn pg_partition(
+    pool: &sqlx::PgPool,
+    lo: i64,
+    hi: i64,
+    codes: &FxMap<i64, String>,
+) -> Result<Partial> {
     let mut ce = verify_connection(pool).await?;
     let mut cp = verify_connection(pool).await?;
-    let range = |sql: &str| format!("COPY ({}) TO STDOUT (FORMAT binary)", sql.replace("$1", &lo.to_string()).replace("$2", &hi.to_string()));
+    let range = |sql: &str| {
+        format!(
+            "COPY ({}) TO STDOUT (FORMAT binary)",
+            sql.replace("$1", &lo.to_string())
+                .replace("$2", &hi.to_string())
+        )
+    };
     let mut entries = CopyReader::new(ce.copy_out_raw(&range(ENTRIES_WITH_LINKS_SQL_PG)).await?);
     let mut postings = CopyReader::new(cp.copy_out_raw(&range(POSTINGS_SQL_PG)).await?);
     let mut check = Checker::new(codes);
@@ -729,7 +775,9 @@ fn sqlite_micros(s: &str) -> Option<i64> {
     // Fixed width, as written by store::sqlite::ts: 2026-11-26T09:58:49.034121Z
     let b = s.as_bytes();
     if b.len() != 27 || b[10] != b'T' || b[19] != b'.' || b[26] != b'Z' {
-        return crate::store::sqlite::parse_ts(s).ok().map(|t| t.timestamp_micros());
+        return crate::store::sqlite::parse_ts(s)
+            .ok()
+            .map(|t| t.timestamp_micros());
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
     let date = NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)?;
@@ -737,7 +785,12 @@ fn sqlite_micros(s: &str) -> Option<i64> {
     Some(t.and_utc().timestamp_micros())
 }
 
-fn sqlite_partition(path: &std::path::Path, lo: i64, hi: i64, codes: &FxMap<i64, String>) -> Result<Partial> {
+fn sqlite_partition(
+    path: &std::path::Path,
+    lo: i64,
+    hi: i64,
+    codes: &FxMap<i64, String>,
+) -> Result<Partial> {
     use rusqlite::OpenFlags;
     let conn = rusqlite::Connection::open_with_flags(
         path,
@@ -763,7 +816,12 @@ fn sqlite_partition(path: &std::path::Path, lo: i64, hi: i64, codes: &FxMap<i64,
             if eid >= id {
                 break;
             }
-            check.orphan_link(eid, row.get(1)?, row.get_ref(2)?.as_blob()?, row.get_ref(3)?.as_blob()?);
+            check.orphan_link(
+                eid,
+                row.get(1)?,
+                row.get_ref(2)?.as_blob()?,
+                row.get_ref(3)?.as_blob()?,
+            );
             c = crows.next()?;
         }
         while let Some(row) = p {
@@ -780,7 +838,11 @@ fn sqlite_partition(path: &std::path::Path, lo: i64, hi: i64, codes: &FxMap<i64,
         let link = match c {
             Some(row) if row.get::<_, i64>(0)? == id => {
                 linked = true;
-                Some((row.get::<_, i64>(1)?, row.get_ref(2)?.as_blob()?, row.get_ref(3)?.as_blob()?))
+                Some((
+                    row.get::<_, i64>(1)?,
+                    row.get_ref(2)?.as_blob()?,
+                    row.get_ref(3)?.as_blob()?,
+                ))
             }
             _ => None,
         };
@@ -790,7 +852,8 @@ fn sqlite_partition(path: &std::path::Path, lo: i64, hi: i64, codes: &FxMap<i64,
                 entity: e.get_ref(1)?.as_bytes()?,
                 idempotency_key: e.get_ref(2)?.as_bytes()?,
                 effective_days: sqlite_days(date).ok_or_else(|| bad("effective_date", id))?,
-                recorded_at_micros: sqlite_micros(recorded).ok_or_else(|| bad("recorded_at", id))?,
+                recorded_at_micros: sqlite_micros(recorded)
+                    .ok_or_else(|| bad("recorded_at", id))?,
                 source: e.get_ref(5)?.as_bytes()?,
                 external_ref: e.get_ref(6)?.as_bytes_or_null()?,
                 memo: e.get_ref(7)?.as_bytes_or_null()?,
@@ -820,7 +883,12 @@ fn sqlite_partition(path: &std::path::Path, lo: i64, hi: i64, codes: &FxMap<i64,
     }
     check.end();
     while let Some(row) = c {
-        check.orphan_link(row.get(0)?, row.get(1)?, row.get_ref(2)?.as_blob()?, row.get_ref(3)?.as_blob()?);
+        check.orphan_link(
+            row.get(0)?,
+            row.get(1)?,
+            row.get_ref(2)?.as_blob()?,
+            row.get_ref(3)?.as_blob()?,
+        );
         c = crows.next()?;
     }
     while let Some(row) = p {
@@ -837,13 +905,17 @@ mod tests {
     #[test]
     fn fixed_width_parsers_agree_with_chrono() {
         for d in ["2026-10-31", "2024-02-29", "0001-01-01", "9999-12-31"] {
-            let want = NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap().num_days_from_ce();
+            let want = NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .unwrap()
+                .num_days_from_ce();
             assert_eq!(sqlite_days(d), Some(want), "{d}");
         }
         assert_eq!(sqlite_days("2026-02-30"), None);
         assert_eq!(sqlite_days("2026-1-01"), None);
         for t in ["2026-11-26T09:58:49.034121Z", "2026-01-01T00:00:00.000000Z"] {
-            let want = chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_micros();
+            let want = chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_micros();
             assert_eq!(sqlite_micros(t), Some(want), "{t}");
         }
     }
