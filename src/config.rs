@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use ledger::EntityCode;
 
 /// Environment variables with the `CASHLOOP_` prefix that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["config", "test_postgres_url", "log"];
+const NON_CONFIG_ENV: &[&str] = &["config", "test_postgres_url", "bench_postgres_url", "log"];
 
 /// The configuration as written (all optional fields have defaults).
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
-//! Bulk, streaming reads of the whole journal (or a date range of it), for `verify` and
-//! the exports. Rows arrive in (entry id, line) order and are assembled into entries one
+//! Bulk, streaming reads of the whole journal (or a date range of it), for the exports,
+//! and bulk loads by id on SQLite (the sealer). Rows arrive in (entry id, line) order and are assembled into entries one
 //! at a time; memory stays bounded whatever the ledger's size.
 //!
 //! PostgreSQL streams through sqlx. SQLite is read through its own read-only `rusqlite`
