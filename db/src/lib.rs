@@ -225,6 +225,44 @@ async fn applied_versions_pg(pool: &PgPool) -> Result<Vec<i64>, DbError> {
     )
 }
 
+/// An open transaction on either backend, for work that must commit atomically across crates
+/// (a payment state change and its ledger posting). Commit or roll back explicitly; dropping
+/// it rolls back.
+#[derive(Debug)]
+pub enum DbTx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Db {
+    /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// it cannot fail half-way on a lock upgrade.
+    pub async fn begin(&self) -> Result<DbTx, DbError> {
+        Ok(match self {
+            Db::Sqlite(s) => DbTx::Sqlite(s.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(p) => DbTx::Postgres(p.begin().await?),
+        })
+    }
+}
+
+impl DbTx {
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self {
+            DbTx::Sqlite(t) => t.commit().await?,
+            DbTx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), DbError> {
+        match self {
+            DbTx::Sqlite(t) => t.rollback().await?,
+            DbTx::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
 /// True when a database error is worth retrying as a whole transaction: a PostgreSQL
 /// deadlock or serialization failure, or a SQLite lock that outlived `busy_timeout`.
 pub fn is_retryable(err: &sqlx::Error) -> bool {

@@ -178,6 +178,13 @@ impl Ledger {
             .unwrap_or(Err(LedgerError::WriterStopped))
     }
 
+    /// Posts one entry inside `tx`, so it commits or rolls back together with the caller's
+    /// own writes (a payment's state change and its posting). Replays and rejections behave
+    /// as in [`Ledger::post`]; after a storage error, roll `tx` back.
+    pub async fn post_in_tx(&self, tx: &mut db::DbTx, entry: NewEntry) -> Result<PostOutcome> {
+        writer::post_in(&self.shared, tx, entry).await
+    }
+
     /// Posts up to `max_batch_entries` entries in one transaction; one result per entry
     /// (an invalid entry is rejected alone, the others are written).
     pub async fn post_batch(&self, entries: Vec<NewEntry>) -> Result<Vec<Result<PostOutcome>>> {

@@ -383,34 +383,13 @@ async fn process(shared: &Shared, jobs: Vec<Job>) {
         let mut replays: Vec<(usize, usize, EntryId)> = Vec::new();
         for ((j, i, p), outcome) in round.iter().zip(outcomes) {
             results[*j][*i] = match outcome {
-                Ok((WriteOutcome::Inserted(id), at)) => Some(Ok(PostOutcome {
-                    entry: stored(p, id, at),
-                    replayed: false,
-                })),
-                Ok((WriteOutcome::Existing { id, request_hash }, _)) => {
-                    if request_hash == p.request_hash {
+                Ok((o, at)) => match map_outcome(p, o, at) {
+                    Mapped::Done(r) => Some(r),
+                    Mapped::Replay(id) => {
                         replays.push((*j, *i, id));
                         None
-                    } else {
-                        Some(Err(LedgerError::rejected(
-                            ErrorCode::IdempotencyKeyReused,
-                            Some("idempotency_key".to_owned()),
-                            format!(
-                                "idempotency_key: {} was already used for entry {id} with a different body",
-                                p.entry.idempotency_key()
-                            ),
-                        )))
                     }
-                }
-                Ok((WriteOutcome::PeriodClosed, _)) => Some(Err(LedgerError::rejected(
-                    ErrorCode::PeriodClosed,
-                    Some("effective_date".to_owned()),
-                    format!(
-                        "effective_date: period {} of entity {} is closed; post into an open period and reference the original",
-                        p.period(),
-                        p.entry.entity()
-                    ),
-                ))),
+                },
                 Err(e) => Some(Err(e)),
             };
         }
@@ -449,6 +428,78 @@ async fn process(shared: &Shared, jobs: Vec<Job>) {
             .collect();
         // The caller may have gone away (timeout); the entries are written regardless.
         let _ = reply.send(res);
+    }
+}
+
+/// What a write outcome means for its caller: a final result, or a replay to load.
+enum Mapped {
+    Done(Result<PostOutcome>),
+    Replay(EntryId),
+}
+
+fn map_outcome(p: &Prepared, outcome: WriteOutcome, at: DateTime<Utc>) -> Mapped {
+    match outcome {
+        WriteOutcome::Inserted(id) => Mapped::Done(Ok(PostOutcome {
+            entry: stored(p, id, at),
+            replayed: false,
+        })),
+        WriteOutcome::Existing { id, request_hash } if request_hash == p.request_hash => {
+            Mapped::Replay(id)
+        }
+        WriteOutcome::Existing { id, .. } => Mapped::Done(Err(LedgerError::rejected(
+            ErrorCode::IdempotencyKeyReused,
+            Some("idempotency_key".to_owned()),
+            format!(
+                "idempotency_key: {} was already used for entry {id} with a different body",
+                p.entry.idempotency_key()
+            ),
+        ))),
+        WriteOutcome::PeriodClosed => Mapped::Done(Err(LedgerError::rejected(
+            ErrorCode::PeriodClosed,
+            Some("effective_date".to_owned()),
+            format!(
+                "effective_date: period {} of entity {} is closed; post into an open period and reference the original",
+                p.period(),
+                p.entry.entity()
+            ),
+        ))),
+    }
+}
+
+/// Posts one entry inside the caller's transaction: it commits (or rolls back) with the
+/// caller's own writes. No group commit here — the caller's transaction is the unit. After a
+/// storage error the transaction is unusable (PostgreSQL aborts it); roll it back.
+pub(crate) async fn post_in(
+    shared: &Shared,
+    tx: &mut db::DbTx,
+    entry: NewEntry,
+) -> Result<PostOutcome> {
+    let mut snap = shared.accounts.current();
+    if entry.postings().iter().any(|p| {
+        snap.get(entry.entity().as_str(), p.account.as_str())
+            .is_none()
+    }) {
+        snap = shared.accounts.reload(&shared.db).await?;
+    }
+    let prepared = prepare(entry, &snap)?;
+    let at = shared.clock.now();
+    let outcome = store::write_batch_in(tx, &[&prepared], at)
+        .await
+        .map_err(single_error)?
+        .pop()
+        .ok_or_else(|| LedgerError::Corrupt("a batch of one returned no outcome".to_owned()))?;
+    match map_outcome(&prepared, outcome, at) {
+        Mapped::Done(r) => r,
+        Mapped::Replay(id) => {
+            let entry = store::load_entries_in(tx, &[id.0], &snap.by_id)
+                .await?
+                .pop()
+                .ok_or_else(|| LedgerError::Corrupt(format!("entry {id} vanished")))?;
+            Ok(PostOutcome {
+                entry,
+                replayed: true,
+            })
+        }
     }
 }
 

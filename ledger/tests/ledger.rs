@@ -824,3 +824,72 @@ both_backends!(prop_invalid_entries_change_nothing, |t| async move {
     }
     assert_eq!(dump(&t.db).await, before);
 });
+
+both_backends!(
+    post_in_tx_commits_and_rolls_back_with_the_caller,
+    |t| async move {
+        let l = open(&t);
+        chart(&l).await;
+        let before = dump(&t.db).await;
+        // Rolled back: nothing remains, not even the sealing-queue row or the balance.
+        let mut tx = t.db.begin().await.unwrap();
+        let out = l
+            .post_in_tx(
+                &mut tx,
+                invoice("tx-1", "2026-10-05", "7.00", "ACME", "INV-7"),
+            )
+            .await
+            .unwrap();
+        assert!(!out.replayed);
+        // Inside the transaction, a replay sees the uncommitted entry.
+        let again = l
+            .post_in_tx(
+                &mut tx,
+                invoice("tx-1", "2026-10-05", "7.00", "ACME", "INV-7"),
+            )
+            .await
+            .unwrap();
+        assert!(again.replayed && again.entry == out.entry);
+        tx.rollback().await.unwrap();
+        assert_eq!(dump(&t.db).await, before);
+        // Committed: there, balanced, sealable, verifiable.
+        let mut tx = t.db.begin().await.unwrap();
+        let out = l
+            .post_in_tx(
+                &mut tx,
+                invoice("tx-2", "2026-10-05", "7.00", "ACME", "INV-7"),
+            )
+            .await
+            .unwrap();
+        let err = l
+            .post_in_tx(
+                &mut tx,
+                entry(
+                    "tx-3",
+                    "2026-10-05",
+                    vec![
+                        posting("9999", Direction::Debit, usd("1.00")),
+                        posting("4000", Direction::Credit, usd("1.00")),
+                    ],
+                ),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            code_of(err),
+            ErrorCode::UnknownAccount,
+            "rejected before touching the transaction"
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(l.entry(out.entry.id).await.unwrap(), out.entry);
+        assert_eq!(
+            l.balance(&entity(), &code("1200"), None)
+                .await
+                .unwrap()
+                .balance,
+            usd("7.00")
+        );
+        l.seal().await.unwrap();
+        assert!(l.verify(&|_| {}).await.unwrap().ok());
+    }
+);

@@ -292,6 +292,17 @@ pub(crate) async fn accounts(db: &Db, entity: Option<&EntityCode>) -> Result<Vec
     }
 }
 
+pub(crate) async fn write_batch_in(
+    tx: &mut db::DbTx,
+    batch: &[&Prepared],
+    recorded_at: DateTime<Utc>,
+) -> std::result::Result<Vec<WriteOutcome>, sqlx::Error> {
+    match tx {
+        db::DbTx::Sqlite(t) => sqlite::write_batch_in(&mut *t, batch, recorded_at).await,
+        db::DbTx::Postgres(t) => pg::write_batch_in(&mut *t, batch, recorded_at).await,
+    }
+}
+
 pub(crate) async fn write_batch(
     db: &Db,
     batch: &[&Prepared],
@@ -316,11 +327,32 @@ pub(crate) async fn load_entries(
         Db::Sqlite(s) if ids.len() > BULK_LOAD_MIN_IDS => {
             crate::scan::sqlite_entries_by_id(s.path.clone(), ids.to_vec()).await?
         }
-        Db::Sqlite(s) => sqlite::entry_rows(&s.pool, ids).await?,
+        Db::Sqlite(s) => sqlite::entry_rows(&mut *s.pool.acquire().await?, ids).await?,
         Db::Postgres(p) => pg::entry_rows(p, ids).await?,
     };
+    assemble(rows, accounts)
+}
+
+/// Entries by id, read inside the caller's transaction (so its own writes are visible).
+pub(crate) async fn load_entries_in(
+    tx: &mut db::DbTx,
+    ids: &[i64],
+    accounts: &HashMap<AccountId, Account>,
+) -> Result<Vec<JournalEntry>> {
+    let rows = match tx {
+        db::DbTx::Sqlite(t) => sqlite::entry_rows(&mut *t, ids).await?,
+        db::DbTx::Postgres(t) => pg::entry_rows(&mut **t, ids).await?,
+    };
+    assemble(rows, accounts)
+}
+
+/// Groups rows into entries and applies the after-read check to each.
+fn assemble(
+    rows: Vec<RawRow>,
+    accounts: &HashMap<AccountId, Account>,
+) -> Result<Vec<JournalEntry>> {
     let mut asm = Assembler::new(accounts);
-    let mut out = Vec::with_capacity(ids.len());
+    let mut out = Vec::new();
     for row in rows {
         if let Some(done) = asm.push(row)? {
             out.push(done.entry);

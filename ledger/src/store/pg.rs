@@ -82,6 +82,17 @@ pub(crate) async fn write_batch(
     recorded_at: DateTime<Utc>,
 ) -> std::result::Result<Vec<WriteOutcome>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let out = write_batch_in(&mut tx, batch, recorded_at).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Writes a batch inside the caller's transaction (which the caller commits or rolls back).
+pub(crate) async fn write_batch_in(
+    conn: &mut sqlx::PgConnection,
+    batch: &[&Prepared],
+    recorded_at: DateTime<Utc>,
+) -> std::result::Result<Vec<WriteOutcome>, sqlx::Error> {
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; batch.len()];
 
     // 1. Periods: a shared advisory lock per (entity, month) keeps a concurrent close out
@@ -100,7 +111,7 @@ pub(crate) async fn write_batch(
     keys.dedup();
     sqlx::query("SELECT count(pg_advisory_xact_lock_shared(k)) FROM UNNEST($1::int8[]) AS k")
         .bind(&keys)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     let (ents, pers): (Vec<String>, Vec<String>) = periods.into_iter().unzip();
     let closed: Vec<(String, String)> = sqlx::query_as(
@@ -109,7 +120,7 @@ pub(crate) async fn write_batch(
     )
     .bind(&ents)
     .bind(&pers)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let mut live: Vec<(usize, &Prepared)> = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
@@ -168,7 +179,7 @@ pub(crate) async fn write_batch(
         .bind(&xref)
         .bind(&memo)
         .bind(&reverses)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?
     };
     let ids: HashMap<String, i64> = inserted.into_iter().map(|(id, k)| (k, id)).collect();
@@ -185,7 +196,7 @@ pub(crate) async fn write_batch(
             "SELECT id, idempotency_key, request_hash FROM ledger_entries WHERE idempotency_key = ANY($1)",
         )
         .bind(&missing)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
         existing = rows.into_iter().map(|(id, k, h)| (k, (id, h))).collect();
     }
@@ -273,10 +284,9 @@ pub(crate) async fn write_batch(
         .bind(&bd)
         .bind(&bdeb)
         .bind(&bcred)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
-    tx.commit().await?;
     Ok(outcomes
         .into_iter()
         .map(|o| o.unwrap_or(WriteOutcome::PeriodClosed))
@@ -329,8 +339,11 @@ const ENTRIES_BY_ID: &str = "SELECT e.id, e.entity, e.idempotency_key, e.effecti
     LEFT JOIN LATERAL (SELECT id FROM ledger_entries r WHERE r.reverses_entry_id = e.id OFFSET 0) r ON true
     WHERE e.id = ANY($1) ORDER BY e.id, p.line";
 
-pub(crate) async fn entry_rows(pool: &PgPool, ids: &[i64]) -> Result<Vec<RawRow>> {
-    let rows = sqlx::query(ENTRIES_BY_ID).bind(ids).fetch_all(pool).await?;
+pub(crate) async fn entry_rows<'e>(
+    conn: impl sqlx::PgExecutor<'e>,
+    ids: &[i64],
+) -> Result<Vec<RawRow>> {
+    let rows = sqlx::query(ENTRIES_BY_ID).bind(ids).fetch_all(conn).await?;
     Ok(rows
         .iter()
         .map(raw_row)

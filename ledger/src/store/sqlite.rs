@@ -108,12 +108,23 @@ pub(crate) async fn write_batch(
 ) -> std::result::Result<Vec<WriteOutcome>, sqlx::Error> {
     // IMMEDIATE: take the write lock now; SQLite then has no other writer to race.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let out = write_batch_in(&mut tx, batch, recorded_at).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Writes a batch inside the caller's transaction (which the caller commits or rolls back).
+pub(crate) async fn write_batch_in(
+    conn: &mut sqlx::SqliteConnection,
+    batch: &[&Prepared],
+    recorded_at: DateTime<Utc>,
+) -> std::result::Result<Vec<WriteOutcome>, sqlx::Error> {
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; batch.len()];
 
     let closed: HashSet<(String, String)> = sqlx::query_as::<_, (String, String)>(
         "SELECT entity, period FROM ledger_periods WHERE status = 'closed'",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?
     .into_iter()
     .collect();
@@ -148,7 +159,7 @@ pub(crate) async fn write_batch(
         let rows: Vec<(i64, String)> = qb
             .build_query_as()
             .persistent(false)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await?;
         ids.extend(rows.into_iter().map(|(id, k)| (k, id)));
     }
@@ -168,7 +179,7 @@ pub(crate) async fn write_batch(
                 "SELECT id, request_hash FROM ledger_entries WHERE idempotency_key = ?",
             )
             .bind(k)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
             outcomes[*i] = Some(WriteOutcome::Existing {
                 id: EntryId(id),
@@ -192,7 +203,7 @@ pub(crate) async fn write_batch(
                 .push_bind(opt(posting.document_ref.as_ref()))
                 .push_bind(opt(posting.memo.as_ref()));
         });
-        qb.build().persistent(false).execute(&mut *tx).await?;
+        qb.build().persistent(false).execute(&mut *conn).await?;
     }
     let inserted_ids: Vec<i64> = written
         .iter()
@@ -204,7 +215,7 @@ pub(crate) async fn write_batch(
         qb.push_values(chunk, |mut b, id| {
             b.push_bind(*id);
         });
-        qb.build().persistent(false).execute(&mut *tx).await?;
+        qb.build().persistent(false).execute(&mut *conn).await?;
     }
     if !written.is_empty() {
         let deltas =
@@ -222,10 +233,9 @@ pub(crate) async fn write_batch(
             qb.push(
                 " ON CONFLICT (account_id, day) DO UPDATE SET debit_minor = debit_minor + excluded.debit_minor, credit_minor = credit_minor + excluded.credit_minor",
             );
-            qb.build().persistent(false).execute(&mut *tx).await?;
+            qb.build().persistent(false).execute(&mut *conn).await?;
         }
     }
-    tx.commit().await?;
     Ok(outcomes
         .into_iter()
         .map(|o| o.unwrap_or(WriteOutcome::PeriodClosed))
@@ -266,7 +276,10 @@ fn raw_row(r: &SqliteRow) -> std::result::Result<RawRow, sqlx::Error> {
     })
 }
 
-pub(crate) async fn entry_rows(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<RawRow>> {
+pub(crate) async fn entry_rows(
+    conn: &mut sqlx::SqliteConnection,
+    ids: &[i64],
+) -> Result<Vec<RawRow>> {
     let mut out = Vec::new();
     for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(ENTRY_ROW_SELECT);
@@ -276,7 +289,7 @@ pub(crate) async fn entry_rows(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<Raw
             sep.push_bind(*id);
         }
         qb.push(") ORDER BY e.id, p.line");
-        let rows = qb.build().persistent(false).fetch_all(pool).await?;
+        let rows = qb.build().persistent(false).fetch_all(&mut *conn).await?;
         for r in &rows {
             out.push(raw_row(r)?);
         }
