@@ -142,6 +142,7 @@ pub async fn run(_config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
             entity: None,
             currency: None,
         };
+        reset_peak_rss();
         let t = Instant::now();
         let meta = ledger.export_meta(&req).await?;
         let file = std::fs::File::create(&path)?;
@@ -153,15 +154,17 @@ pub async fn run(_config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
         drop(w);
         let export_s = t.elapsed().as_secs_f64();
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let peak_rss_mb = peak_rss_kb().map(|kb| kb / 1024);
         eprintln!(
-            "export csv: {} postings in {export_s:.2} s ({:.0} postings/s, {} MB)",
+            "export csv: {} postings in {export_s:.2} s ({:.0} postings/s, {} MB file, peak RSS {} MB)",
             summary.postings,
             rate(summary.postings, export_s),
-            bytes / 1_000_000
+            bytes / 1_000_000,
+            peak_rss_mb.map_or("?".to_owned(), |m| m.to_string())
         );
         out.insert(
             "export_csv".into(),
-            json!({"postings": summary.postings, "seconds": export_s, "postings_per_s": rate(summary.postings, export_s), "bytes": bytes}),
+            json!({"postings": summary.postings, "seconds": export_s, "postings_per_s": rate(summary.postings, export_s), "bytes": bytes, "peak_rss_mb": peak_rss_mb}),
         );
         db.close().await;
         cleanup.await;
@@ -169,6 +172,21 @@ pub async fn run(_config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
     }
     println!("{}", Value::Object(results));
     Ok(())
+}
+
+/// Resets the process's peak-RSS mark (Linux: `5` into /proc/self/clear_refs), so the next
+/// reading covers one phase only.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident memory since the last reset (Linux `VmHWM`), in KiB.
+fn peak_rss_kb() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn rate(n: u64, seconds: f64) -> f64 {

@@ -372,80 +372,21 @@ mod tests {
     }
 
     #[test]
+    #[rustfmt::skip]
     fn bad_entries_name_their_field() {
         use ErrorCode::*;
-        check(
-            r#""amount":"100.00""#,
-            r#""amount":"100.001""#,
-            InvalidAmountScale,
-            Some("postings[0].amount"),
-        );
-        check(
-            r#""amount":"100.00""#,
-            r#""amount":100.0"#,
-            InvalidAmount,
-            Some("postings[0].amount"),
-        );
-        check(
-            r#""amount":"100.00""#,
-            r#""amount":"-100.00""#,
-            NonPositiveAmount,
-            Some("postings[0].amount"),
-        );
-        check(
-            r#""amount":"100.00""#,
-            r#""amount":"0.00""#,
-            NonPositiveAmount,
-            Some("postings[0].amount"),
-        );
-        check(
-            r#""amount":"100.00""#,
-            r#""amount":"99.00""#,
-            UnbalancedEntry,
-            Some("postings"),
-        );
-        check(
-            r#""currency":"USD"}]"#,
-            r#""currency":"XYZ"}]"#,
-            UnknownCurrency,
-            Some("postings[1].currency"),
-        );
-        check(
-            r#""direction":"debit""#,
-            r#""direction":"up""#,
-            InvalidField,
-            Some("postings[0].direction"),
-        );
-        check(
-            r#""effective_date":"2026-10-31""#,
-            r#""effective_date":"31/10/2026""#,
-            InvalidField,
-            Some("effective_date"),
-        );
-        check(
-            r#""idempotency_key":"k1","#,
-            "",
-            MissingField,
-            Some("idempotency_key"),
-        );
-        check(
-            r#""account":"4000","#,
-            "",
-            MissingField,
-            Some("postings[1].account"),
-        );
-        check(
-            r#""account":"4000","#,
-            r#""acount":"4000","#,
-            InvalidField,
-            Some("postings[1].acount"),
-        );
-        check(
-            r#""postings":["#,
-            r#""postings":[{"account":"1","direction":"debit","amount":"1.00","currency":"USD"}],"x":["#,
-            InvalidField,
-            Some("x"),
-        );
+        check(r#""amount":"100.00""#, r#""amount":"100.001""#, InvalidAmountScale, Some("postings[0].amount"));
+        check(r#""amount":"100.00""#, r#""amount":100.0"#, InvalidAmount, Some("postings[0].amount"));
+        check(r#""amount":"100.00""#, r#""amount":"-100.00""#, NonPositiveAmount, Some("postings[0].amount"));
+        check(r#""amount":"100.00""#, r#""amount":"0.00""#, NonPositiveAmount, Some("postings[0].amount"));
+        check(r#""amount":"100.00""#, r#""amount":"99.00""#, UnbalancedEntry, Some("postings"));
+        check(r#""currency":"USD"}]"#, r#""currency":"XYZ"}]"#, UnknownCurrency, Some("postings[1].currency"));
+        check(r#""direction":"debit""#, r#""direction":"up""#, InvalidField, Some("postings[0].direction"));
+        check(r#""effective_date":"2026-10-31""#, r#""effective_date":"31/10/2026""#, InvalidField, Some("effective_date"));
+        check(r#""idempotency_key":"k1","#, "", MissingField, Some("idempotency_key"));
+        check(r#""account":"4000","#, "", MissingField, Some("postings[1].account"));
+        check(r#""account":"4000","#, r#""acount":"4000","#, InvalidField, Some("postings[1].acount"));
+        check(r#""postings":["#, r#""postings":[{"account":"1","direction":"debit","amount":"1.00","currency":"USD"}],"x":["#, InvalidField, Some("x"));
         check("{", "[", MalformedJson, None);
     }
 

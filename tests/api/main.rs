@@ -600,3 +600,80 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+both!(cli_exports_every_format, |t| async move {
+    add_chart(&t.url);
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        let f = dir.path().join(format!("e{i}.json"));
+        std::fs::write(&f, sale(&format!("x{i}"), "5.00")).unwrap();
+        assert!(
+            cli(&t.url, &["ledger", "post", "--file", f.to_str().unwrap()])
+                .status
+                .success()
+        );
+    }
+    assert!(cli(&t.url, &["ledger", "seal"]).status.success());
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let range = ["--from", "2026-10-01", "--to", "2026-10-31"];
+    for (format, out) in [
+        ("csv", "gl.csv"),
+        ("jsonl", "gl.jsonl"),
+        ("saft", "saft.xml"),
+        ("ads", "ads"),
+    ] {
+        let mut args = vec!["ledger", "export", "--format", format, "--out"];
+        let out_path = path(out);
+        args.push(&out_path);
+        args.extend(range);
+        let res = cli(&t.url, &args);
+        assert!(
+            res.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    }
+    let csv = std::fs::read_to_string(path("gl.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6 + 1, "{csv}");
+    assert!(csv.lines().last().unwrap().contains("15.00"), "{csv}");
+    let jsonl = std::fs::read_to_string(path("gl.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(jsonl.lines().last().unwrap()).unwrap();
+    assert_eq!(last["trailer"]["postings"].as_u64(), Some(6), "{last}");
+    let saft = std::fs::read_to_string(path("saft.xml")).unwrap();
+    assert!(
+        saft.contains("<NumberOfEntries>3</NumberOfEntries>")
+            && saft.contains("<TotalDebit>15.00</TotalDebit>"),
+        "{saft}"
+    );
+    let gl =
+        std::fs::read_to_string(dir.path().join("ads/GL_Detail_20261001_20261031.txt")).unwrap();
+    assert_eq!(gl.lines().count(), 1 + 6, "{gl}");
+    assert!(
+        gl.lines().next().unwrap().starts_with("Journal_ID|"),
+        "{gl}"
+    );
+    let tb = std::fs::read_to_string(dir.path().join("ads/Trial_Balance_20261031.txt")).unwrap();
+    assert!(
+        tb.contains("|1000|") || tb.lines().any(|l| l.starts_with("1000|")),
+        "{tb}"
+    );
+    // No half-written file is left behind by a failed export.
+    let bad = cli(
+        &t.url,
+        &[
+            "ledger",
+            "export",
+            "--format",
+            "csv",
+            "--out",
+            &path("bad.csv"),
+            "--from",
+            "2026-10-31",
+            "--to",
+            "2026-10-01",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--to"));
+    assert!(!dir.path().join("bad.csv").exists() && !dir.path().join("bad.partial").exists());
+});
