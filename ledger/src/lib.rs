@@ -372,7 +372,8 @@ impl Ledger {
     /// Control totals and context for an export, computed before streaming.
     pub async fn export_meta(&self, req: &ExportRequest) -> Result<ExportMeta> {
         let snap = self.shared.accounts.reload(&self.shared.db).await?;
-        let (entries, postings, totals) = export_totals(&self.shared.db, req).await?;
+        let max_entry_id = max_entry_id(&self.shared.db).await?;
+        let (entries, postings, totals) = export_totals(&self.shared.db, req, max_entry_id).await?;
         Ok(ExportMeta {
             from: req.from,
             to: req.to,
@@ -384,6 +385,7 @@ impl Ledger {
             posting_count: postings,
             totals,
             chain_head: self.chain_head().await?,
+            max_entry_id,
         })
     }
 
@@ -400,6 +402,7 @@ impl Ledger {
             from: Some(req.from),
             to: Some(req.to),
             entity: req.entity.as_ref().map(|e| e.to_string()),
+            max_id: Some(meta.max_entry_id.unwrap_or(0)),
         };
         let mut written = 0u64;
         let mut next_report = 0u64;
@@ -462,11 +465,21 @@ impl Ledger {
     }
 }
 
-/// (entries, postings, totals per currency) over an export's range.
+async fn max_entry_id(db: &Db) -> Result<Option<i64>> {
+    const SQL: &str = "SELECT max(id) FROM ledger_entries";
+    Ok(match db {
+        Db::Postgres(p) => sqlx::query_scalar(SQL).fetch_one(p).await?,
+        Db::Sqlite(s) => sqlx::query_scalar(SQL).fetch_one(&s.pool).await?,
+    })
+}
+
+/// (entries, postings, totals per currency) over an export's range, up to entry `max_id`.
 async fn export_totals(
     db: &Db,
     req: &ExportRequest,
+    max_id: Option<i64>,
 ) -> Result<(u64, u64, BTreeMap<Currency, CurrencyTotals>)> {
+    let max_id = max_id.unwrap_or(0);
     let entity = req.entity.as_ref().map(|e| e.as_str().to_owned());
     let currency = req.currency.map(|c| c.code().to_owned());
     let rows: Vec<(String, i64, i64, String, String)> = match db {
@@ -477,13 +490,14 @@ async fn export_totals(
                         COALESCE(SUM(CASE WHEN p.direction = 'C' THEN p.amount_minor END), 0)::text
                  FROM ledger_postings p JOIN ledger_entries e ON e.id = p.entry_id
                  WHERE e.effective_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR e.entity = $3)
-                   AND ($4::text IS NULL OR p.currency = $4)
+                   AND ($4::text IS NULL OR p.currency = $4) AND e.id <= $5
                  GROUP BY p.currency",
             )
             .bind(req.from)
             .bind(req.to)
             .bind(entity.as_deref())
             .bind(currency.as_deref())
+            .bind(max_id)
             .fetch_all(p)
             .await?
         }
@@ -494,13 +508,14 @@ async fn export_totals(
                         CAST(COALESCE(SUM(CASE WHEN p.direction = 'C' THEN p.amount_minor END), 0) AS TEXT)
                  FROM ledger_postings p JOIN ledger_entries e ON e.id = p.entry_id
                  WHERE e.effective_date BETWEEN ?1 AND ?2 AND (?3 IS NULL OR e.entity = ?3)
-                   AND (?4 IS NULL OR p.currency = ?4)
+                   AND (?4 IS NULL OR p.currency = ?4) AND e.id <= ?5
                  GROUP BY p.currency",
             )
             .bind(req.from.to_string())
             .bind(req.to.to_string())
             .bind(entity.as_deref())
             .bind(currency.as_deref())
+            .bind(max_id)
             .fetch_all(&s.pool)
             .await?
         }
@@ -510,12 +525,13 @@ async fn export_totals(
             sqlx::query_scalar(
                 "SELECT count(DISTINCT p.entry_id) FROM ledger_postings p JOIN ledger_entries e ON e.id = p.entry_id
                  WHERE e.effective_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR e.entity = $3)
-                   AND ($4::text IS NULL OR p.currency = $4)",
+                   AND ($4::text IS NULL OR p.currency = $4) AND e.id <= $5",
             )
             .bind(req.from)
             .bind(req.to)
             .bind(entity.as_deref())
             .bind(currency.as_deref())
+            .bind(max_id)
             .fetch_one(p)
             .await?
         }
@@ -523,12 +539,13 @@ async fn export_totals(
             sqlx::query_scalar(
                 "SELECT count(DISTINCT p.entry_id) FROM ledger_postings p JOIN ledger_entries e ON e.id = p.entry_id
                  WHERE e.effective_date BETWEEN ?1 AND ?2 AND (?3 IS NULL OR e.entity = ?3)
-                   AND (?4 IS NULL OR p.currency = ?4)",
+                   AND (?4 IS NULL OR p.currency = ?4) AND e.id <= ?5",
             )
             .bind(req.from.to_string())
             .bind(req.to.to_string())
             .bind(entity.as_deref())
             .bind(currency.as_deref())
+            .bind(max_id)
             .fetch_one(&s.pool)
             .await?
         }

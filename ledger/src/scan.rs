@@ -32,6 +32,9 @@ pub struct ScanFilter {
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
     pub entity: Option<String>,
+    /// Only entries with ids up to this one: an export's high-water mark, so entries committed
+    /// after its control totals were taken are left out of the file as they are of the totals.
+    pub max_id: Option<i64>,
 }
 
 /// Calls `f` with every entry matching `filter`, in entry-id order.
@@ -46,13 +49,15 @@ pub(crate) async fn scan_entries(
         Db::Postgres(pool) => {
             let sql = format!(
                 "{} WHERE ($1::date IS NULL OR e.effective_date >= $1) AND ($2::date IS NULL OR e.effective_date <= $2)
-                   AND ($3::text IS NULL OR e.entity = $3) ORDER BY e.id, p.line",
+                   AND ($3::text IS NULL OR e.entity = $3) AND ($4::int8 IS NULL OR e.id <= $4)
+                 ORDER BY e.id, p.line",
                 ENTRY_ROW_SELECT
             );
             let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(filter.from)
                 .bind(filter.to)
                 .bind(filter.entity.as_deref())
+                .bind(filter.max_id)
                 .fetch(pool);
             while let Some(row) = rows.try_next().await? {
                 if let Some(done) = asm.push(pg::raw_row(&row)?)? {
@@ -63,13 +68,18 @@ pub(crate) async fn scan_entries(
         Db::Sqlite(s) => {
             let sql = format!(
                 "{} WHERE (?1 IS NULL OR e.effective_date >= ?1) AND (?2 IS NULL OR e.effective_date <= ?2)
-                   AND (?3 IS NULL OR e.entity = ?3) ORDER BY e.id, p.line",
+                   AND (?3 IS NULL OR e.entity = ?3) AND (?4 IS NULL OR e.id <= ?4)
+                 ORDER BY e.id, p.line",
                 ENTRY_ROW_SELECT
             );
             let params = vec![
                 opt_value(filter.from.map(|d| d.to_string())),
                 opt_value(filter.to.map(|d| d.to_string())),
                 opt_value(filter.entity.clone()),
+                filter.max_id.map_or(
+                    rusqlite::types::Value::Null,
+                    rusqlite::types::Value::Integer,
+                ),
             ];
             let mut rx = sqlite_rows(s.path.clone(), sql, params, sqlite_raw_row);
             while let Some(batch) = rx.recv().await {

@@ -445,6 +445,7 @@ pub(crate) mod fixtures {
             posting_count: totals.postings,
             totals: totals.totals,
             chain_head: Some((2, [0xab; 32])),
+            max_entry_id: Some(3),
         }
     }
 

@@ -76,6 +76,8 @@ pub struct ExportMeta {
     pub totals: BTreeMap<Currency, CurrencyTotals>,
     /// The chain head (seq, hash) at the time of export.
     pub chain_head: Option<(i64, [u8; 32])>,
+    /// The highest entry id when the totals were taken; the export stops there.
+    pub max_entry_id: Option<i64>,
 }
 
 /// A trial-balance line for the ADS Trial_Balance file: balances before `from` and at `to`,
