@@ -294,21 +294,30 @@ pub(crate) async fn verify(
     );
 
     // Every link on its own, in parallel over id ranges.
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for (lo, hi) in verify::partitions(db, verify_parts()).await? {
         let db = db.clone();
         let codes = codes.clone();
+        let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
-            verify::partition(&db, lo, hi, codes).await
+            verify::partition(&db, lo, hi, codes, counter).await
         }));
     }
+    let mut all = futures_util::future::join_all(tasks);
+    let results = loop {
+        tokio::select! {
+            r = &mut all => break r,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                progress(counter.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        }
+    };
 
     let mut problems = Problems::default();
     let mut total = Partial::default();
-    for t in tasks {
-        let part = t
-            .await
-            .map_err(|e| LedgerError::Corrupt(format!("verify worker failed: {e}")))??;
+    for r in results {
+        let part = r.map_err(|e| LedgerError::Corrupt(format!("verify worker failed: {e}")))??;
         total.merge(part);
     }
     progress(total.entries);

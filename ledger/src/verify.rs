@@ -8,6 +8,8 @@
 //! previous `hash`) is checked by a separate pass over the chain in sequence order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{Datelike, NaiveDate};
 use db::Db;
@@ -61,6 +63,8 @@ pub(crate) struct Problems {
 }
 
 const KEEP_PROBLEMS: usize = 100;
+/// Entries between progress updates.
+const PROGRESS_STEP: u64 = 4096;
 
 impl Problems {
     pub fn add(&mut self, seq: Option<i64>, entry_id: Option<i64>, reason: String) {
@@ -233,6 +237,8 @@ impl Partial {
 /// Checks one entry at a time as its rows stream past.
 struct Checker<'a> {
     codes: &'a FxMap<i64, String>,
+    /// Entries checked, shared with the caller for a progress display.
+    progress: &'a AtomicU64,
     enc: EntryEncoder,
     out: Partial,
     id: i64,
@@ -247,9 +253,10 @@ struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    fn new(codes: &'a FxMap<i64, String>) -> Self {
+    fn new(codes: &'a FxMap<i64, String>, progress: &'a AtomicU64) -> Self {
         Checker {
             codes,
+            progress,
             enc: EntryEncoder::new(),
             out: Partial::default(),
             id: 0,
@@ -367,6 +374,9 @@ impl<'a> Checker<'a> {
             return;
         }
         self.open = false;
+        if self.out.entries % PROGRESS_STEP == PROGRESS_STEP - 1 {
+            self.progress.fetch_add(PROGRESS_STEP, Ordering::Relaxed);
+        }
         let seq = self
             .link
             .map(|l| l.0)
@@ -435,6 +445,8 @@ impl<'a> Checker<'a> {
 
     fn finish(mut self) -> Partial {
         self.end();
+        self.progress
+            .fetch_add(self.out.entries % PROGRESS_STEP, Ordering::Relaxed);
         self.out
     }
 }
@@ -499,13 +511,14 @@ pub(crate) async fn partition(
     db: &Db,
     lo: i64,
     hi: i64,
-    codes: std::sync::Arc<FxMap<i64, String>>,
+    codes: Arc<FxMap<i64, String>>,
+    progress: Arc<AtomicU64>,
 ) -> Result<Partial> {
     match db {
-        Db::Postgres(pool) => pg_partition(pool, lo, hi, &codes).await,
+        Db::Postgres(pool) => pg_partition(pool, lo, hi, &codes, &progress).await,
         Db::Sqlite(s) => {
             let path = s.path.clone();
-            tokio::task::spawn_blocking(move || sqlite_partition(&path, lo, hi, &codes))
+            tokio::task::spawn_blocking(move || sqlite_partition(&path, lo, hi, &codes, &progress))
                 .await
                 .map_err(|e| LedgerError::Corrupt(format!("verify worker failed: {e}")))?
         }
@@ -700,6 +713,7 @@ async fn pg_partition(
     lo: i64,
     hi: i64,
     codes: &FxMap<i64, String>,
+    progress: &AtomicU64,
 ) -> Result<Partial> {
     let mut ce = verify_connection(pool).await?;
     let mut cp = verify_connection(pool).await?;
@@ -712,7 +726,7 @@ async fn pg_partition(
     };
     let mut entries = CopyReader::new(ce.copy_out_raw(&range(ENTRIES_WITH_LINKS_SQL_PG)).await?);
     let mut postings = CopyReader::new(cp.copy_out_raw(&range(POSTINGS_SQL_PG)).await?);
-    let mut check = Checker::new(codes);
+    let mut check = Checker::new(codes, progress);
     let mut p = postings.advance().await?;
     while entries.advance().await? {
         let id = entries.i64(0)?;
@@ -790,6 +804,7 @@ fn sqlite_partition(
     lo: i64,
     hi: i64,
     codes: &FxMap<i64, String>,
+    progress: &AtomicU64,
 ) -> Result<Partial> {
     use rusqlite::OpenFlags;
     let conn = rusqlite::Connection::open_with_flags(
@@ -805,7 +820,7 @@ fn sqlite_partition(
     let mut erows = es.query([lo, hi])?;
     let mut prows = ps.query([lo, hi])?;
     let mut crows = cs.query([lo, hi])?;
-    let mut check = Checker::new(codes);
+    let mut check = Checker::new(codes, progress);
     let bad = |what: &str, id: i64| LedgerError::Corrupt(format!("entry {id}: malformed {what}"));
     let mut p = prows.next()?;
     let mut c = crows.next()?;
