@@ -45,6 +45,9 @@ pub enum Command {
     /// Create API keys for the HTTP API.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Vault keys: generate new key files, re-wrap the vault under the current key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Benchmarks; each ends with one JSON line of its figures.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -209,6 +212,22 @@ pub enum PeriodCommand {
         #[arg(long)]
         entity: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new key-encryption key and fingerprint key (64 hex characters each, mode 0600)
+    /// into DIR and print the configuration that uses them.
+    Generate {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Version of the new key-encryption key (one more than the current one when rotating).
+        #[arg(long, default_value_t = 1)]
+        version: u32,
+    },
+    /// Re-wrap every vault data key under the current key-encryption key (`vault.kek`), while
+    /// servers keep serving: they must hold the old key in `vault.previous_keks` meanwhile.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -719,5 +738,124 @@ pub fn api_key_command(cmd: ApiKeyCommand) -> anyhow::Result<()> {
     println!("name = {name:?}");
     println!("role = {role:?}");
     println!("key_sha256 = \"{hash}\"");
+    Ok(())
+}
+
+/// Reads the vault's keys from where the configuration says; errors name the config key.
+pub fn load_vault_keys(
+    src: &crate::config::VaultKeySources,
+) -> anyhow::Result<gateway::vault::VaultKeys> {
+    use crate::config::KeySource;
+    use gateway::crypto::{FingerprintKey, Kek, KeyRing};
+    fn kek(r: &crate::config::KeyRef) -> anyhow::Result<Kek> {
+        match &r.source {
+            KeySource::File(p) => Kek::from_file(r.version, p),
+            KeySource::Env(v) => Kek::from_env(r.version, v),
+        }
+        .map_err(|e| anyhow::anyhow!("configuration key `{}`: {e}", r.config_key))
+    }
+    let mut ring = KeyRing::new(kek(&src.kek)?);
+    for p in &src.previous_keks {
+        ring = ring
+            .with_previous(kek(p)?)
+            .map_err(|e| anyhow::anyhow!("configuration key `{}`: {e}", p.config_key))?;
+    }
+    let f = &src.fingerprint_key;
+    let fingerprint = match &f.source {
+        KeySource::File(p) => FingerprintKey::from_file(f.version, p),
+        KeySource::Env(v) => FingerprintKey::from_env(f.version, v),
+    }
+    .map_err(|e| anyhow::anyhow!("configuration key `{}`: {e}", f.config_key))?;
+    Ok(gateway::vault::VaultKeys { ring, fingerprint })
+}
+
+/// `cashloop keys …`.
+pub async fn keys_command(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Generate { dir, version } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("--dir: cannot create {}", dir.display()))?;
+            let kek_path = dir.join(format!("kek-{version}.hex"));
+            let fp_path = dir.join("fingerprint-1.hex");
+            write_secret_file(&kek_path, &gateway::crypto::generate_key_hex()?)?;
+            let fp_new = !fp_path.exists();
+            if fp_new {
+                write_secret_file(&fp_path, &gateway::crypto::generate_key_hex()?)?;
+            }
+            println!(
+                "wrote {}{}",
+                kek_path.display(),
+                if fp_new {
+                    format!(" and {}", fp_path.display())
+                } else {
+                    String::new()
+                }
+            );
+            println!();
+            println!("[vault]");
+            println!(
+                "kek = {{ version = {version}, file = {:?} }}",
+                kek_path.display().to_string()
+            );
+            if version > 1 {
+                println!("# while rotating, keep the old key readable:");
+                println!(
+                    "previous_keks = [{{ version = {}, file = {:?} }}]",
+                    version - 1,
+                    dir.join(format!("kek-{}.hex", version - 1))
+                        .display()
+                        .to_string()
+                );
+            }
+            println!(
+                "fingerprint_key = {{ version = 1, file = {:?} }}",
+                fp_path.display().to_string()
+            );
+            Ok(())
+        }
+        KeysCommand::Rotate => {
+            let src = config
+                .vault
+                .as_ref()
+                .context("configuration key `vault`: the vault is not configured (see `cashloop keys generate`)")?;
+            let keys = std::sync::Arc::new(load_vault_keys(src)?);
+            let db = open_db(config).await?;
+            let vault = gateway::vault::Vault::new(db.clone(), keys);
+            let bar = progress_bar(None, "re-wrapping data keys");
+            let report = vault
+                .rotate("cli", &|n| {
+                    if let Some(b) = &bar {
+                        b.set_position(n);
+                    }
+                })
+                .await?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            println!(
+                "re-wrapped {} data keys under key version {}; older key versions can now be retired",
+                report.rewrapped, report.current_version
+            );
+            db.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// Creates `path` readable by its owner only; refuses to overwrite a key.
+fn write_secret_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).with_context(|| {
+        format!(
+            "cannot create {} (an existing key is never overwritten)",
+            path.display()
+        )
+    })?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")?;
     Ok(())
 }

@@ -23,6 +23,25 @@ pub struct RawConfig {
     pub server: RawServer,
     pub log: RawLog,
     pub ledger: RawLedger,
+    pub vault: Option<RawVault>,
+}
+
+/// The vault's keys: each from a file (64 hex characters) or an environment variable.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVault {
+    pub kek: RawKey,
+    #[serde(default)]
+    pub previous_keks: Vec<RawKey>,
+    pub fingerprint_key: RawKey,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub version: u32,
+    pub file: Option<PathBuf>,
+    pub env: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,6 +99,7 @@ impl Default for RawConfig {
             server: RawServer::default(),
             log: RawLog::default(),
             ledger: RawLedger::default(),
+            vault: None,
         }
     }
 }
@@ -194,6 +214,44 @@ pub struct Config {
     pub ledger_writers: usize,
     pub ledger_max_batch_entries: usize,
     pub seal_interval_ms: u64,
+    /// Where the vault's keys come from; `None` when the vault is not set up.
+    pub vault: Option<VaultKeySources>,
+}
+
+/// Where one key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// A key's version and source (the key itself is read only when the vault opens).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRef {
+    pub version: u32,
+    pub source: KeySource,
+    /// The configuration key, for error messages.
+    pub config_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultKeySources {
+    pub kek: KeyRef,
+    pub previous_keks: Vec<KeyRef>,
+    pub fingerprint_key: KeyRef,
+}
+
+fn key_ref(raw: &RawKey, config_key: &str) -> Result<KeyRef, ConfigError> {
+    let source = match (&raw.file, &raw.env) {
+        (Some(f), None) => KeySource::File(f.clone()),
+        (None, Some(e)) => KeySource::Env(e.clone()),
+        _ => return Err(bad(config_key, "give exactly one of `file` or `env`")),
+    };
+    Ok(KeyRef {
+        version: raw.version,
+        source,
+        config_key: config_key.to_owned(),
+    })
 }
 
 impl Config {
@@ -350,6 +408,30 @@ impl Config {
         if raw.ledger.seal_interval_ms == 0 {
             return Err(bad("ledger.seal_interval_ms", "must be greater than 0"));
         }
+        let vault = match &raw.vault {
+            None => None,
+            Some(v) => {
+                let kek = key_ref(&v.kek, "vault.kek")?;
+                let mut previous = Vec::new();
+                for (i, k) in v.previous_keks.iter().enumerate() {
+                    let r = key_ref(k, &format!("vault.previous_keks[{i}]"))?;
+                    if r.version == kek.version
+                        || previous.iter().any(|p: &KeyRef| p.version == r.version)
+                    {
+                        return Err(bad(
+                            &r.config_key,
+                            format!("key version {} is used twice", r.version),
+                        ));
+                    }
+                    previous.push(r);
+                }
+                Some(VaultKeySources {
+                    kek,
+                    previous_keks: previous,
+                    fingerprint_key: key_ref(&v.fingerprint_key, "vault.fingerprint_key")?,
+                })
+            }
+        };
         Ok(Config {
             database_url: url,
             db: db::DbOptions {
@@ -369,6 +451,7 @@ impl Config {
             ledger_writers: raw.ledger.writers,
             ledger_max_batch_entries: raw.ledger.max_batch_entries,
             seal_interval_ms: raw.ledger.seal_interval_ms,
+            vault,
         })
     }
 }
@@ -421,6 +504,18 @@ mod tests {
         check(
             "[[server.api_keys]]\nname = \"ops\"\nrole = \"admin\"\nkey_sha256 = \"00\"",
             Some("server.api_keys[0].key_sha256"),
+        );
+        check(
+            "[vault]\nkek = { version = 1, file = \"k\" }\nfingerprint_key = { version = 1, env = \"F\" }",
+            None,
+        );
+        check(
+            "[vault]\nkek = { version = 1 }\nfingerprint_key = { version = 1, env = \"F\" }",
+            Some("vault.kek"),
+        );
+        check(
+            "[vault]\nkek = { version = 1, file = \"k\" }\nprevious_keks = [{ version = 1, file = \"o\" }]\nfingerprint_key = { version = 1, env = \"F\" }",
+            Some("vault.previous_keks[0]"),
         );
     }
 }

@@ -74,6 +74,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             cli::api_key_command(cmd)?;
             Ok(0)
         }
+        Command::Keys(cmd) => {
+            cli::init_logging(&config, "warn");
+            cli::keys_command(&config, cmd).await?;
+            Ok(0)
+        }
         Command::Bench(cmd) => {
             cli::init_logging(&config, "warn");
             bench::run(&config, cmd).await?;
@@ -96,8 +101,14 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Vault keys are read before anything else starts: a bad key stops the server at once.
+    let vault_keys = match &config.vault {
+        Some(src) => Some(std::sync::Arc::new(cli::load_vault_keys(src)?)),
+        None => None,
+    };
     let db = cli::open_db(&config).await?;
     let ledger = cli::open_ledger(&config, db.clone());
+    let vault = vault_keys.map(|k| gateway::vault::Vault::new(db.clone(), k));
     let sealer = ledger.spawn_sealer(std::time::Duration::from_millis(config.seal_interval_ms));
     let addr = listener.local_addr()?;
     // One plain line on stdout, so scripts (and tests) learn the port when listening on :0.
@@ -110,6 +121,7 @@ pub async fn serve_on(
     );
     let state = server::AppState {
         ledger,
+        vault,
         db: db.clone(),
         config: std::sync::Arc::new(config),
     };

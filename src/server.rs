@@ -32,6 +32,8 @@ use crate::config::{ApiKey, Config, Role};
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub ledger: Ledger,
+    /// The vault, when `[vault]` keys are configured.
+    pub vault: Option<gateway::vault::Vault>,
     pub db: Db,
     pub config: Arc<Config>,
 }

@@ -1,3 +1,12 @@
 //! Payment gateway: vault, payment methods, payments and refunds, processors, webhooks.
 //!
-//! Not built yet (issue 3). It will depend on `ledger` and must not know Salesforce or Sage object shapes.
+//! Built so far (issue 3, in progress): the validation types for cards and bank accounts
+//! ([`card`], [`bank`]), the vault's envelope cryptography ([`crypto`]) and the vault itself
+//! ([`vault`]): tokenize, reveal (audited), fingerprint duplicates, online key rotation.
+//! Payments, processors and webhooks come next. This crate depends on `ledger` and must not
+//! know Salesforce or Sage object shapes.
+
+pub mod bank;
+pub mod card;
+pub mod crypto;
+pub mod vault;

@@ -677,3 +677,73 @@ both!(cli_exports_every_format, |t| async move {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--to"));
     assert!(!dir.path().join("bad.csv").exists() && !dir.path().join("bad.partial").exists());
 });
+
+#[tokio::test]
+async fn keys_generate_and_rotate_through_the_cli() {
+    let t = testing::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = cli(
+        &t.url,
+        &["keys", "generate", "--dir", keys.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kek = keys.join("kek-1.hex");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&kek).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&kek).unwrap().trim().len(), 64);
+    let again = cli(
+        &t.url,
+        &["keys", "generate", "--dir", keys.to_str().unwrap()],
+    );
+    assert!(
+        !again.status.success(),
+        "an existing key is never overwritten"
+    );
+    // The printed configuration works as is.
+    let cfg = dir.path().join("cashloop.toml");
+    let vault_section = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip_while(|l| *l != "[vault]")
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        &cfg,
+        format!("database_url = \"{}\"\n{vault_section}\n", t.url),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let rotated = run(&["keys", "rotate"]);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&rotated.stdout)
+            .contains("re-wrapped 0 data keys under key version 1")
+    );
+    // A damaged key file stops the command and names the configuration key, not the key.
+    std::fs::remove_file(&kek).unwrap();
+    std::fs::write(&kek, "not-a-key").unwrap();
+    let bad = run(&["keys", "rotate"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("vault.kek"), "{err}");
+}

@@ -1,0 +1,304 @@
+//! Storage tests of the vault, on SQLite and (with CASHLOOP_TEST_POSTGRES_URL) PostgreSQL.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use db::testing::TestDb;
+use db::{Db, both_backends};
+use gateway::bank::{AccountNumber, BankAccountType, RoutingNumber, SecCode};
+use gateway::card::{Expiry, Pan};
+use gateway::crypto::{FingerprintKey, Kek, KeyRing, generate_key_hex};
+use gateway::vault::{NewBankAccount, NewCard, NewPaymentMethod, Revealed, Vault, VaultKeys};
+
+const PAN: &str = "4111111111111111";
+const PAN_2: &str = "5424000000000015";
+const ACCOUNT: &str = "000123456789";
+
+fn today() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()
+}
+
+fn kek(version: u32) -> (Kek, String) {
+    let hex = generate_key_hex().unwrap().to_string();
+    (Kek::from_hex(version, &hex).unwrap(), hex)
+}
+
+fn keys(ring: KeyRing, fp_hex: &str) -> Arc<VaultKeys> {
+    Arc::new(VaultKeys {
+        ring,
+        fingerprint: FingerprintKey::from_hex(1, fp_hex).unwrap(),
+    })
+}
+
+fn card(pan: &str) -> NewPaymentMethod {
+    NewPaymentMethod::Card(NewCard {
+        number: Pan::parse(pan).unwrap(),
+        expiry: Expiry::parse(12, 2030, today()).unwrap(),
+        holder_name: Some("Ada Lovelace".into()),
+        postal_code: Some("46282".into()),
+    })
+}
+
+fn bank() -> NewPaymentMethod {
+    NewPaymentMethod::BankAccount(NewBankAccount {
+        routing: RoutingNumber::parse("110000000").unwrap(),
+        account: AccountNumber::parse(ACCOUNT).unwrap(),
+        account_type: BankAccountType::Checking,
+        holder_name: "Grace Hopper".into(),
+        sec_code: SecCode::Web,
+    })
+}
+
+/// Every column of every table, as text, so a test can search it for secrets.
+async fn everything(db: &Db) -> String {
+    let tables: Vec<String> = match db {
+        Db::Postgres(p) => sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap(),
+        Db::Sqlite(s) => sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&s.pool)
+            .await
+            .unwrap(),
+    };
+    let mut out = String::new();
+    for t in tables {
+        let text: Option<String> = match db {
+            Db::Postgres(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT string_agg(x::text, E'\\n') FROM {t} x"
+            )))
+            .fetch_one(p)
+            .await
+            .unwrap(),
+            Db::Sqlite(s) => {
+                let cols: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT name FROM pragma_table_info('{t}')"
+                )))
+                .fetch_all(&s.pool)
+                .await
+                .unwrap();
+                // quote() shows BLOBs as hex, text as text: both are searched below.
+                let expr = cols
+                    .iter()
+                    .map(|c| format!("quote({c})"))
+                    .collect::<Vec<_>>()
+                    .join("||','||");
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT group_concat({expr}, char(10)) FROM {t}"
+                )))
+                .fetch_one(&s.pool)
+                .await
+                .unwrap()
+            }
+        };
+        out.push_str(&text.unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
+async fn vault_for(t: &TestDb) -> (Vault, String) {
+    let (k1, _) = kek(1);
+    let fp = generate_key_hex().unwrap().to_string();
+    (Vault::new(t.db.clone(), keys(KeyRing::new(k1), &fp)), fp)
+}
+
+both_backends!(tokenize_and_reveal_round_trip, |t| async move {
+    let (vault, _) = vault_for(&t).await;
+    let c = vault.tokenize(card(PAN), "test").await.unwrap();
+    assert!(
+        c.token.starts_with("pm_") && c.token.len() >= 3 + 26,
+        "{}",
+        c.token
+    );
+    assert!(!c.token.contains("1111"), "tokens carry no PAN digits");
+    assert_eq!(
+        (
+            c.brand.as_deref(),
+            c.last4.as_str(),
+            c.exp_month,
+            c.exp_year
+        ),
+        (Some("visa"), "1111", Some(12), Some(2030))
+    );
+    let b = vault.tokenize(bank(), "test").await.unwrap();
+    assert_eq!(
+        (
+            b.last4.as_str(),
+            b.account_type.as_deref(),
+            b.sec_code.as_deref()
+        ),
+        ("6789", Some("checking"), Some("WEB"))
+    );
+    match vault.reveal(&c.token, "authorize", "test").await.unwrap() {
+        Revealed::Card {
+            number,
+            expiry,
+            holder_name,
+            postal_code,
+        } => {
+            assert_eq!(number.expose_digits(), PAN);
+            assert_eq!((expiry.month(), expiry.year()), (12, 2030));
+            assert_eq!(
+                (holder_name.as_deref(), postal_code.as_deref()),
+                (Some("Ada Lovelace"), Some("46282"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match vault.reveal(&b.token, "debit", "test").await.unwrap() {
+        Revealed::BankAccount {
+            routing,
+            account,
+            account_type,
+            holder_name,
+            sec_code,
+        } => {
+            assert_eq!(
+                (routing.as_str(), account.expose_digits()),
+                ("110000000", ACCOUNT)
+            );
+            assert_eq!(
+                (account_type, holder_name.as_str(), sec_code),
+                (BankAccountType::Checking, "Grace Hopper", SecCode::Web)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(vault.get(&c.token).await.unwrap(), c);
+    let missing = vault.reveal("pm_nope", "x", "test").await.unwrap_err();
+    assert_eq!(missing.code(), Some("payment_method_not_found"));
+});
+
+both_backends!(same_card_same_fingerprint, |t| async move {
+    let (vault, _) = vault_for(&t).await;
+    let a = vault.tokenize(card(PAN), "test").await.unwrap();
+    let b = vault
+        .tokenize(
+            card(
+                &PAN.chars()
+                    .collect::<Vec<_>>()
+                    .chunks(4)
+                    .map(|c| c.iter().collect::<String>())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            "test",
+        )
+        .await
+        .unwrap();
+    let c = vault.tokenize(card(PAN_2), "test").await.unwrap();
+    assert_ne!(a.token, b.token);
+    assert_eq!(
+        a.fingerprint, b.fingerprint,
+        "the same card, spaced differently"
+    );
+    assert_ne!(a.fingerprint, c.fingerprint);
+    assert_eq!(
+        vault.same_as(&a.token).await.unwrap(),
+        vec![b.token.clone()]
+    );
+});
+
+both_backends!(no_secret_outside_the_ciphertext, |t| async move {
+    let (vault, fp_hex) = vault_for(&t).await;
+    vault.tokenize(card(PAN), "test").await.unwrap();
+    vault.tokenize(card(PAN_2), "test").await.unwrap();
+    vault.tokenize(bank(), "test").await.unwrap();
+    let tok = vault.tokenize(card(PAN), "test").await.unwrap().token;
+    vault.reveal(&tok, "authorize", "test").await.unwrap();
+    let all = everything(&t.db).await;
+    assert!(
+        all.contains("vault.reveal"),
+        "the audit log records reveals"
+    );
+    for secret in [PAN, PAN_2, ACCOUNT, &PAN[..12], &fp_hex] {
+        assert!(
+            !all.contains(secret),
+            "{secret} found in the database outside the ciphertext"
+        );
+        // SQLite shows BLOBs in hex: also look for the digits' hex form.
+        assert!(
+            !all.to_ascii_uppercase()
+                .contains(&hex::encode_upper(secret)),
+            "{secret} found as hex"
+        );
+    }
+});
+
+both_backends!(rotation_rewraps_while_rows_stay_readable, |t| async move {
+    let (k1, k1_hex) = kek(1);
+    let fp = generate_key_hex().unwrap().to_string();
+    let v1 = Vault::new(t.db.clone(), keys(KeyRing::new(k1), &fp));
+    let mut tokens = Vec::new();
+    for _ in 0..7 {
+        tokens.push(v1.tokenize(card(PAN), "test").await.unwrap().token);
+    }
+    tokens.push(v1.tokenize(bank(), "test").await.unwrap().token);
+    // Step 1: servers load key 2 as current, key 1 as previous; old rows stay readable.
+    let (k2, k2_hex) = kek(2);
+    let both = Vault::new(
+        t.db.clone(),
+        keys(
+            KeyRing::new(k2)
+                .with_previous(Kek::from_hex(1, &k1_hex).unwrap())
+                .unwrap(),
+            &fp,
+        ),
+    );
+    assert!(both.reveal(&tokens[0], "check", "test").await.is_ok());
+    let fresh = both.tokenize(card(PAN_2), "test").await.unwrap().token;
+    // Step 2: rotate; step 3: key 1 can be retired.
+    let report = both.rotate("test", &|_| {}).await.unwrap();
+    assert_eq!((report.rewrapped, report.current_version), (8, 2));
+    assert_eq!(
+        both.rotate("test", &|_| {}).await.unwrap().rewrapped,
+        0,
+        "idempotent"
+    );
+    let only_k2 = Vault::new(
+        t.db.clone(),
+        keys(KeyRing::new(Kek::from_hex(2, &k2_hex).unwrap()), &fp),
+    );
+    for tok in tokens.iter().chain([&fresh]) {
+        assert!(
+            only_k2.reveal(tok, "check", "test").await.is_ok(),
+            "{tok} unreadable after rotation"
+        );
+    }
+    // The retired key alone opens nothing any more.
+    let only_k1 = Vault::new(
+        t.db.clone(),
+        keys(KeyRing::new(Kek::from_hex(1, &k1_hex).unwrap()), &fp),
+    );
+    assert!(only_k1.reveal(&tokens[0], "check", "test").await.is_err());
+});
+
+both_backends!(swapped_ciphertext_does_not_decrypt, |t| async move {
+    let (vault, _) = vault_for(&t).await;
+    let a = vault.tokenize(card(PAN), "test").await.unwrap().token;
+    let b = vault.tokenize(card(PAN_2), "test").await.unwrap().token;
+    // Copy b's sealed parts onto a's row, as an attacker with database access could.
+    let sql_pg = "UPDATE vault_payment_methods AS x SET wrapped_dek = y.wrapped_dek, dek_nonce = y.dek_nonce, nonce = y.nonce, ciphertext = y.ciphertext, kek_version = y.kek_version FROM vault_payment_methods y WHERE x.token = $1 AND y.token = $2";
+    let sql_sqlite = "UPDATE vault_payment_methods SET (wrapped_dek, dek_nonce, nonce, ciphertext, kek_version) = (SELECT wrapped_dek, dek_nonce, nonce, ciphertext, kek_version FROM vault_payment_methods WHERE token = ?2) WHERE token = ?1";
+    match &t.db {
+        Db::Postgres(p) => sqlx::query(sql_pg)
+            .bind(&a)
+            .bind(&b)
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Db::Sqlite(s) => sqlx::query(sql_sqlite)
+            .bind(&a)
+            .bind(&b)
+            .execute(&s.pool)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+    let err = vault.reveal(&a, "authorize", "test").await.unwrap_err();
+    assert!(err.to_string().contains("cryptography"), "{err}");
+    assert!(vault.reveal(&b, "authorize", "test").await.is_ok());
+});
