@@ -56,6 +56,48 @@ pub enum AppError {
         field: Option<String>,
         message: String,
     },
+    /// Any other refusal with its own status (gateway input, idempotency conflicts).
+    Api {
+        status: StatusCode,
+        code: &'static str,
+        field: Option<String>,
+        message: String,
+    },
+    /// Our fault; logged, answered with an opaque 500.
+    Internal(String),
+}
+
+impl From<gateway::vault::VaultError> for AppError {
+    fn from(e: gateway::vault::VaultError) -> Self {
+        match (e.code(), e.field()) {
+            (Some(code), field) => AppError::Api {
+                status: if code == "payment_method_not_found" {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                },
+                code,
+                field: field.map(str::to_owned),
+                message: e.to_string(),
+            },
+            (None, _) => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<gateway::input::InputError> for AppError {
+    fn from(e: gateway::input::InputError) -> Self {
+        AppError::Api {
+            status: if e.code == "malformed_json" {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            },
+            code: e.code,
+            field: (!e.field.is_empty()).then(|| e.field.clone()),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl From<LedgerError> for AppError {
@@ -72,8 +114,10 @@ fn body(status: StatusCode, code: &str, message: &str, field: Option<&str>) -> R
         .into_response()
 }
 
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
+impl AppError {
+    /// Status and JSON body: the one mapping from errors to HTTP.
+    fn parts(&self) -> (StatusCode, serde_json::Value) {
+        let body = |code: &str, message: &str, field: Option<&str>| json!({"error": {"code": code, "message": message, "field": field}});
         match self {
             AppError::Ledger(LedgerError::Rejected(r)) => {
                 let status = match r.code {
@@ -82,43 +126,63 @@ impl IntoResponse for AppError {
                     c if c.is_conflict() => StatusCode::CONFLICT,
                     _ => StatusCode::UNPROCESSABLE_ENTITY,
                 };
-                body(status, r.code.as_str(), &r.message, r.field.as_deref())
+                (
+                    status,
+                    body(r.code.as_str(), &r.message, r.field.as_deref()),
+                )
             }
-            AppError::Ledger(LedgerError::WriterStopped) => body(
+            AppError::Ledger(LedgerError::WriterStopped) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down; retry with the same Idempotency-Key",
-                None,
+                body(
+                    "shutting_down",
+                    "the server is shutting down; retry with the same Idempotency-Key",
+                    None,
+                ),
             ),
             AppError::Ledger(e) => {
                 tracing::error!(error = %e, "internal error");
-                body(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "internal error; it has been logged",
-                    None,
-                )
+                internal()
+            }
+            AppError::Internal(what) => {
+                tracing::error!(error = %what, "internal error");
+                internal()
             }
             AppError::Unauthorized(why) => {
-                body(StatusCode::UNAUTHORIZED, "unauthorized", why, None)
+                (StatusCode::UNAUTHORIZED, body("unauthorized", why, None))
             }
-            AppError::Forbidden => body(
+            AppError::Forbidden => (
                 StatusCode::FORBIDDEN,
-                "forbidden",
-                "this API key's role may not do that",
-                None,
+                body("forbidden", "this API key's role may not do that", None),
             ),
             AppError::Invalid {
                 code,
                 field,
                 message,
-            } => body(
+            } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                code,
-                &message,
-                field.as_deref(),
+                body(code, message, field.as_deref()),
             ),
+            AppError::Api {
+                status,
+                code,
+                field,
+                message,
+            } => (*status, body(code, message, field.as_deref())),
         }
+    }
+}
+
+fn internal() -> (StatusCode, serde_json::Value) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({"error": {"code": "internal_error", "message": "internal error; it has been logged", "field": null}}),
+    )
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.parts();
+        (status, Json(body)).into_response()
     }
 }
 
@@ -138,6 +202,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ledger/accounts", get(list_accounts))
         .route("/ledger/accounts/{entity}/{code}/balance", get(balance))
         .route("/ledger/trial-balance", get(trial_balance))
+        .route("/tokens", post(post_token))
+        .route("/tokens/{token}", get(get_token))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -338,6 +404,117 @@ async fn trial_balance(
         Json(json!({"as_of": tb.as_of, "entity": tb.entity, "rows": tb.rows, "totals": totals}))
             .into_response(),
     )
+}
+
+fn vault(state: &AppState) -> Result<gateway::vault::Vault, AppError> {
+    state.vault.clone().ok_or(AppError::Api {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "vault_not_configured",
+        field: None,
+        message: "the vault has no keys configured ([vault] in cashloop.toml)".to_owned(),
+    })
+}
+
+/// Runs `work` under the request's `Idempotency-Key` (if any): a replay gets the stored
+/// response, a reused key with another body 422, a duplicate still in flight 409.
+async fn idempotent<F>(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    route: &'static str,
+    request_hash: [u8; 32],
+    work: F,
+) -> Result<Response, AppError>
+where
+    F: std::future::Future<Output = Result<(StatusCode, serde_json::Value), AppError>>,
+{
+    let Some(key) = headers.get("idempotency-key") else {
+        let (status, body) = work.await?;
+        return Ok((status, Json(body)).into_response());
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            invalid(
+                "Idempotency-Key",
+                "Idempotency-Key: 1 to 255 ASCII characters".to_owned(),
+            )
+        })?
+        .to_owned();
+    let db = &state.db;
+    match gateway::idempotency::claim(db, &caller.name, &key, route, &request_hash)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+    {
+        gateway::idempotency::Claim::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = (status, [("content-type", "application/json")], body).into_response();
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(resp)
+        }
+        gateway::idempotency::Claim::Mismatch => Err(AppError::Api {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "idempotency_key_reused",
+            field: Some("Idempotency-Key".to_owned()),
+            message: "Idempotency-Key: already used for a different request".to_owned(),
+        }),
+        gateway::idempotency::Claim::InProgress => Err(AppError::Api {
+            status: StatusCode::CONFLICT,
+            code: "idempotency_key_in_use",
+            field: Some("Idempotency-Key".to_owned()),
+            message:
+                "Idempotency-Key: a request with this key is still being processed; retry shortly"
+                    .to_owned(),
+        }),
+        gateway::idempotency::Claim::New => {
+            let (status, body) = match work.await {
+                Ok(ok) => ok,
+                Err(e) => e.parts(),
+            };
+            let text = body.to_string();
+            let stored = if status.is_server_error() {
+                gateway::idempotency::release(db, &caller.name, &key).await
+            } else {
+                gateway::idempotency::finish(db, &caller.name, &key, status.as_u16(), &text).await
+            };
+            stored.map_err(|e| AppError::Internal(e.to_string()))?;
+            Ok((status, [("content-type", "application/json")], text).into_response())
+        }
+    }
+}
+
+async fn post_token(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, AppError> {
+    require(&caller, &[Role::Admin, Role::Payments])?;
+    let vault = vault(&state)?;
+    const ROUTE: &str = "POST /v1/tokens";
+    let hash = vault.request_hash(ROUTE, &bytes);
+    idempotent(&state, &caller, &headers, ROUTE, hash, async {
+        let method = gateway::input::parse_token_request(&bytes, state.ledger.clock().now().date_naive())?;
+        let pm = vault.tokenize(method, &caller.name).await?;
+        tracing::info!(token = %pm.token, kind = pm.kind, caller = %caller.name, "payment method tokenized");
+        Ok((StatusCode::CREATED, serde_json::to_value(&pm).map_err(|e| AppError::Internal(e.to_string()))?))
+    })
+    .await
+}
+
+async fn get_token(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(token): Path<String>,
+) -> Result<Response, AppError> {
+    require(
+        &caller,
+        &[Role::Admin, Role::Payments, Role::Finance, Role::Auditor],
+    )?;
+    Ok(Json(vault(&state)?.get(&token).await?).into_response())
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests

@@ -9,4 +9,6 @@
 pub mod bank;
 pub mod card;
 pub mod crypto;
+pub mod idempotency;
+pub mod input;
 pub mod vault;

@@ -458,6 +458,17 @@ impl Vault {
         }
     }
 
+    /// A keyed hash of a request, for Idempotency-Key comparisons: bodies hold card numbers,
+    /// and an unkeyed hash of a PAN is guessable.
+    pub fn request_hash(&self, route: &str, body: &[u8]) -> [u8; 32] {
+        let mut m = Zeroizing::new(Vec::with_capacity(route.len() + body.len() + 8));
+        m.extend_from_slice(b"idem:");
+        m.extend_from_slice(route.as_bytes());
+        m.push(0);
+        m.extend_from_slice(body);
+        self.keys.fingerprint.fingerprint(&m)
+    }
+
     /// The token's public description.
     pub async fn get(&self, token: &str) -> Result<PaymentMethod> {
         Ok(self.row(token).await?.0)

@@ -302,3 +302,51 @@ both_backends!(swapped_ciphertext_does_not_decrypt, |t| async move {
     assert!(err.to_string().contains("cryptography"), "{err}");
     assert!(vault.reveal(&b, "authorize", "test").await.is_ok());
 });
+
+both_backends!(idempotency_key_claims, |t| async move {
+    use gateway::idempotency::{Claim, claim, finish, release};
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    let db = &t.db;
+    assert_eq!(
+        claim(db, "p", "k", "POST /x", &a).await.unwrap(),
+        Claim::New
+    );
+    assert_eq!(
+        claim(db, "p", "k", "POST /x", &a).await.unwrap(),
+        Claim::InProgress,
+        "a duplicate in flight"
+    );
+    assert_eq!(
+        claim(db, "p", "k", "POST /x", &b).await.unwrap(),
+        Claim::Mismatch
+    );
+    assert_eq!(
+        claim(db, "p", "k", "POST /y", &a).await.unwrap(),
+        Claim::Mismatch,
+        "same key, other route"
+    );
+    assert_eq!(
+        claim(db, "other", "k", "POST /x", &a).await.unwrap(),
+        Claim::New,
+        "keys are per principal"
+    );
+    finish(db, "p", "k", 201, "{\"ok\":true}").await.unwrap();
+    assert_eq!(
+        claim(db, "p", "k", "POST /x", &a).await.unwrap(),
+        Claim::Replay {
+            status: 201,
+            body: "{\"ok\":true}".into()
+        }
+    );
+    // A released key (server error) runs again on retry; a finished one is never released.
+    release(db, "other", "k").await.unwrap();
+    assert_eq!(
+        claim(db, "other", "k", "POST /x", &a).await.unwrap(),
+        Claim::New
+    );
+    release(db, "p", "k").await.unwrap();
+    assert!(matches!(
+        claim(db, "p", "k", "POST /x", &a).await.unwrap(),
+        Claim::Replay { .. }
+    ));
+});

@@ -14,6 +14,7 @@ use tokio::io::AsyncBufReadExt;
 
 const ADMIN_KEY: &str = "cl_test_admin_key";
 const AUDITOR_KEY: &str = "cl_test_auditor_key";
+const PAYMENTS_KEY: &str = "cl_test_payments_key";
 
 fn key_hash(k: &str) -> String {
     hex::encode(Sha256::digest(k.as_bytes()))
@@ -33,11 +34,38 @@ key_sha256 = "{}"
 name = "auditor"
 role = "auditor"
 key_sha256 = "{}"
+[[server.api_keys]]
+name = "payments"
+role = "payments"
+key_sha256 = "{}"
 [ledger]
 seal_interval_ms = 50
-"#,
+{}"#,
         key_hash(ADMIN_KEY),
-        key_hash(AUDITOR_KEY)
+        key_hash(AUDITOR_KEY),
+        key_hash(PAYMENTS_KEY),
+        vault_section()
+    )
+}
+
+/// Vault keys for the test servers: written once per test process into a temp directory.
+fn vault_section() -> String {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        for name in ["kek-1.hex", "fingerprint-1.hex"] {
+            std::fs::write(
+                d.path().join(name),
+                gateway::crypto::generate_key_hex().unwrap().as_bytes(),
+            )
+            .unwrap();
+        }
+        d
+    });
+    format!(
+        "[vault]\nkek = {{ version = 1, file = {:?} }}\nfingerprint_key = {{ version = 1, file = {:?} }}\n",
+        dir.path().join("kek-1.hex").display().to_string(),
+        dir.path().join("fingerprint-1.hex").display().to_string()
     )
 }
 
@@ -747,3 +775,114 @@ async fn keys_generate_and_rotate_through_the_cli() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("vault.kek"), "{err}");
 }
+
+const TEST_PAN: &str = "4111111111111111";
+
+both!(tokens_api, |t| async move {
+    let app = App::spawn(&t).await;
+    let card = |number: &str, extra: &str| {
+        format!(
+            r#"{{"type":"card","card":{{"number":"{number}","exp_month":12,"exp_year":2030{extra}}}}}"#
+        )
+    };
+    let (s, v, _) = app
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(PAYMENTS_KEY),
+            Some("tok-1"),
+            Some(&card(TEST_PAN, "")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (v["brand"].as_str(), v["last4"].as_str(), v["kind"].as_str()),
+        (Some("visa"), Some("1111"), Some("card"))
+    );
+    assert!(!v.to_string().contains(TEST_PAN));
+    // Replay: same status and body; another body under the key: refused.
+    let (s2, v2, h) = app
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(PAYMENTS_KEY),
+            Some("tok-1"),
+            Some(&card(TEST_PAN, "")),
+        )
+        .await;
+    assert_eq!((s2, &v2), (201, &v));
+    assert_eq!(
+        h.get("idempotent-replayed").map(|x| x.to_str().unwrap()),
+        Some("true")
+    );
+    let (s3, v3, _) = app
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(PAYMENTS_KEY),
+            Some("tok-1"),
+            Some(&card("5424000000000015", "")),
+        )
+        .await;
+    assert_eq!(
+        (s3, v3["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    // Bad input: status, code, field; the number is never echoed.
+    #[rustfmt::skip]
+    let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
+        (card("4111111111111112", ""), 422, "luhn_check_failed", Some("card.number")),
+        (card(TEST_PAN, r#","cvv":"123""#), 422, "cvv_not_accepted", Some("card.cvv")),
+        (card(TEST_PAN, r#","pin":"1""#), 422, "unknown_field", Some("card.pin")),
+        (card(TEST_PAN, "").replace("2030", "2020"), 422, "card_expired", Some("card.exp_year")),
+        ("{".to_owned(), 400, "malformed_json", None),
+        (r#"{"type":"bank_account","bank_account":{"routing_number":"123456789","account_number":"000123456789","account_type":"checking","holder_name":"G"}}"#.to_owned(), 422, "invalid_routing_number", Some("bank_account.routing_number")),
+    ];
+    for (body, status, code, field) in cases {
+        let (s, v, _) = app
+            .call("POST", "/v1/tokens", Some(PAYMENTS_KEY), None, Some(&body))
+            .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+            (status, Some(code), field),
+            "{v}"
+        );
+        assert!(!v.to_string().contains("41111111111111"), "{v}");
+    }
+    // Roles: an auditor may look, not tokenize.
+    let (s, _, _) = app
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(AUDITOR_KEY),
+            None,
+            Some(&card(TEST_PAN, "")),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, got, _) = app
+        .call(
+            "GET",
+            &format!("/v1/tokens/{token}"),
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((s, &got), (200, &v));
+    let (s, got, _) = app
+        .call(
+            "GET",
+            "/v1/tokens/pm_missing",
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, got["error"]["code"].as_str()),
+        (404, Some("payment_method_not_found"))
+    );
+    app.stop().await;
+});
