@@ -23,6 +23,9 @@ pub enum Claim {
     InProgress,
 }
 
+/// A stored key: route, request hash, state, response status and body.
+type StoredKey = (String, Vec<u8>, String, Option<i64>, Option<String>);
+
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
@@ -64,7 +67,7 @@ pub async fn claim(
     if inserted == 1 {
         return Ok(Claim::New);
     }
-    let row: Option<(String, Vec<u8>, String, Option<i64>, Option<String>)> = match db {
+    let row: Option<StoredKey> = match db {
         Db::Postgres(p) => {
             sqlx::query_as(
                 "SELECT route, request_hash, state, response_status::int8, response_body FROM http_idempotency WHERE principal = $1 AND idem_key = $2",
