@@ -11,4 +11,5 @@ pub mod card;
 pub mod crypto;
 pub mod idempotency;
 pub mod input;
+pub mod processor;
 pub mod vault;
