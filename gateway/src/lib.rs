@@ -11,5 +11,6 @@ pub mod card;
 pub mod crypto;
 pub mod idempotency;
 pub mod input;
+pub mod payment;
 pub mod processor;
 pub mod vault;

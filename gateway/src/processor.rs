@@ -88,12 +88,20 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LookupResult {
     /// The processor holds the transaction, authorized (and captured if `captured`).
-    Approved { processor_ref: String, captured: bool },
-    Declined { code: DeclineCode, message: String },
+    Approved {
+        processor_ref: String,
+        captured: bool,
+    },
+    Declined {
+        code: DeclineCode,
+        message: String,
+    },
     /// The processor never saw it: safe to treat as failed (and to retry with a new reference).
     NotFound,
     /// Still cannot tell (the processor is unreachable).
-    Unknown { detail: String },
+    Unknown {
+        detail: String,
+    },
 }
 
 /// A card / ACH processor.
@@ -105,7 +113,12 @@ pub trait Processor: Send + Sync + std::fmt::Debug {
     fn capture<'a>(&'a self, processor_ref: &'a str, amount_minor: i64) -> BoxFuture<'a, Outcome>;
     fn void<'a>(&'a self, processor_ref: &'a str) -> BoxFuture<'a, Outcome>;
     /// Refunds `amount_minor` of a captured transaction; `reference` is our refund's id.
-    fn refund<'a>(&'a self, processor_ref: &'a str, reference: &'a str, amount_minor: i64) -> BoxFuture<'a, Outcome>;
+    fn refund<'a>(
+        &'a self,
+        processor_ref: &'a str,
+        reference: &'a str,
+        amount_minor: i64,
+    ) -> BoxFuture<'a, Outcome>;
     /// What happened to the request we sent with `reference`.
     fn lookup<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, LookupResult>;
 }
