@@ -13,4 +13,6 @@ pub mod idempotency;
 pub mod input;
 pub mod payment;
 pub mod processor;
+pub mod sandbox;
+pub mod service;
 pub mod vault;

@@ -535,6 +535,46 @@ impl Vault {
         }
     }
 
+    /// Sets a token's status (`active`, `disabled` after a return such as R02, `blocked` as
+    /// unauthorized after R05/R07/R10/R29), with a reason; audited.
+    pub async fn set_status(
+        &self,
+        token: &str,
+        status: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<()> {
+        if !matches!(status, "active" | "disabled" | "blocked") {
+            return Err(VaultError::Invalid {
+                field: "status",
+                message: "must be active, disabled or blocked".into(),
+            });
+        }
+        let n = match &self.db {
+            Db::Postgres(p) => sqlx::query("UPDATE vault_payment_methods SET status = $1, status_reason = $2, updated_at = $3 WHERE token = $4")
+                .bind(status)
+                .bind(reason)
+                .bind(now())
+                .bind(token)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            Db::Sqlite(s) => sqlx::query("UPDATE vault_payment_methods SET status = ?, status_reason = ?, updated_at = ? WHERE token = ?")
+                .bind(status)
+                .bind(reason)
+                .bind(ts(now()))
+                .bind(token)
+                .execute(&s.pool)
+                .await?
+                .rows_affected(),
+        };
+        if n == 0 {
+            return Err(VaultError::NotFound(token.to_owned()));
+        }
+        self.audit(actor, "vault.status", token, &format!("{status} {reason}"))
+            .await
+    }
+
     /// Tokens that hold the same card or account as `token` (by fingerprint), oldest first.
     pub async fn same_as(&self, token: &str) -> Result<Vec<String>> {
         let (_, fp, _) = self.row(token).await?;

@@ -1,4 +1,4 @@
-//! Storage tests of the vault, on SQLite and (with CASHLOOP_TEST_POSTGRES_URL) PostgreSQL.
+//! Storage tests of the gateway (vault, idempotency keys, payments), on SQLite and (with CASHLOOP_TEST_POSTGRES_URL) PostgreSQL.
 
 use std::sync::Arc;
 
@@ -349,4 +349,280 @@ both_backends!(idempotency_key_claims, |t| async move {
         claim(db, "p", "k", "POST /x", &a).await.unwrap(),
         Claim::Replay { .. }
     ));
+});
+
+// ---- payments ----
+
+use gateway::sandbox::{AchEvent, SandboxProcessor};
+use gateway::service::{NewPayment, Payments, PostingAccounts};
+use ledger::{
+    AccountCode, AccountType, Currency, CustomerId, Direction, EntityCode, Ledger, LedgerOptions,
+    Money, NewAccount, Text, WriterConfig,
+};
+
+struct Shop {
+    payments: Payments,
+    vault: Vault,
+    ledger: Ledger,
+    sandbox: Arc<SandboxProcessor>,
+}
+
+async fn shop(t: &TestDb) -> Shop {
+    let ledger = Ledger::new(
+        t.db.clone(),
+        LedgerOptions {
+            writer: WriterConfig::for_backend(t.db.backend()),
+            clock: Arc::new(ledger::SystemClock),
+        },
+    );
+    let entity = EntityCode::parse("MAIN", "e").unwrap();
+    for (code, name, sub) in [
+        ("1100", "Processor clearing", false),
+        ("1200", "Accounts receivable", true),
+    ] {
+        ledger
+            .create_account(
+                NewAccount {
+                    entity: entity.clone(),
+                    code: AccountCode::parse(code, "c").unwrap(),
+                    name: Text::parse(name, "n").unwrap(),
+                    account_type: AccountType::Asset,
+                    normal_balance: Direction::Debit,
+                    currency: Currency::parse("USD").unwrap(),
+                    customer_subledger: sub,
+                },
+                "test",
+            )
+            .await
+            .unwrap();
+    }
+    let (vault, _) = vault_for(t).await;
+    let sandbox = Arc::new(SandboxProcessor::new());
+    let mut accounts = std::collections::HashMap::new();
+    accounts.insert(
+        Currency::parse("USD").unwrap(),
+        PostingAccounts {
+            entity,
+            clearing: AccountCode::parse("1100", "c").unwrap(),
+            receivable: AccountCode::parse("1200", "c").unwrap(),
+        },
+    );
+    let payments = Payments::new(
+        t.db.clone(),
+        ledger.clone(),
+        vault.clone(),
+        sandbox.clone(),
+        accounts,
+    );
+    Shop {
+        payments,
+        vault,
+        ledger,
+        sandbox,
+    }
+}
+
+fn pay(token: &str, amount: &str, capture: bool) -> NewPayment {
+    NewPayment {
+        token: token.to_owned(),
+        amount: Money::parse(&format!("{amount} USD")).unwrap(),
+        capture,
+        cvv: None,
+        opportunity_id: Some("006OPP".into()),
+        account_id: Some(CustomerId::parse("001ACME", "a").unwrap()),
+        invoice_refs: vec!["INV-1".into()],
+        metadata: serde_json::json!({"source": "test"}),
+    }
+}
+
+async fn clearing(s: &Shop) -> i64 {
+    let e = EntityCode::parse("MAIN", "e").unwrap();
+    s.ledger
+        .balance(&e, &AccountCode::parse("1100", "c").unwrap(), None)
+        .await
+        .unwrap()
+        .balance
+        .amount_minor()
+}
+
+both_backends!(card_payments_post_to_the_ledger, |t| async move {
+    let s = shop(&t).await;
+    let tok = s.vault.tokenize(card(PAN), "test").await.unwrap().token;
+    // Sale.
+    let sale = s
+        .payments
+        .create(pay(&tok, "100.00", true), "test")
+        .await
+        .unwrap();
+    assert_eq!((sale.status, sale.captured_minor), ("captured", 10000));
+    assert_eq!(clearing(&s).await, 10000);
+    // Authorize, partial capture, two refunds, one too many.
+    let auth = s
+        .payments
+        .create(pay(&tok, "50.00", false), "test")
+        .await
+        .unwrap();
+    assert_eq!(auth.status, "requires_capture");
+    assert_eq!(clearing(&s).await, 10000, "an authorization moves no money");
+    let cap = s.payments.capture(&auth.id, Some(4000)).await.unwrap();
+    assert_eq!((cap.status, cap.captured_minor), ("captured", 4000));
+    let r1 = s.payments.refund(&auth.id, Some(1500)).await.unwrap();
+    assert_eq!((r1.status, r1.refunded_minor), ("partially_refunded", 1500));
+    let too_much = s.payments.refund(&auth.id, Some(2501)).await.unwrap_err();
+    assert!(
+        too_much.to_string().contains("left to refund"),
+        "{too_much}"
+    );
+    let r2 = s.payments.refund(&auth.id, None).await.unwrap();
+    assert_eq!((r2.status, r2.refunded_minor), ("refunded", 4000));
+    assert_eq!(clearing(&s).await, 10000);
+    // Void.
+    let v = s
+        .payments
+        .create(pay(&tok, "7.00", false), "test")
+        .await
+        .unwrap();
+    assert_eq!(s.payments.void(&v.id).await.unwrap().status, "voided");
+    assert!(
+        s.payments.capture(&v.id, None).await.is_err(),
+        "no capture after a void"
+    );
+    assert_eq!(s.payments.by_opportunity("006OPP").await.unwrap().len(), 3);
+    // The receivable of the customer went down by what was kept.
+    let items = s
+        .ledger
+        .open_items(&CustomerId::parse("001ACME", "a").unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        items.iter().map(|i| i.open.amount_minor()).sum::<i64>(),
+        -10000
+    );
+    s.ledger.seal().await.unwrap();
+    assert!(s.ledger.verify(&|_| {}).await.unwrap().ok());
+});
+
+both_backends!(declines_and_timeouts, |t| async move {
+    let s = shop(&t).await;
+    for (number, code) in [
+        ("4000000000000002", "card_declined"),
+        ("4000000000009995", "insufficient_funds"),
+        ("4000000000000069", "expired_card"),
+    ] {
+        let tok = s.vault.tokenize(card(number), "test").await.unwrap().token;
+        let p = s
+            .payments
+            .create(pay(&tok, "10.00", true), "test")
+            .await
+            .unwrap();
+        assert_eq!(
+            (p.status, p.failure_code.as_deref()),
+            ("failed", Some(code)),
+            "{number}"
+        );
+    }
+    assert_eq!(clearing(&s).await, 0, "a decline posts nothing");
+    // A timeout after the charge happened: unknown, then resolved by lookup — never guessed.
+    let tok = s
+        .vault
+        .tokenize(card("4000000000000408"), "test")
+        .await
+        .unwrap()
+        .token;
+    let p = s
+        .payments
+        .create(pay(&tok, "25.00", true), "test")
+        .await
+        .unwrap();
+    assert_eq!(p.status, "unknown");
+    assert_eq!(clearing(&s).await, 0);
+    let resolved = s.payments.get(&p.id).await.unwrap();
+    assert_eq!(
+        (resolved.status, resolved.captured_minor),
+        ("captured", 2500)
+    );
+    assert_eq!(s.payments.get(&p.id).await.unwrap().status, "captured");
+    assert_eq!(clearing(&s).await, 2500, "posted exactly once");
+});
+
+both_backends!(ach_returns_reverse_and_disable, |t| async move {
+    let s = shop(&t).await;
+    let bank_with = |suffix: &str| {
+        NewPaymentMethod::BankAccount(NewBankAccount {
+            routing: RoutingNumber::parse("110000000").unwrap(),
+            account: AccountNumber::parse(&format!("0001234{suffix}")).unwrap(),
+            account_type: BankAccountType::Checking,
+            holder_name: "Grace Hopper".into(),
+            sec_code: SecCode::Web,
+        })
+    };
+    let ok = s
+        .vault
+        .tokenize(bank_with("5555"), "test")
+        .await
+        .unwrap()
+        .token;
+    let r01 = s
+        .vault
+        .tokenize(bank_with("0001"), "test")
+        .await
+        .unwrap()
+        .token;
+    let r02 = s
+        .vault
+        .tokenize(bank_with("0002"), "test")
+        .await
+        .unwrap()
+        .token;
+    let mut ids = Vec::new();
+    for tok in [&ok, &r01, &r02] {
+        let p = s
+            .payments
+            .create(pay(tok, "30.00", true), "test")
+            .await
+            .unwrap();
+        assert_eq!(p.status, "pending");
+        ids.push(p.id);
+    }
+    assert_eq!(clearing(&s).await, 9000, "ACH debits post when submitted");
+    for ev in s.sandbox.settle_all() {
+        match ev {
+            AchEvent::Settled { processor_ref } => s
+                .payments
+                .ach_event(&processor_ref, None, "test")
+                .await
+                .unwrap(),
+            AchEvent::Returned {
+                processor_ref,
+                r_code,
+                ..
+            } => s
+                .payments
+                .ach_event(&processor_ref, Some(r_code), "test")
+                .await
+                .unwrap(),
+        };
+    }
+    let statuses: Vec<&str> = {
+        let mut v = Vec::new();
+        for id in &ids {
+            v.push(s.payments.get(id).await.unwrap().status);
+        }
+        v
+    };
+    assert_eq!(statuses, vec!["settled", "returned", "returned"]);
+    assert_eq!(clearing(&s).await, 3000, "each return reversed its posting");
+    // R02 disables the account; R01 may be presented again.
+    assert_eq!(s.vault.get(&r02).await.unwrap().status, "disabled");
+    assert_eq!(s.vault.get(&r01).await.unwrap().status, "active");
+    let refused = s
+        .payments
+        .create(pay(&r02, "1.00", true), "test")
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("disabled"), "{refused}");
+    s.ledger.seal().await.unwrap();
+    assert!(s.ledger.verify(&|_| {}).await.unwrap().ok());
+    let all = everything(&t.db).await;
+    assert!(!all.contains("00012340001") && !all.contains(PAN));
 });

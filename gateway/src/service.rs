@@ -1,0 +1,804 @@
+//! Payments: the state machine ([`crate::payment`]) driven against a [`Processor`], with every
+//! state change, its history event and its ledger entry committed in ONE transaction.
+//!
+//! Order of work for each operation: read the payment, ask the processor, then apply the
+//! answer atomically (optimistic version check on the row). A new payment is inserted as
+//! `unknown` *before* the processor is called, under our own reference (the payment id), so a
+//! crash or a timeout in between leaves a row that [`Payments::resolve`] settles by asking the
+//! processor — never by guessing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use db::{Db, DbTx};
+use ledger::{
+    AccountCode, Currency, CustomerId, Direction, EntityCode, EntryHeader, IdempotencyKey, Ledger,
+    Money, NewEntry, NewPosting, SourceName, Text,
+};
+use serde::Serialize;
+
+use crate::card::Cvv;
+use crate::payment::{Event, MethodKind, Posting, Refused, ReturnAction, State, Status};
+use crate::processor::{AuthorizeRequest, Instrument, LookupResult, Outcome, Processor};
+use crate::vault::{Revealed, Vault, VaultError};
+
+/// The ledger accounts a currency's payments post to.
+#[derive(Clone, Debug)]
+pub struct PostingAccounts {
+    pub entity: EntityCode,
+    /// Money at the processor, not yet paid out (asset).
+    pub clearing: AccountCode,
+    /// Accounts receivable (asset; usually a customer sub-ledger account).
+    pub receivable: AccountCode,
+}
+
+/// A payment to take.
+#[derive(Debug)]
+pub struct NewPayment {
+    pub token: String,
+    pub amount: Money,
+    pub capture: bool,
+    /// Used for this authorization only; never stored.
+    pub cvv: Option<Cvv>,
+    pub opportunity_id: Option<String>,
+    /// The customer (Salesforce Account / Sage customer) whose receivable is reduced.
+    pub account_id: Option<CustomerId>,
+    pub invoice_refs: Vec<String>,
+    pub metadata: serde_json::Value,
+}
+
+/// A payment as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Payment {
+    pub id: String,
+    pub token: String,
+    pub method_kind: &'static str,
+    pub amount: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: &'static str,
+    pub authorized_minor: i64,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub processor: String,
+    pub processor_ref: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub opportunity_id: Option<String>,
+    pub account_id: Option<String>,
+    pub invoice_refs: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip)]
+    version: i64,
+    #[serde(skip)]
+    state: State,
+    #[serde(skip)]
+    entity: String,
+}
+
+/// Why a payment operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error("{field}: {message}")]
+    Invalid {
+        code: &'static str,
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The processor said no to a capture, void or refund; the payment is unchanged.
+    #[error("the processor refused: {message}")]
+    ProcessorRefused { code: &'static str, message: String },
+    #[error("there is no payment {0}")]
+    NotFound(String),
+    #[error("payment {0} was changed by another request; read it again and retry")]
+    Conflict(String),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
+    #[error("payment storage failed: {0}")]
+    Storage(#[from] sqlx::Error),
+    #[error("payment data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<db::DbError> for PaymentError {
+    fn from(e: db::DbError) -> Self {
+        PaymentError::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T, E = PaymentError> = std::result::Result<T, E>;
+
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The payment service.
+#[derive(Clone, Debug)]
+pub struct Payments {
+    db: Db,
+    ledger: Ledger,
+    vault: Vault,
+    processor: Arc<dyn Processor>,
+    accounts: Arc<HashMap<Currency, PostingAccounts>>,
+}
+
+const COLUMNS: &str = "id, token, method_kind, amount_minor, currency, status, authorized_minor, captured_minor, refunded_minor, capture_requested, representments, processor, processor_ref, failure_code, failure_message, entity, opportunity_id, account_id, invoice_refs, metadata, version, created_at, updated_at";
+
+impl Payments {
+    pub fn new(
+        db: Db,
+        ledger: Ledger,
+        vault: Vault,
+        processor: Arc<dyn Processor>,
+        accounts: HashMap<Currency, PostingAccounts>,
+    ) -> Payments {
+        Payments {
+            db,
+            ledger,
+            vault,
+            processor,
+            accounts: Arc::new(accounts),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.ledger.clock().now()
+    }
+
+    /// Takes a payment: authorize (and capture, when asked) with the processor.
+    /// A decline is not an error: the payment comes back `failed` with its failure code.
+    pub async fn create(&self, req: NewPayment, actor: &str) -> Result<Payment> {
+        let currency = req.amount.currency();
+        let accounts = self
+            .accounts
+            .get(&currency)
+            .ok_or_else(|| PaymentError::Invalid {
+                code: "unsupported_currency",
+                field: "currency",
+                message: format!("no ledger accounts are configured for {currency}"),
+            })?;
+        let receivable = self
+            .ledger
+            .account(&accounts.entity, &accounts.receivable)
+            .await?;
+        if receivable.customer_subledger && req.account_id.is_none() {
+            return Err(PaymentError::Invalid {
+                code: "missing_field",
+                field: "account_id",
+                message: "is required: the payment reduces this customer's receivable".into(),
+            });
+        }
+        let method = self.vault.get(&req.token).await?;
+        if method.status != "active" {
+            return Err(PaymentError::Invalid {
+                code: "payment_method_unusable",
+                field: "payment_method",
+                message: format!(
+                    "this payment method is {}{}",
+                    method.status,
+                    method
+                        .status_reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        let kind = if method.kind == "card" {
+            MethodKind::Card
+        } else {
+            MethodKind::BankAccount
+        };
+        let state = State::new(kind, req.amount.amount_minor(), req.capture)?;
+        let id = crate::crypto::new_token("pay_").map_err(VaultError::from)?;
+        let at = self.now();
+        let mut p = Payment {
+            id: id.clone(),
+            token: req.token.clone(),
+            method_kind: if kind == MethodKind::Card {
+                "card"
+            } else {
+                "bank_account"
+            },
+            amount: req.amount.format_amount(),
+            amount_minor: req.amount.amount_minor(),
+            currency: currency.code().to_owned(),
+            status: Status::Unknown.as_str(),
+            authorized_minor: 0,
+            captured_minor: 0,
+            refunded_minor: 0,
+            processor: self.processor.name().to_owned(),
+            processor_ref: None,
+            failure_code: None,
+            failure_message: None,
+            opportunity_id: req.opportunity_id.clone(),
+            account_id: req.account_id.as_ref().map(|a| a.as_str().to_owned()),
+            invoice_refs: req.invoice_refs.clone(),
+            metadata: req.metadata.clone(),
+            created_at: at,
+            updated_at: at,
+            version: 1,
+            state,
+            entity: accounts.entity.to_string(),
+        };
+        // Recorded before the processor is called: a crash in between leaves an `unknown`
+        // payment that `resolve` settles by lookup.
+        self.insert(&p).await?;
+        let secret = self
+            .vault
+            .reveal(&req.token, &format!("authorize {id}"), actor)
+            .await?;
+        let instrument = match &secret {
+            Revealed::Card {
+                number,
+                expiry,
+                holder_name,
+                postal_code,
+            } => Instrument::Card {
+                number,
+                expiry: *expiry,
+                cvv: req.cvv.as_ref(),
+                holder_name: holder_name.as_deref(),
+                postal_code: postal_code.as_deref(),
+            },
+            Revealed::BankAccount {
+                routing,
+                account,
+                account_type,
+                holder_name,
+                sec_code,
+            } => Instrument::Bank {
+                routing,
+                account,
+                account_type: *account_type,
+                holder_name,
+                sec_code: *sec_code,
+            },
+        };
+        let outcome = self
+            .processor
+            .authorize(&AuthorizeRequest {
+                reference: &id,
+                amount_minor: p.amount_minor,
+                currency: currency.code(),
+                capture: p.state.capture_requested,
+                instrument,
+            })
+            .await;
+        drop(secret);
+        let (event, processor_ref, failure) = match outcome {
+            Outcome::Approved { processor_ref } => (Event::Approved, Some(processor_ref), None),
+            Outcome::Declined { code, message } => (
+                Event::Declined,
+                None,
+                Some((code.as_str().to_owned(), message)),
+            ),
+            Outcome::Unknown { detail } => (
+                Event::TimedOut,
+                None,
+                Some(("processor_timeout".to_owned(), detail)),
+            ),
+        };
+        if let Some(r) = processor_ref {
+            p.processor_ref = Some(r);
+        }
+        if let Some((code, message)) = failure {
+            p.failure_code = Some(code);
+            p.failure_message = Some(message);
+        }
+        self.apply(p, &event, "authorize").await
+    }
+
+    /// Reads a payment; an `unknown` one is resolved first (asking the processor).
+    pub async fn get(&self, id: &str) -> Result<Payment> {
+        let p = self.load(id).await?;
+        if p.state.status == Status::Unknown {
+            return self.resolve(id).await;
+        }
+        Ok(p)
+    }
+
+    /// Settles an `unknown` payment by asking the processor what happened to our reference.
+    pub async fn resolve(&self, id: &str) -> Result<Payment> {
+        let mut p = self.load(id).await?;
+        if p.state.status != Status::Unknown {
+            return Ok(p);
+        }
+        let event = match self.processor.lookup(id).await {
+            LookupResult::Approved {
+                processor_ref,
+                captured,
+            } => {
+                p.processor_ref = Some(processor_ref);
+                p.failure_code = None;
+                p.failure_message = None;
+                Event::Resolved {
+                    approved: true,
+                    captured,
+                }
+            }
+            LookupResult::Declined { code, message } => {
+                p.failure_code = Some(code.as_str().to_owned());
+                p.failure_message = Some(message);
+                Event::Resolved {
+                    approved: false,
+                    captured: false,
+                }
+            }
+            LookupResult::NotFound => {
+                p.failure_code = Some("processor_never_received".into());
+                p.failure_message = Some("the processor has no record of this payment".into());
+                Event::Resolved {
+                    approved: false,
+                    captured: false,
+                }
+            }
+            // Still unknown: leave it so, for the next attempt.
+            LookupResult::Unknown { .. } => return Ok(p),
+        };
+        self.apply(p, &event, "resolve").await
+    }
+
+    /// Captures `amount_minor` (default: all authorized) of an authorization.
+    pub async fn capture(&self, id: &str, amount_minor: Option<i64>) -> Result<Payment> {
+        let p = self.load(id).await?;
+        let amount = amount_minor.unwrap_or(p.state.authorized_minor);
+        let event = Event::Capture {
+            amount_minor: amount,
+        };
+        p.state.apply(&event)?; // refuse before calling the processor
+        let r = p.processor_ref.clone().unwrap_or_default();
+        self.processor_ok(self.processor.capture(&r, amount).await)?;
+        self.apply(p, &event, "capture").await
+    }
+
+    pub async fn void(&self, id: &str) -> Result<Payment> {
+        let p = self.load(id).await?;
+        p.state.apply(&Event::Void)?;
+        let r = p.processor_ref.clone().unwrap_or_default();
+        self.processor_ok(self.processor.void(&r).await)?;
+        self.apply(p, &Event::Void, "void").await
+    }
+
+    /// Refunds `amount_minor` (default: all that is left); refunds add up to at most the
+    /// captured amount.
+    pub async fn refund(&self, id: &str, amount_minor: Option<i64>) -> Result<Payment> {
+        let p = self.load(id).await?;
+        let amount = amount_minor.unwrap_or(p.state.captured_minor - p.state.refunded_minor);
+        let event = Event::Refund {
+            amount_minor: amount,
+        };
+        p.state.apply(&event)?;
+        let r = p.processor_ref.clone().unwrap_or_default();
+        let reference = format!("{id}:refund:{}", p.version);
+        self.processor_ok(self.processor.refund(&r, &reference, amount).await)?;
+        self.apply(p, &event, "refund").await
+    }
+
+    /// An ACH settlement or return reported by the processor for `processor_ref`.
+    pub async fn ach_event(
+        &self,
+        processor_ref: &str,
+        r_code: Option<&str>,
+        actor: &str,
+    ) -> Result<Payment> {
+        let id = self.id_by_processor_ref(processor_ref).await?;
+        let p = self.load(&id).await?;
+        let token = p.token.clone();
+        let event = match r_code {
+            None => Event::AchSettled,
+            Some(c) => Event::AchReturned {
+                r_code: c.to_owned(),
+            },
+        };
+        let (p, action) = self.apply_with(p, &event, "ach").await?;
+        match action {
+            Some(ReturnAction::DisableMethod) => {
+                self.vault
+                    .set_status(&token, "disabled", r_code.unwrap_or(""), actor)
+                    .await?;
+            }
+            Some(ReturnAction::BlockUnauthorized) => {
+                self.vault
+                    .set_status(&token, "blocked", r_code.unwrap_or(""), actor)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(p)
+    }
+
+    /// Payments of one Salesforce Opportunity, newest first.
+    pub async fn by_opportunity(&self, opportunity_id: &str) -> Result<Vec<Payment>> {
+        let sql = |mark: &str| {
+            format!(
+                "SELECT {COLUMNS} FROM gateway_payments WHERE opportunity_id = {mark} ORDER BY created_at DESC, id"
+            )
+        };
+        let mut out = Vec::new();
+        match &self.db {
+            Db::Postgres(pool) => {
+                for r in sqlx::query(sqlx::AssertSqlSafe(sql("$1")))
+                    .bind(opportunity_id)
+                    .fetch_all(pool)
+                    .await?
+                {
+                    out.push(from_pg(&r)?);
+                }
+            }
+            Db::Sqlite(s) => {
+                for r in sqlx::query(sqlx::AssertSqlSafe(sql("?")))
+                    .bind(opportunity_id)
+                    .fetch_all(&s.pool)
+                    .await?
+                {
+                    out.push(from_sqlite(&r)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn processor_ok(&self, o: Outcome) -> Result<()> {
+        match o {
+            Outcome::Approved { .. } => Ok(()),
+            Outcome::Declined { code, message } => Err(PaymentError::ProcessorRefused {
+                code: code.as_str(),
+                message,
+            }),
+            Outcome::Unknown { detail } => Err(PaymentError::ProcessorRefused {
+                code: "processor_timeout",
+                message: format!(
+                    "the processor did not answer ({detail}); retry with the same Idempotency-Key"
+                ),
+            }),
+        }
+    }
+
+    async fn apply(&self, p: Payment, event: &Event, kind: &str) -> Result<Payment> {
+        Ok(self.apply_with(p, event, kind).await?.0)
+    }
+
+    /// Applies `event`: new state, history event and ledger entries, in one transaction.
+    async fn apply_with(
+        &self,
+        mut p: Payment,
+        event: &Event,
+        kind: &str,
+    ) -> Result<(Payment, Option<ReturnAction>)> {
+        let t = p.state.apply(event)?;
+        let at = self.now();
+        let old_version = p.version;
+        p.state = t.state;
+        p.status = t.state.status.as_str();
+        p.authorized_minor = t.state.authorized_minor;
+        p.captured_minor = t.state.captured_minor;
+        p.refunded_minor = t.state.refunded_minor;
+        p.version += 1;
+        p.updated_at = at;
+        let mut tx = self.db.begin().await?;
+        let updated = self.update_in(&mut tx, &p, old_version).await?;
+        if updated == 0 {
+            tx.rollback().await?;
+            return Err(PaymentError::Conflict(p.id.clone()));
+        }
+        let mut entry_id = None;
+        for (i, posting) in t.postings.iter().enumerate() {
+            let entry = self.entry(&p, posting, i, at)?;
+            let out = self.ledger.post_in_tx(&mut tx, entry).await?;
+            entry_id = Some(out.entry.id.0);
+        }
+        let amount = t.postings.first().map(|x| match x {
+            Posting::Collected { amount_minor }
+            | Posting::Refunded { amount_minor }
+            | Posting::Returned { amount_minor, .. } => *amount_minor,
+        });
+        self.event_in(&mut tx, &p, kind, amount, entry_id, at)
+            .await?;
+        tx.commit().await?;
+        Ok((p, t.return_action))
+    }
+
+    /// The ledger entry for one posting of a transition; its key makes a replay harmless.
+    fn entry(
+        &self,
+        p: &Payment,
+        posting: &Posting,
+        i: usize,
+        at: DateTime<Utc>,
+    ) -> Result<NewEntry> {
+        let currency =
+            Currency::parse(&p.currency).map_err(|e| PaymentError::Corrupt(e.to_string()))?;
+        let accounts = self
+            .accounts
+            .get(&currency)
+            .ok_or_else(|| PaymentError::Corrupt(format!("no accounts for {currency}")))?;
+        let (amount, collected, memo) = match posting {
+            Posting::Collected { amount_minor } => {
+                (*amount_minor, true, format!("Payment {} collected", p.id))
+            }
+            Posting::Refunded { amount_minor } => {
+                (*amount_minor, false, format!("Payment {} refunded", p.id))
+            }
+            Posting::Returned {
+                amount_minor,
+                r_code,
+            } => (
+                *amount_minor,
+                false,
+                format!("Payment {} returned {r_code}", p.id),
+            ),
+        };
+        let money = Money::from_minor(amount, currency);
+        let customer = p
+            .account_id
+            .as_deref()
+            .map(|a| CustomerId::parse(a, "account_id"))
+            .transpose()
+            .map_err(|r| PaymentError::Corrupt(r.message))?;
+        let doc = p
+            .invoice_refs
+            .first()
+            .map(|d| Text::parse(d, "invoice_refs"))
+            .transpose()
+            .map_err(|r| PaymentError::Corrupt(r.message))?;
+        let leg = |account: &AccountCode, direction| NewPosting {
+            account: account.clone(),
+            direction,
+            amount: money,
+            customer_id: None,
+            document_ref: None,
+            memo: None,
+        };
+        let (clearing_dir, ar_dir) = if collected {
+            (Direction::Debit, Direction::Credit)
+        } else {
+            (Direction::Credit, Direction::Debit)
+        };
+        let mut ar = leg(&accounts.receivable, ar_dir);
+        ar.customer_id = customer;
+        ar.document_ref = doc;
+        let bad = |r: ledger::Rejection| PaymentError::Corrupt(r.message);
+        NewEntry::new(
+            EntryHeader {
+                idempotency_key: IdempotencyKey::parse(
+                    &format!("{}:v{}:{i}", p.id, p.version),
+                    "key",
+                )
+                .map_err(bad)?,
+                entity: accounts.entity.clone(),
+                effective_date: at.date_naive(),
+                source: SourceName::parse("gateway", "source").map_err(bad)?,
+                external_ref: p
+                    .processor_ref
+                    .as_deref()
+                    .map(|r| Text::parse(r, "external_ref"))
+                    .transpose()
+                    .map_err(bad)?,
+                memo: Some(Text::parse(&memo, "memo").map_err(bad)?),
+            },
+            vec![leg(&accounts.clearing, clearing_dir), ar],
+        )
+        .map_err(bad)
+    }
+
+    async fn insert(&self, p: &Payment) -> Result<()> {
+        let refs = serde_json::to_string(&p.invoice_refs)
+            .map_err(|e| PaymentError::Corrupt(e.to_string()))?;
+        let meta = p.metadata.to_string();
+        let mut tx = self.db.begin().await?;
+        match &mut tx {
+            DbTx::Postgres(t) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO gateway_payments ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$22)"
+                )))
+                .bind(&p.id).bind(&p.token).bind(p.method_kind).bind(p.amount_minor).bind(&p.currency).bind(p.status)
+                .bind(p.authorized_minor).bind(p.captured_minor).bind(p.refunded_minor)
+                .bind(i64::from(p.state.capture_requested)).bind(i64::from(p.state.representments))
+                .bind(&p.processor).bind(&p.processor_ref).bind(&p.failure_code).bind(&p.failure_message)
+                .bind(&p.entity).bind(&p.opportunity_id).bind(&p.account_id).bind(&refs).bind(&meta)
+                .bind(p.version).bind(p.created_at)
+                .execute(&mut **t)
+                .await?;
+            }
+            DbTx::Sqlite(t) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO gateway_payments ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?22)"
+                )))
+                .bind(&p.id).bind(&p.token).bind(p.method_kind).bind(p.amount_minor).bind(&p.currency).bind(p.status)
+                .bind(p.authorized_minor).bind(p.captured_minor).bind(p.refunded_minor)
+                .bind(i64::from(p.state.capture_requested)).bind(i64::from(p.state.representments))
+                .bind(&p.processor).bind(&p.processor_ref).bind(&p.failure_code).bind(&p.failure_message)
+                .bind(&p.entity).bind(&p.opportunity_id).bind(&p.account_id).bind(&refs).bind(&meta)
+                .bind(p.version).bind(ts(p.created_at))
+                .execute(&mut **t)
+                .await?;
+            }
+        }
+        self.event_in(&mut tx, p, "created", None, None, p.created_at)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_in(&self, tx: &mut DbTx, p: &Payment, old_version: i64) -> Result<u64> {
+        Ok(match tx {
+            DbTx::Postgres(t) => sqlx::query(
+                "UPDATE gateway_payments SET status = $1, authorized_minor = $2, captured_minor = $3, refunded_minor = $4,
+                    processor_ref = $5, failure_code = $6, failure_message = $7, version = $8, updated_at = $9
+                 WHERE id = $10 AND version = $11",
+            )
+            .bind(p.status).bind(p.authorized_minor).bind(p.captured_minor).bind(p.refunded_minor)
+            .bind(&p.processor_ref).bind(&p.failure_code).bind(&p.failure_message).bind(p.version).bind(p.updated_at)
+            .bind(&p.id).bind(old_version)
+            .execute(&mut **t)
+            .await?
+            .rows_affected(),
+            DbTx::Sqlite(t) => sqlx::query(
+                "UPDATE gateway_payments SET status = ?1, authorized_minor = ?2, captured_minor = ?3, refunded_minor = ?4,
+                    processor_ref = ?5, failure_code = ?6, failure_message = ?7, version = ?8, updated_at = ?9
+                 WHERE id = ?10 AND version = ?11",
+            )
+            .bind(p.status).bind(p.authorized_minor).bind(p.captured_minor).bind(p.refunded_minor)
+            .bind(&p.processor_ref).bind(&p.failure_code).bind(&p.failure_message).bind(p.version).bind(ts(p.updated_at))
+            .bind(&p.id).bind(old_version)
+            .execute(&mut **t)
+            .await?
+            .rows_affected(),
+        })
+    }
+
+    async fn event_in(
+        &self,
+        tx: &mut DbTx,
+        p: &Payment,
+        kind: &str,
+        amount: Option<i64>,
+        entry: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let detail = p.failure_code.as_deref();
+        match tx {
+            DbTx::Postgres(t) => {
+                sqlx::query("INSERT INTO gateway_payment_events (payment_id, seq, kind, amount_minor, status, processor_ref, detail, ledger_entry_id, at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)")
+                    .bind(&p.id).bind(p.version).bind(kind).bind(amount).bind(p.status).bind(&p.processor_ref).bind(detail).bind(entry).bind(at)
+                    .execute(&mut **t)
+                    .await?;
+            }
+            DbTx::Sqlite(t) => {
+                sqlx::query("INSERT INTO gateway_payment_events (payment_id, seq, kind, amount_minor, status, processor_ref, detail, ledger_entry_id, at) VALUES (?,?,?,?,?,?,?,?,?)")
+                    .bind(&p.id).bind(p.version).bind(kind).bind(amount).bind(p.status).bind(&p.processor_ref).bind(detail).bind(entry).bind(ts(at))
+                    .execute(&mut **t)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn id_by_processor_ref(&self, r: &str) -> Result<String> {
+        let id: Option<String> = match &self.db {
+            Db::Postgres(p) => {
+                sqlx::query_scalar("SELECT id FROM gateway_payments WHERE processor_ref = $1")
+                    .bind(r)
+                    .fetch_optional(p)
+                    .await?
+            }
+            Db::Sqlite(s) => {
+                sqlx::query_scalar("SELECT id FROM gateway_payments WHERE processor_ref = ?")
+                    .bind(r)
+                    .fetch_optional(&s.pool)
+                    .await?
+            }
+        };
+        id.ok_or_else(|| PaymentError::NotFound(r.to_owned()))
+    }
+
+    async fn load(&self, id: &str) -> Result<Payment> {
+        let sql = |mark: &str| format!("SELECT {COLUMNS} FROM gateway_payments WHERE id = {mark}");
+        match &self.db {
+            Db::Postgres(pool) => {
+                let r = sqlx::query(sqlx::AssertSqlSafe(sql("$1")))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+                from_pg(&r.ok_or_else(|| PaymentError::NotFound(id.to_owned()))?)
+            }
+            Db::Sqlite(s) => {
+                let r = sqlx::query(sqlx::AssertSqlSafe(sql("?")))
+                    .bind(id)
+                    .fetch_optional(&s.pool)
+                    .await?;
+                from_sqlite(&r.ok_or_else(|| PaymentError::NotFound(id.to_owned()))?)
+            }
+        }
+    }
+}
+
+macro_rules! decode_payment {
+    ($r:expr, $created:expr, $updated:expr) => {{
+        use sqlx::Row;
+        let r = $r;
+        let kind: String = r.try_get(2)?;
+        let status_s: String = r.try_get(5)?;
+        let status = Status::parse(&status_s)
+            .ok_or_else(|| PaymentError::Corrupt(format!("bad status {status_s}")))?;
+        let method = if kind == "card" {
+            MethodKind::Card
+        } else {
+            MethodKind::BankAccount
+        };
+        let refs: String = r.try_get(18)?;
+        let meta: String = r.try_get(19)?;
+        let amount_minor: i64 = r.try_get(3)?;
+        let currency: String = r.try_get(4)?;
+        let cur = Currency::parse(&currency).map_err(|e| PaymentError::Corrupt(e.to_string()))?;
+        let state = State {
+            status,
+            method,
+            amount_minor,
+            authorized_minor: r.try_get(6)?,
+            captured_minor: r.try_get(7)?,
+            refunded_minor: r.try_get(8)?,
+            capture_requested: r.try_get::<i64, _>(9)? != 0,
+            representments: u32::try_from(r.try_get::<i64, _>(10)?).unwrap_or(0),
+        };
+        state.check().map_err(PaymentError::Corrupt)?;
+        Ok(Payment {
+            id: r.try_get(0)?,
+            token: r.try_get(1)?,
+            method_kind: if method == MethodKind::Card {
+                "card"
+            } else {
+                "bank_account"
+            },
+            amount: Money::from_minor(amount_minor, cur).format_amount(),
+            amount_minor,
+            currency,
+            status: status.as_str(),
+            authorized_minor: state.authorized_minor,
+            captured_minor: state.captured_minor,
+            refunded_minor: state.refunded_minor,
+            processor: r.try_get(11)?,
+            processor_ref: r.try_get(12)?,
+            failure_code: r.try_get(13)?,
+            failure_message: r.try_get(14)?,
+            entity: r.try_get(15)?,
+            opportunity_id: r.try_get(16)?,
+            account_id: r.try_get(17)?,
+            invoice_refs: serde_json::from_str(&refs)
+                .map_err(|e| PaymentError::Corrupt(e.to_string()))?,
+            metadata: serde_json::from_str(&meta)
+                .map_err(|e| PaymentError::Corrupt(e.to_string()))?,
+            version: r.try_get(20)?,
+            created_at: $created,
+            updated_at: $updated,
+            state,
+        })
+    }};
+}
+
+fn from_pg(r: &sqlx::postgres::PgRow) -> Result<Payment> {
+    use sqlx::Row;
+    let created: DateTime<Utc> = r.try_get(21)?;
+    let updated: DateTime<Utc> = r.try_get(22)?;
+    decode_payment!(r, created, updated)
+}
+
+fn from_sqlite(r: &sqlx::sqlite::SqliteRow) -> Result<Payment> {
+    use sqlx::Row;
+    let parse = |s: String| {
+        DateTime::parse_from_rfc3339(&s)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|e| PaymentError::Corrupt(e.to_string()))
+    };
+    let created = parse(r.try_get(21)?)?;
+    let updated = parse(r.try_get(22)?)?;
+    decode_payment!(r, created, updated)
+}
