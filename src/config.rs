@@ -24,6 +24,25 @@ pub struct RawConfig {
     pub log: RawLog,
     pub ledger: RawLedger,
     pub vault: Option<RawVault>,
+    pub gateway: Option<RawGateway>,
+}
+
+/// Payments: which processor, and the ledger accounts each currency posts to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// `sandbox` (deterministic test processor).
+    pub processor: String,
+    /// Per currency code: `{ entity = "MAIN", clearing = "1100", receivable = "1200" }`.
+    pub accounts: std::collections::BTreeMap<String, RawPostingAccounts>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostingAccounts {
+    pub entity: Option<String>,
+    pub clearing: String,
+    pub receivable: String,
 }
 
 /// The vault's keys: each from a file (64 hex characters) or an environment variable.
@@ -100,6 +119,7 @@ impl Default for RawConfig {
             log: RawLog::default(),
             ledger: RawLedger::default(),
             vault: None,
+            gateway: None,
         }
     }
 }
@@ -216,6 +236,14 @@ pub struct Config {
     pub seal_interval_ms: u64,
     /// Where the vault's keys come from; `None` when the vault is not set up.
     pub vault: Option<VaultKeySources>,
+    /// Payments; `None` when not set up (needs the vault too).
+    pub gateway: Option<GatewayConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub processor: String,
+    pub accounts: std::collections::HashMap<ledger::Currency, gateway::service::PostingAccounts>,
 }
 
 /// Where one key comes from.
@@ -432,6 +460,57 @@ impl Config {
                 })
             }
         };
+        let gateway = match &raw.gateway {
+            None => None,
+            Some(g) => {
+                if g.processor != "sandbox" {
+                    return Err(bad(
+                        "gateway.processor",
+                        format!("{:?} is not a known processor (sandbox)", g.processor),
+                    ));
+                }
+                if vault.is_none() {
+                    return Err(bad(
+                        "gateway",
+                        "payments need the vault: add a [vault] section",
+                    ));
+                }
+                let mut accounts = std::collections::HashMap::new();
+                for (code, a) in &g.accounts {
+                    let key = |f: &str| format!("gateway.accounts.{code}.{f}");
+                    let currency = ledger::Currency::parse(code)
+                        .map_err(|e| bad(&format!("gateway.accounts.{code}"), e.to_string()))?;
+                    let entity = match &a.entity {
+                        Some(e) => EntityCode::parse(e, &key("entity"))
+                            .map_err(|r| bad(&key("entity"), r.message))?,
+                        None => default_entity.clone(),
+                    };
+                    accounts.insert(
+                        currency,
+                        gateway::service::PostingAccounts {
+                            entity,
+                            clearing: ledger::AccountCode::parse(&a.clearing, &key("clearing"))
+                                .map_err(|r| bad(&key("clearing"), r.message))?,
+                            receivable: ledger::AccountCode::parse(
+                                &a.receivable,
+                                &key("receivable"),
+                            )
+                            .map_err(|r| bad(&key("receivable"), r.message))?,
+                        },
+                    );
+                }
+                if accounts.is_empty() {
+                    return Err(bad(
+                        "gateway.accounts",
+                        "configure the ledger accounts of at least one currency",
+                    ));
+                }
+                Some(GatewayConfig {
+                    processor: g.processor.clone(),
+                    accounts,
+                })
+            }
+        };
         Ok(Config {
             database_url: url,
             db: db::DbOptions {
@@ -452,6 +531,7 @@ impl Config {
             ledger_max_batch_entries: raw.ledger.max_batch_entries,
             seal_interval_ms: raw.ledger.seal_interval_ms,
             vault,
+            gateway,
         })
     }
 }

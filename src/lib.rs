@@ -109,6 +109,16 @@ pub async fn serve_on(
     let db = cli::open_db(&config).await?;
     let ledger = cli::open_ledger(&config, db.clone());
     let vault = vault_keys.map(|k| gateway::vault::Vault::new(db.clone(), k));
+    let payments = match (&config.gateway, &vault) {
+        (Some(g), Some(v)) => Some(gateway::service::Payments::new(
+            db.clone(),
+            ledger.clone(),
+            v.clone(),
+            std::sync::Arc::new(gateway::sandbox::SandboxProcessor::new()),
+            g.accounts.clone(),
+        )),
+        _ => None,
+    };
     let sealer = ledger.spawn_sealer(std::time::Duration::from_millis(config.seal_interval_ms));
     let addr = listener.local_addr()?;
     // One plain line on stdout, so scripts (and tests) learn the port when listening on :0.
@@ -122,6 +132,7 @@ pub async fn serve_on(
     let state = server::AppState {
         ledger,
         vault,
+        payments,
         db: db.clone(),
         config: std::sync::Arc::new(config),
     };

@@ -34,6 +34,8 @@ pub struct AppState {
     pub ledger: Ledger,
     /// The vault, when `[vault]` keys are configured.
     pub vault: Option<gateway::vault::Vault>,
+    /// Payments, when `[gateway]` is configured.
+    pub payments: Option<gateway::service::Payments>,
     pub db: Db,
     pub config: Arc<Config>,
 }
@@ -81,6 +83,57 @@ impl From<gateway::vault::VaultError> for AppError {
                 message: e.to_string(),
             },
             (None, _) => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<gateway::service::PaymentError> for AppError {
+    fn from(e: gateway::service::PaymentError) -> Self {
+        use gateway::service::PaymentError as P;
+        let api = |status, code, field: Option<&str>, message: String| AppError::Api {
+            status,
+            code,
+            field: field.map(str::to_owned),
+            message,
+        };
+        match e {
+            P::Invalid {
+                code,
+                field,
+                message,
+            } => api(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                Some(field),
+                format!("{field}: {message}"),
+            ),
+            P::Refused(r) => {
+                let status = if r.code == "invalid_state" {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                let field = (r.code != "invalid_state").then_some("amount");
+                api(status, r.code, field, r.message)
+            }
+            P::ProcessorRefused { code, message } => {
+                api(StatusCode::PAYMENT_REQUIRED, code, None, message)
+            }
+            P::NotFound(id) => api(
+                StatusCode::NOT_FOUND,
+                "payment_not_found",
+                Some("id"),
+                format!("there is no payment {id}"),
+            ),
+            P::Conflict(id) => api(
+                StatusCode::CONFLICT,
+                "payment_modified_concurrently",
+                None,
+                format!("payment {id} was changed by another request; retry"),
+            ),
+            P::Vault(v) => v.into(),
+            P::Ledger(l) => AppError::Ledger(l),
+            other => AppError::Internal(other.to_string()),
         }
     }
 }
@@ -204,6 +257,11 @@ pub fn router(state: AppState) -> Router {
         .route("/ledger/trial-balance", get(trial_balance))
         .route("/tokens", post(post_token))
         .route("/tokens/{token}", get(get_token))
+        .route("/payments", post(post_payment).get(list_payments))
+        .route("/payments/{id}", get(get_payment))
+        .route("/payments/{id}/capture", post(capture_payment))
+        .route("/payments/{id}/void", post(void_payment))
+        .route("/payments/{id}/refunds", post(refund_payment))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -515,6 +573,334 @@ async fn get_token(
         &[Role::Admin, Role::Payments, Role::Finance, Role::Auditor],
     )?;
     Ok(Json(vault(&state)?.get(&token).await?).into_response())
+}
+
+fn payments(state: &AppState) -> Result<gateway::service::Payments, AppError> {
+    state.payments.clone().ok_or(AppError::Api {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "payments_not_configured",
+        field: None,
+        message: "payments are not configured ([gateway] and [vault] in cashloop.toml)".to_owned(),
+    })
+}
+
+fn json_value(v: &impl serde::Serialize) -> Result<serde_json::Value, AppError> {
+    serde_json::to_value(v).map_err(|e| AppError::Internal(e.to_string()))
+}
+
+/// A payment's response: 201 when it went through (or is pending), 202 while its outcome
+/// is unknown, 402 with the failure code when the processor declined.
+fn payment_reply(
+    p: &gateway::service::Payment,
+) -> Result<(StatusCode, serde_json::Value), AppError> {
+    let body = json_value(p)?;
+    Ok(match p.status {
+        "failed" => (
+            StatusCode::PAYMENT_REQUIRED,
+            json!({"error": {"code": p.failure_code, "message": p.failure_message, "field": null}, "payment": body}),
+        ),
+        "unknown" => (StatusCode::ACCEPTED, body),
+        _ => (StatusCode::CREATED, body),
+    })
+}
+
+/// The body of a payment request, parsed with field-named errors.
+fn parse_payment(bytes: &[u8]) -> Result<gateway::service::NewPayment, AppError> {
+    let bad = |code: &'static str, field: &str, message: &str| AppError::Api {
+        status: if code == "malformed_json" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        },
+        code,
+        field: (!field.is_empty()).then(|| field.to_owned()),
+        message: if field.is_empty() {
+            message.to_owned()
+        } else {
+            format!("{field}: {message}")
+        },
+    };
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        bad(
+            "malformed_json",
+            "",
+            &format!("malformed JSON at line {}, column {}", e.line(), e.column()),
+        )
+    })?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| bad("malformed_json", "", "the body must be a JSON object"))?;
+    const FIELDS: &[&str] = &[
+        "amount",
+        "currency",
+        "payment_method",
+        "capture",
+        "cvv",
+        "opportunity_id",
+        "account_id",
+        "invoice_refs",
+        "metadata",
+    ];
+    if let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(bad(
+            "unknown_field",
+            k,
+            &format!("unknown field (expected one of: {})", FIELDS.join(", ")),
+        ));
+    }
+    let text = |k: &str| -> Result<Option<String>, AppError> {
+        match o.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad("invalid_field", k, "must be a string")),
+        }
+    };
+    let currency_s =
+        text("currency")?.ok_or_else(|| bad("missing_field", "currency", "is required"))?;
+    let currency = ledger::Currency::parse(&currency_s)
+        .map_err(|e| bad("unknown_currency", "currency", &e.to_string()))?;
+    let amount_s = text("amount")?.ok_or_else(|| {
+        bad(
+            "missing_field",
+            "amount",
+            "is required (a decimal string such as \"100.00\")",
+        )
+    })?;
+    let amount = ledger::Money::parse_decimal(&amount_s, currency).map_err(|e| {
+        let r = ledger::Rejection::money(&e, "amount");
+        AppError::Ledger(r.into())
+    })?;
+    let token = text("payment_method")?.ok_or_else(|| {
+        bad(
+            "missing_field",
+            "payment_method",
+            "is required (a token from POST /v1/tokens)",
+        )
+    })?;
+    let capture = match o.get("capture") {
+        None => true,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("invalid_field", "capture", "must be true or false")),
+    };
+    let account_id = text("account_id")?
+        .map(|a| {
+            ledger::CustomerId::parse(&a, "account_id").map_err(|r| AppError::Ledger(r.into()))
+        })
+        .transpose()?;
+    let invoice_refs = match o.get("invoice_refs") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .filter(|s| !s.is_empty() && s.len() <= 64)
+                    .map(str::to_owned)
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                bad(
+                    "invalid_field",
+                    "invoice_refs",
+                    "must be an array of invoice numbers (1 to 64 characters)",
+                )
+            })?,
+        Some(_) => return Err(bad("invalid_field", "invoice_refs", "must be an array")),
+    };
+    let metadata = match o.get("metadata") {
+        None | Some(serde_json::Value::Null) => json!({}),
+        Some(m @ serde_json::Value::Object(_)) if m.to_string().len() <= 4096 => m.clone(),
+        Some(_) => {
+            return Err(bad(
+                "invalid_field",
+                "metadata",
+                "must be a JSON object of at most 4 KiB",
+            ));
+        }
+    };
+    // The CVV is parsed against the card's brand by the service; here only its shape.
+    let cvv = match text("cvv")? {
+        None => None,
+        Some(c) => Some(
+            gateway::card::Cvv::parse(
+                &c,
+                if c.len() == 4 {
+                    gateway::card::CardBrand::Amex
+                } else {
+                    gateway::card::CardBrand::Visa
+                },
+            )
+            .map_err(|e| bad(e.code(), "cvv", "must be 3 digits (4 for American Express)"))?,
+        ),
+    };
+    Ok(gateway::service::NewPayment {
+        token,
+        amount,
+        capture,
+        cvv,
+        opportunity_id: text("opportunity_id")?,
+        account_id,
+        invoice_refs,
+        metadata,
+    })
+}
+
+/// `{"amount": "40.00"}` or `{}` (everything), in the payment's currency.
+fn parse_amount(bytes: &[u8], currency: &str) -> Result<Option<i64>, AppError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| AppError::Api {
+        status: StatusCode::BAD_REQUEST,
+        code: "malformed_json",
+        field: None,
+        message: format!("malformed JSON at line {}, column {}", e.line(), e.column()),
+    })?;
+    match v.get("amount") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => {
+            let c =
+                ledger::Currency::parse(currency).map_err(|e| AppError::Internal(e.to_string()))?;
+            ledger::Money::parse_decimal(s, c)
+                .map(|m| Some(m.amount_minor()))
+                .map_err(|e| AppError::Ledger(ledger::Rejection::money(&e, "amount").into()))
+        }
+        Some(_) => Err(invalid(
+            "amount",
+            "amount: must be a decimal string such as \"40.00\"".to_owned(),
+        )),
+    }
+}
+
+async fn post_payment(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, AppError> {
+    require(&caller, &[Role::Admin, Role::Payments])?;
+    let payments = payments(&state)?;
+    const ROUTE: &str = "POST /v1/payments";
+    let hash = vault(&state)?.request_hash(ROUTE, &bytes);
+    idempotent(&state, &caller, &headers, ROUTE, hash, async {
+        let req = parse_payment(&bytes)?;
+        let p = payments.create(req, &caller.name).await?;
+        tracing::info!(payment = %p.id, status = p.status, caller = %caller.name, "payment created");
+        payment_reply(&p)
+    })
+    .await
+}
+
+async fn payment_action(
+    state: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    bytes: Bytes,
+    id: String,
+    route: &'static str,
+) -> Result<Response, AppError> {
+    require(&caller, &[Role::Admin, Role::Payments])?;
+    let payments = payments(&state)?;
+    let mut keyed = id.clone().into_bytes();
+    keyed.push(0);
+    keyed.extend_from_slice(&bytes);
+    let hash = vault(&state)?.request_hash(route, &keyed);
+    idempotent(&state, &caller, &headers, route, hash, async {
+        let current = payments.get(&id).await?;
+        let p = match route {
+            "POST /v1/payments/{id}/capture" => payments.capture(&id, parse_amount(&bytes, &current.currency)?).await?,
+            "POST /v1/payments/{id}/void" => payments.void(&id).await?,
+            _ => payments.refund(&id, parse_amount(&bytes, &current.currency)?).await?,
+        };
+        tracing::info!(payment = %p.id, status = p.status, caller = %caller.name, route, "payment updated");
+        Ok((StatusCode::OK, json_value(&p)?))
+    })
+    .await
+}
+
+async fn capture_payment(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, AppError> {
+    payment_action(
+        state,
+        caller,
+        headers,
+        bytes,
+        id,
+        "POST /v1/payments/{id}/capture",
+    )
+    .await
+}
+
+async fn void_payment(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, AppError> {
+    payment_action(
+        state,
+        caller,
+        headers,
+        bytes,
+        id,
+        "POST /v1/payments/{id}/void",
+    )
+    .await
+}
+
+async fn refund_payment(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, AppError> {
+    payment_action(
+        state,
+        caller,
+        headers,
+        bytes,
+        id,
+        "POST /v1/payments/{id}/refunds",
+    )
+    .await
+}
+
+async fn get_payment(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    require(
+        &caller,
+        &[Role::Admin, Role::Payments, Role::Finance, Role::Auditor],
+    )?;
+    Ok(Json(payments(&state)?.get(&id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct PaymentQuery {
+    opportunity_id: Option<String>,
+}
+
+async fn list_payments(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<PaymentQuery>,
+) -> Result<Response, AppError> {
+    require(
+        &caller,
+        &[Role::Admin, Role::Payments, Role::Finance, Role::Auditor],
+    )?;
+    let opp = q
+        .opportunity_id
+        .ok_or_else(|| invalid("opportunity_id", "opportunity_id: is required".to_owned()))?;
+    Ok(Json(json!({"data": payments(&state)?.by_opportunity(&opp).await?})).into_response())
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests

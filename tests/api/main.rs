@@ -40,6 +40,9 @@ role = "payments"
 key_sha256 = "{}"
 [ledger]
 seal_interval_ms = 50
+[gateway]
+processor = "sandbox"
+accounts = {{ USD = {{ clearing = "1100", receivable = "1200" }} }}
 {}"#,
         key_hash(ADMIN_KEY),
         key_hash(AUDITOR_KEY),
@@ -162,6 +165,7 @@ fn cli(url: &str, args: &[&str]) -> std::process::Output {
 fn add_chart(url: &str) {
     for (code, name, ty, extra) in [
         ("1000", "Cash", "asset", None),
+        ("1100", "Processor clearing", "asset", None),
         (
             "1200",
             "Accounts receivable",
@@ -884,5 +888,225 @@ both!(tokens_api, |t| async move {
         (s, got["error"]["code"].as_str()),
         (404, Some("payment_method_not_found"))
     );
+    app.stop().await;
+});
+
+both!(payments_api, |t| async move {
+    add_chart(&t.url);
+    let app = App::spawn(&t).await;
+    let tokenize = |number: &'static str| {
+        let app = &app;
+        async move {
+            let body = format!(
+                r#"{{"type":"card","card":{{"number":"{number}","exp_month":12,"exp_year":2030}}}}"#
+            );
+            let (s, v, _) = app
+                .call("POST", "/v1/tokens", Some(PAYMENTS_KEY), None, Some(&body))
+                .await;
+            assert_eq!(s, 201, "{v}");
+            v["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let good = tokenize("4111111111111111").await;
+    let pay = |token: &str, amount: &str, capture: bool| {
+        format!(
+            r#"{{"amount":"{amount}","currency":"USD","payment_method":"{token}","capture":{capture},"opportunity_id":"006X","account_id":"001ACME","invoice_refs":["INV-9"]}}"#
+        )
+    };
+    // A sale, replayed by its Idempotency-Key.
+    let (s, sale, _) = app
+        .call(
+            "POST",
+            "/v1/payments",
+            Some(PAYMENTS_KEY),
+            Some("sale-1"),
+            Some(&pay(&good, "100.00", true)),
+        )
+        .await;
+    assert_eq!(
+        (s, sale["status"].as_str(), sale["captured_minor"].as_i64()),
+        (201, Some("captured"), Some(10000)),
+        "{sale}"
+    );
+    let (s, again, h) = app
+        .call(
+            "POST",
+            "/v1/payments",
+            Some(PAYMENTS_KEY),
+            Some("sale-1"),
+            Some(&pay(&good, "100.00", true)),
+        )
+        .await;
+    assert_eq!((s, &again), (201, &sale));
+    assert!(h.contains_key("idempotent-replayed"));
+    // Authorize, capture part, refund, refund too much, void refused.
+    let (_, auth, _) = app
+        .call(
+            "POST",
+            "/v1/payments",
+            Some(PAYMENTS_KEY),
+            None,
+            Some(&pay(&good, "50.00", false)),
+        )
+        .await;
+    assert_eq!(auth["status"].as_str(), Some("requires_capture"), "{auth}");
+    let id = auth["id"].as_str().unwrap().to_owned();
+    let (s, cap, _) = app
+        .call(
+            "POST",
+            &format!("/v1/payments/{id}/capture"),
+            Some(PAYMENTS_KEY),
+            None,
+            Some(r#"{"amount":"40.00"}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, cap["captured_minor"].as_i64()),
+        (200, Some(4000)),
+        "{cap}"
+    );
+    let (s, r, _) = app
+        .call(
+            "POST",
+            &format!("/v1/payments/{id}/refunds"),
+            Some(PAYMENTS_KEY),
+            None,
+            Some(r#"{"amount":"15.00"}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, r["status"].as_str()),
+        (200, Some("partially_refunded")),
+        "{r}"
+    );
+    let (s, r, _) = app
+        .call(
+            "POST",
+            &format!("/v1/payments/{id}/refunds"),
+            Some(PAYMENTS_KEY),
+            None,
+            Some(r#"{"amount":"25.01"}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, r["error"]["code"].as_str(), r["error"]["field"].as_str()),
+        (422, Some("refund_exceeds_captured"), Some("amount")),
+        "{r}"
+    );
+    let (s, r, _) = app
+        .call(
+            "POST",
+            &format!("/v1/payments/{id}/void"),
+            Some(PAYMENTS_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{r}"
+    );
+    // A decline: 402 with the processor's reason; a timeout: 202, then resolved on read.
+    let declined = tokenize("4000000000000002").await;
+    let (s, r, _) = app
+        .call(
+            "POST",
+            "/v1/payments",
+            Some(PAYMENTS_KEY),
+            None,
+            Some(&pay(&declined, "10.00", true)),
+        )
+        .await;
+    assert_eq!(
+        (
+            s,
+            r["error"]["code"].as_str(),
+            r["payment"]["status"].as_str()
+        ),
+        (402, Some("card_declined"), Some("failed")),
+        "{r}"
+    );
+    let slow = tokenize("4000000000000408").await;
+    let (s, r, _) = app
+        .call(
+            "POST",
+            "/v1/payments",
+            Some(PAYMENTS_KEY),
+            None,
+            Some(&pay(&slow, "25.00", true)),
+        )
+        .await;
+    assert_eq!((s, r["status"].as_str()), (202, Some("unknown")), "{r}");
+    let (s, r, _) = app
+        .call(
+            "GET",
+            &format!("/v1/payments/{}", r["id"].as_str().unwrap()),
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("captured")), "{r}");
+    // Bad input names the field; roles are enforced.
+    #[rustfmt::skip]
+    let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
+        (pay(&good, "10.001", true), 422, "invalid_amount_scale", Some("amount")),
+        (pay(&good, "10.00", true).replace("USD", "XYZ"), 422, "unknown_currency", Some("currency")),
+        (pay(&good, "10.00", true).replace(&good, "pm_nope"), 404, "payment_method_not_found", Some("token")),
+        (pay(&good, "10.00", true).replace(r#""account_id":"001ACME","#, ""), 422, "missing_field", Some("account_id")),
+        (pay(&good, "10.00", true).replace("USD", "USD\",\"tip\":\"1"), 422, "unknown_field", Some("tip")),
+    ];
+    for (body, status, code, field) in cases {
+        let (s, v, _) = app
+            .call(
+                "POST",
+                "/v1/payments",
+                Some(PAYMENTS_KEY),
+                None,
+                Some(&body),
+            )
+            .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+            (status, Some(code), field),
+            "{body} -> {v}"
+        );
+    }
+    let (s, _, _) = app
+        .call(
+            "POST",
+            "/v1/payments",
+            Some(AUDITOR_KEY),
+            None,
+            Some(&pay(&good, "1.00", true)),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, list, _) = app
+        .call(
+            "GET",
+            "/v1/payments?opportunity_id=006X",
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, list["data"].as_array().map(Vec::len)),
+        (200, Some(4)),
+        "{list}"
+    );
+    // The ledger saw every movement: 100 + 40 - 15 + 25 kept at the processor.
+    let (_, bal, _) = app
+        .call(
+            "GET",
+            "/v1/ledger/accounts/MAIN/1100/balance",
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(bal["balance"].as_str(), Some("150.00 USD"), "{bal}");
     app.stop().await;
 });
