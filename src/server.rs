@@ -301,21 +301,72 @@ async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Result<Response, AppError> {
+    let from = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "-".to_owned());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| path.clone());
     let presented = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(AppError::Unauthorized(
-            "send an API key as `Authorization: Bearer <key>`",
-        ))?;
-    let key = find_key(&state.config.api_keys, presented.trim())
-        .ok_or(AppError::Unauthorized("unknown API key"))?;
-    req.extensions_mut().insert(Caller {
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let key = presented.and_then(|p| find_key(&state.config.api_keys, p.trim()));
+    let Some(key) = key else {
+        // Failed access attempts are audited too (PCI DSS 10.2.1.4); the key itself is not.
+        audit(
+            &state,
+            "-",
+            "auth.failed",
+            &path,
+            &format!("{method} from={from}"),
+        )
+        .await;
+        return Err(AppError::Unauthorized(if presented.is_some() {
+            "unknown API key"
+        } else {
+            "send an API key as `Authorization: Bearer <key>`"
+        }));
+    };
+    let caller = Caller {
         name: key.name.clone(),
         role: key.role,
-    });
-    Ok(next.run(req).await)
+    };
+    req.extensions_mut().insert(caller.clone());
+    let resp = next.run(req).await;
+    if method != axum::http::Method::GET {
+        let action = format!("{method} {route}");
+        audit(
+            &state,
+            &caller.name,
+            &action,
+            &path,
+            &format!("status={} from={from}", resp.status().as_u16()),
+        )
+        .await;
+    }
+    Ok(resp)
+}
+
+/// Appends to the audit log; a failure to audit is logged loudly but does not undo the call.
+async fn audit(state: &AppState, actor: &str, action: &str, subject: &str, detail: &str) {
+    let record = db::audit::AuditRecord {
+        at: chrono::Utc::now(),
+        actor,
+        action,
+        subject,
+        detail,
+    };
+    if let Err(e) = db::audit::record(&state.db, record).await {
+        tracing::error!(error = %e, action, "audit log write failed");
+    }
 }
 
 fn require(caller: &Caller, allowed: &[Role]) -> Result<(), AppError> {
@@ -913,6 +964,7 @@ pub async fn serve(
     let grace = Duration::from_millis(state.config.shutdown_grace_ms);
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(state);
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopped_tx.send(());

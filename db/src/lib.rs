@@ -14,6 +14,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub mod audit;
 pub mod testing;
 
 /// SQLite migrations, embedded in the binary. Same version numbers as [`POSTGRES_MIGRATOR`].

@@ -359,29 +359,14 @@ impl Vault {
     }
 
     async fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()> {
-        let at = now();
-        match &self.db {
-            Db::Postgres(p) => {
-                sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(at)
-                    .bind(actor)
-                    .bind(action)
-                    .bind(subject)
-                    .bind(detail)
-                    .execute(p)
-                    .await?;
-            }
-            Db::Sqlite(s) => {
-                sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)")
-                    .bind(ts(at))
-                    .bind(actor)
-                    .bind(action)
-                    .bind(subject)
-                    .bind(detail)
-                    .execute(&s.pool)
-                    .await?;
-            }
-        }
+        let record = db::audit::AuditRecord {
+            at: now(),
+            actor,
+            action,
+            subject,
+            detail,
+        };
+        db::audit::record(&self.db, record).await?;
         Ok(())
     }
 

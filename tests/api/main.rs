@@ -431,6 +431,39 @@ both!(ledger_api_and_error_mapping, |t| async move {
         (200, Some("13.00")),
         "{v}"
     );
+    // Every mutating call and every refused key is in the audit log, with the caller's address.
+    let actions: Vec<(String, String, String)> = match &t.db {
+        db::Db::Postgres(p) => {
+            sqlx::query_as("SELECT actor, action, detail FROM audit_log ORDER BY id")
+                .fetch_all(p)
+                .await
+                .unwrap()
+        }
+        db::Db::Sqlite(s) => {
+            sqlx::query_as("SELECT actor, action, detail FROM audit_log ORDER BY id")
+                .fetch_all(&s.pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        actions
+            .iter()
+            .any(|(a, act, d)| a == "-" && act == "auth.failed" && d.contains("from=127.0.0.1")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|(a, act, d)| a == "admin"
+            && act == "POST /v1/ledger/entries"
+            && d.contains("status=201")),
+        "{actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|(_, act, d)| act == "POST /v1/ledger/entries" && d.contains("status=422")),
+        "refusals too: {actions:?}"
+    );
     app.stop().await;
 });
 

@@ -454,32 +454,16 @@ pub(crate) async fn audit(
     subject: &str,
     detail: &str,
 ) -> Result<()> {
-    let at_s = sqlite::ts(at);
-    match db {
-        Db::Sqlite(s) => {
-            sqlx::query(
-                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(at_s)
-            .bind(actor)
-            .bind(action)
-            .bind(subject)
-            .bind(detail)
-            .execute(&s.pool)
-            .await?;
-        }
-        Db::Postgres(p) => {
-            sqlx::query(
-                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(at)
-            .bind(actor)
-            .bind(action)
-            .bind(subject)
-            .bind(detail)
-            .execute(p)
-            .await?;
-        }
-    }
+    db::audit::record(
+        db,
+        db::audit::AuditRecord {
+            at,
+            actor,
+            action,
+            subject,
+            detail,
+        },
+    )
+    .await?;
     Ok(())
 }
