@@ -129,6 +129,13 @@ pub async fn serve_on(
         database = %cli::redact_url(&config.database_url),
         "cashloop serving"
     );
+    let (resolver_stop, resolver_rx) = tokio::sync::watch::channel(false);
+    if let Some(p) = &payments {
+        tokio::spawn(
+            p.clone()
+                .run_resolver(std::time::Duration::from_secs(5), resolver_rx),
+        );
+    }
     let state = server::AppState {
         ledger,
         vault,
@@ -138,6 +145,7 @@ pub async fn serve_on(
     };
     let result = server::serve(state, listener, shutdown).await;
     let _ = sealer.send(true);
+    let _ = resolver_stop.send(true);
     db.close().await;
     tracing::info!("cashloop stopped");
     result

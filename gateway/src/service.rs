@@ -346,6 +346,55 @@ impl Payments {
         self.apply(p, &event, "resolve").await
     }
 
+    /// Resolves up to `limit` `unknown` payments (oldest first); returns how many left `unknown`.
+    /// Run in the background by the server; safe from several processes at once (the version
+    /// check lets one of two concurrent resolutions win, the other is a no-op).
+    pub async fn resolve_unknown(&self, limit: i64) -> Result<u64> {
+        let ids: Vec<String> = match &self.db {
+            Db::Postgres(p) => sqlx::query_scalar("SELECT id FROM gateway_payments WHERE status = 'unknown' ORDER BY created_at LIMIT $1")
+                .bind(limit)
+                .fetch_all(p)
+                .await?,
+            Db::Sqlite(s) => sqlx::query_scalar("SELECT id FROM gateway_payments WHERE status = 'unknown' ORDER BY created_at LIMIT ?")
+                .bind(limit)
+                .fetch_all(&s.pool)
+                .await?,
+        };
+        let mut resolved = 0;
+        for id in ids {
+            match self.resolve(&id).await {
+                Ok(p) if p.status != "unknown" => resolved += 1,
+                Ok(_) | Err(PaymentError::Conflict(_)) => {}
+                Err(e) => {
+                    tracing::warn!(payment = %id, error = %e, "could not resolve an unknown payment")
+                }
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Runs [`Payments::resolve_unknown`] every `interval` until `stop` turns true.
+    pub async fn run_resolver(
+        self,
+        interval: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            match self.resolve_unknown(100).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(resolved = n, "unknown payments resolved"),
+                Err(e) => tracing::warn!(error = %e, "payment resolver failed; will retry"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
     /// Captures `amount_minor` (default: all authorized) of an authorization.
     pub async fn capture(&self, id: &str, amount_minor: Option<i64>) -> Result<Payment> {
         let p = self.load(id).await?;

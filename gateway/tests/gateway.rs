@@ -536,6 +536,9 @@ both_backends!(declines_and_timeouts, |t| async move {
         .unwrap();
     assert_eq!(p.status, "unknown");
     assert_eq!(clearing(&s).await, 0);
+    // The background resolver settles it (the same call `get` makes on read).
+    assert_eq!(s.payments.resolve_unknown(10).await.unwrap(), 1);
+    assert_eq!(s.payments.resolve_unknown(10).await.unwrap(), 0);
     let resolved = s.payments.get(&p.id).await.unwrap();
     assert_eq!(
         (resolved.status, resolved.captured_minor),
