@@ -185,3 +185,54 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// Every row of `table` as text, ordered by `order_by`, so a test can compare a table before
+/// and after, or search it for data that must not be there. SQLite renders BLOBs in hex.
+pub async fn table_text(db: &Db, table: &str, order_by: &str) -> String {
+    let text: Option<String> = match db {
+        Db::Postgres(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT string_agg(t::text, E'\\n' ORDER BY {order_by}) FROM {table} t"
+        )))
+        .fetch_one(p)
+        .await
+        .expect("dump table"),
+        Db::Sqlite(s) => {
+            let cols: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT name FROM pragma_table_info('{table}')"
+            )))
+            .fetch_all(&s.pool)
+            .await
+            .expect("list columns");
+            let expr = cols
+                .iter()
+                .map(|c| format!("quote({c})"))
+                .collect::<Vec<_>>()
+                .join("||','||");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT group_concat(r, char(10)) FROM (SELECT {expr} AS r FROM {table} ORDER BY {order_by})"
+            )))
+            .fetch_one(&s.pool)
+            .await
+            .expect("dump table")
+        }
+    };
+    text.unwrap_or_default()
+}
+
+/// The names of every table in the test database.
+pub async fn tables(db: &Db) -> Vec<String> {
+    match db {
+        Db::Postgres(p) => sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1",
+        )
+        .fetch_all(p)
+        .await
+        .expect("list tables"),
+        Db::Sqlite(s) => {
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
+                .fetch_all(&s.pool)
+                .await
+                .expect("list tables")
+        }
+    }
+}

@@ -51,49 +51,9 @@ fn bank() -> NewPaymentMethod {
 
 /// Every column of every table, as text, so a test can search it for secrets.
 async fn everything(db: &Db) -> String {
-    let tables: Vec<String> = match db {
-        Db::Postgres(p) => sqlx::query_scalar(
-            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
-        )
-        .fetch_all(p)
-        .await
-        .unwrap(),
-        Db::Sqlite(s) => sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-            .fetch_all(&s.pool)
-            .await
-            .unwrap(),
-    };
     let mut out = String::new();
-    for t in tables {
-        let text: Option<String> = match db {
-            Db::Postgres(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT string_agg(x::text, E'\\n') FROM {t} x"
-            )))
-            .fetch_one(p)
-            .await
-            .unwrap(),
-            Db::Sqlite(s) => {
-                let cols: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT name FROM pragma_table_info('{t}')"
-                )))
-                .fetch_all(&s.pool)
-                .await
-                .unwrap();
-                // quote() shows BLOBs as hex, text as text: both are searched below.
-                let expr = cols
-                    .iter()
-                    .map(|c| format!("quote({c})"))
-                    .collect::<Vec<_>>()
-                    .join("||','||");
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT group_concat({expr}, char(10)) FROM {t}"
-                )))
-                .fetch_one(&s.pool)
-                .await
-                .unwrap()
-            }
-        };
-        out.push_str(&text.unwrap_or_default());
+    for t in db::testing::tables(db).await {
+        out.push_str(&db::testing::table_text(db, &t, "1").await);
         out.push('\n');
     }
     out

@@ -152,34 +152,8 @@ async fn dump(db: &Db) -> String {
     ];
     let mut out = String::new();
     for (table, order) in TABLES {
-        let text: Option<String> = match db {
-            Db::Postgres(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT string_agg(t::text, E'\\n' ORDER BY {order}) FROM {table} t"
-            )))
-            .fetch_one(p)
-            .await
-            .unwrap(),
-            Db::Sqlite(s) => {
-                let cols: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT name FROM pragma_table_info('{table}')"
-                )))
-                .fetch_all(&s.pool)
-                .await
-                .unwrap();
-                let expr = cols
-                    .iter()
-                    .map(|c| format!("quote({c})"))
-                    .collect::<Vec<_>>()
-                    .join("||','||");
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT group_concat(r, char(10)) FROM (SELECT {expr} AS r FROM {table} ORDER BY {order})"
-                )))
-                .fetch_one(&s.pool)
-                .await
-                .unwrap()
-            }
-        };
-        out.push_str(&format!("== {table}\n{}\n", text.unwrap_or_default()));
+        let text = db::testing::table_text(db, table, order).await;
+        out.push_str(&format!("== {table}\n{text}\n"));
     }
     out
 }
