@@ -232,6 +232,11 @@ pub enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ApiKeyCommand {
+    /// Write a new secret (64 hex characters, mode 0600) that API keys are hashed with.
+    Secret {
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Generate a new random API key and print the configuration lines for it.
     New {
         #[arg(long)]
@@ -721,24 +726,41 @@ async fn export(config: &Config, ledger: &Ledger, args: ExportArgs) -> anyhow::R
     }
 }
 
-/// Prints a new API key once, and the configuration that accepts it.
-pub fn api_key_command(cmd: ApiKeyCommand) -> anyhow::Result<()> {
-    let ApiKeyCommand::New { name, role } = cmd;
-    if crate::config::Role::parse(&role).is_none() {
-        bail!("--role: {role:?} must be one of admin, finance, payments, auditor");
+/// Prints a new API key once, and the configuration that accepts it; or a new secret.
+pub fn api_key_command(config: &Config, cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        ApiKeyCommand::Secret { file } => {
+            write_secret_file(&file, &gateway::crypto::generate_key_hex()?)?;
+            println!("wrote {}; add to cashloop.toml:", file.display());
+            println!("[server]");
+            println!(
+                "api_key_secret = {{ file = {:?} }}",
+                file.display().to_string()
+            );
+            Ok(())
+        }
+        ApiKeyCommand::New { name, role } => {
+            if crate::config::Role::parse(&role).is_none() {
+                bail!("--role: {role:?} must be one of admin, finance, payments, auditor");
+            }
+            let secret = config
+                .api_key_secret
+                .as_ref()
+                .context("configuration key `server.api_key_secret`: set it first (`cashloop api-key secret --file …`)")?;
+            let mut raw = [0u8; 32];
+            getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let key = zeroize::Zeroizing::new(format!("cl_{}", hex::encode(raw)));
+            let hash = hex::encode(secret.fingerprint(key.as_bytes()));
+            println!("API key (shown once; store it now): {}", key.as_str());
+            println!();
+            println!("Add to cashloop.toml:");
+            println!("[[server.api_keys]]");
+            println!("name = {name:?}");
+            println!("role = {role:?}");
+            println!("key_hmac = \"{hash}\"");
+            Ok(())
+        }
     }
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let key = format!("cl_{}", hex::encode(raw));
-    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
-    println!("API key (shown once; store it now): {key}");
-    println!();
-    println!("Add to cashloop.toml:");
-    println!("[[server.api_keys]]");
-    println!("name = {name:?}");
-    println!("role = {role:?}");
-    println!("key_sha256 = \"{hash}\"");
-    Ok(())
 }
 
 /// Reads the vault's keys from where the configuration says; errors name the config key.

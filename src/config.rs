@@ -80,6 +80,16 @@ pub struct RawServer {
     pub request_timeout_ms: u64,
     pub request_body_limit_bytes: usize,
     pub api_keys: Vec<RawApiKey>,
+    /// The secret API keys are hashed with (HMAC-SHA256): a file or an environment variable
+    /// holding 64 hex characters. Required when `api_keys` is not empty.
+    pub api_key_secret: Option<RawSecret>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    pub file: Option<PathBuf>,
+    pub env: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -87,8 +97,8 @@ pub struct RawServer {
 pub struct RawApiKey {
     pub name: String,
     pub role: String,
-    /// Hex SHA-256 of the key; the key itself is never stored.
-    pub key_sha256: String,
+    /// Hex HMAC-SHA256 of the key under `server.api_key_secret`; the key itself is never stored.
+    pub key_hmac: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -143,6 +153,7 @@ impl Default for RawServer {
             request_timeout_ms: 30_000,
             request_body_limit_bytes: 1024 * 1024,
             api_keys: Vec::new(),
+            api_key_secret: None,
         }
     }
 }
@@ -209,7 +220,7 @@ impl Role {
 pub struct ApiKey {
     pub name: String,
     pub role: Role,
-    pub key_sha256: [u8; 32],
+    pub key_hmac: [u8; 32],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,6 +239,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     pub request_body_limit_bytes: usize,
     pub api_keys: Vec<ApiKey>,
+    /// The key API keys are hashed with (an HMAC-SHA256 key, redacted in Debug).
+    pub api_key_secret: Option<std::sync::Arc<gateway::crypto::FingerprintKey>>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub default_entity: EntityCode,
@@ -385,12 +398,12 @@ impl Config {
                     "must be one of admin, finance, payments, auditor",
                 )
             })?;
-            let hash = hex::decode(&k.key_sha256)
+            let hash = hex::decode(&k.key_hmac)
                 .ok()
                 .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
                 .ok_or_else(|| {
                     bad(
-                        &key("key_sha256"),
+                        &key("key_hmac"),
                         "must be 64 hex digits (the SHA-256 of the key)",
                     )
                 })?;
@@ -400,9 +413,32 @@ impl Config {
             api_keys.push(ApiKey {
                 name: k.name.clone(),
                 role,
-                key_sha256: hash,
+                key_hmac: hash,
             });
         }
+        let api_key_secret = match &raw.server.api_key_secret {
+            None if !api_keys.is_empty() => {
+                return Err(bad(
+                    "server.api_key_secret",
+                    "is required to check API keys (they are stored as keyed hashes); see `cashloop api-key secret`",
+                ));
+            }
+            None => None,
+            Some(sec) => {
+                let k = match (&sec.file, &sec.env) {
+                    (Some(f), None) => gateway::crypto::FingerprintKey::from_file(1, f),
+                    (None, Some(e)) => gateway::crypto::FingerprintKey::from_env(1, e),
+                    _ => {
+                        return Err(bad(
+                            "server.api_key_secret",
+                            "give exactly one of `file` or `env`",
+                        ));
+                    }
+                }
+                .map_err(|e| bad("server.api_key_secret", e.to_string()))?;
+                Some(std::sync::Arc::new(k))
+            }
+        };
         let log_format = match raw.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -524,6 +560,7 @@ impl Config {
             request_timeout_ms: raw.server.request_timeout_ms,
             request_body_limit_bytes: raw.server.request_body_limit_bytes,
             api_keys,
+            api_key_secret,
             log_format,
             log_level: raw.log.level,
             default_entity,
@@ -578,12 +615,12 @@ mod tests {
             Some("database.sqlite_synchronous"),
         );
         check(
-            "[[server.api_keys]]\nname = \"ops\"\nrole = \"root\"\nkey_sha256 = \"00\"",
+            "[[server.api_keys]]\nname = \"ops\"\nrole = \"root\"\nkey_hmac = \"00\"",
             Some("server.api_keys[0].role"),
         );
         check(
-            "[[server.api_keys]]\nname = \"ops\"\nrole = \"admin\"\nkey_sha256 = \"00\"",
-            Some("server.api_keys[0].key_sha256"),
+            "[[server.api_keys]]\nname = \"ops\"\nrole = \"admin\"\nkey_hmac = \"00\"",
+            Some("server.api_keys[0].key_hmac"),
         );
         check(
             "[vault]\nkek = { version = 1, file = \"k\" }\nfingerprint_key = { version = 1, env = \"F\" }",

@@ -71,7 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             cli::ledger_command(&config, cmd).await
         }
         Command::ApiKey(cmd) => {
-            cli::api_key_command(cmd)?;
+            cli::api_key_command(&config, cmd)?;
             Ok(0)
         }
         Command::Keys(cmd) => {

@@ -21,7 +21,6 @@ use ledger::{
 };
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -284,12 +283,13 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn find_key<'a>(keys: &'a [ApiKey], presented: &str) -> Option<&'a ApiKey> {
-    let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+fn find_key<'a>(config: &'a Config, presented: &str) -> Option<&'a ApiKey> {
+    let secret = config.api_key_secret.as_ref()?;
+    let hash = secret.fingerprint(presented.as_bytes());
     // Compare against every key, always, so timing does not reveal which one matched.
     let mut found = None;
-    for k in keys {
-        if ct_eq(&k.key_sha256, &hash) {
+    for k in &config.api_keys {
+        if ct_eq(&k.key_hmac, &hash) {
             found = Some(k);
         }
     }
@@ -318,7 +318,7 @@ async fn authenticate(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let key = presented.and_then(|p| find_key(&state.config.api_keys, p.trim()));
+    let key = presented.and_then(|p| find_key(&state.config, p.trim()));
     let Some(key) = key else {
         // Failed access attempts are audited too (PCI DSS 10.2.1.4); the key itself is not.
         audit(

@@ -9,7 +9,6 @@ use db::testing::{self, TestDb};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncBufReadExt;
 
 const ADMIN_KEY: &str = "cl_test_admin_key";
@@ -17,7 +16,29 @@ const AUDITOR_KEY: &str = "cl_test_auditor_key";
 const PAYMENTS_KEY: &str = "cl_test_payments_key";
 
 fn key_hash(k: &str) -> String {
-    hex::encode(Sha256::digest(k.as_bytes()))
+    let secret = std::fs::read_to_string(key_dir().join("api-key-secret.hex")).unwrap();
+    hex::encode(
+        gateway::crypto::FingerprintKey::from_hex(1, &secret)
+            .unwrap()
+            .fingerprint(k.as_bytes()),
+    )
+}
+
+/// Keys for the test servers (vault keys, the API-key secret): written once per test process.
+fn key_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        for name in ["kek-1.hex", "fingerprint-1.hex", "api-key-secret.hex"] {
+            std::fs::write(
+                d.path().join(name),
+                gateway::crypto::generate_key_hex().unwrap().as_bytes(),
+            )
+            .unwrap();
+        }
+        d
+    })
+    .path()
 }
 
 fn config_toml(db_url: &str) -> String {
@@ -26,24 +47,26 @@ fn config_toml(db_url: &str) -> String {
 [server]
 listen = "127.0.0.1:0"
 shutdown_grace_ms = 2000
+api_key_secret = {{ file = {:?} }}
 [[server.api_keys]]
 name = "admin"
 role = "admin"
-key_sha256 = "{}"
+key_hmac = "{}"
 [[server.api_keys]]
 name = "auditor"
 role = "auditor"
-key_sha256 = "{}"
+key_hmac = "{}"
 [[server.api_keys]]
 name = "payments"
 role = "payments"
-key_sha256 = "{}"
+key_hmac = "{}"
 [ledger]
 seal_interval_ms = 50
 [gateway]
 processor = "sandbox"
 accounts = {{ USD = {{ clearing = "1100", receivable = "1200" }} }}
 {}"#,
+        key_dir().join("api-key-secret.hex").display().to_string(),
         key_hash(ADMIN_KEY),
         key_hash(AUDITOR_KEY),
         key_hash(PAYMENTS_KEY),
@@ -805,6 +828,43 @@ async fn keys_generate_and_rotate_through_the_cli() {
         String::from_utf8_lossy(&rotated.stdout)
             .contains("re-wrapped 0 data keys under key version 1")
     );
+    // API keys: without a secret there is nothing to hash them with; with one, the printed
+    // configuration line is the key's HMAC under it.
+    let no_secret = run(&["api-key", "new", "--name", "ops", "--role", "admin"]);
+    assert!(String::from_utf8_lossy(&no_secret.stderr).contains("server.api_key_secret"));
+    let secret_file = dir.path().join("api-secret.hex");
+    assert!(
+        run(&["api-key", "secret", "--file", secret_file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[server]\napi_key_secret = {{ file = {:?} }}\n",
+            toml,
+            secret_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let made = run(&["api-key", "new", "--name", "ops", "--role", "admin"]);
+    let out = String::from_utf8_lossy(&made.stdout).to_string();
+    let key = out
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    let want = hex::encode(
+        gateway::crypto::FingerprintKey::from_hex(1, &secret)
+            .unwrap()
+            .fingerprint(key.as_bytes()),
+    );
+    assert!(out.contains(&format!("key_hmac = \"{want}\"")), "{out}");
     // A damaged key file stops the command and names the configuration key, not the key.
     std::fs::remove_file(&kek).unwrap();
     std::fs::write(&kek, "not-a-key").unwrap();
