@@ -275,7 +275,38 @@ pub fn router(state: AppState) -> Router {
             state.config.request_body_limit_bytes,
         ))
         .layer(TraceLayer::new_for_http())
+        // Outermost: the limit layers answer before any inner layer runs.
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// The body-size and timeout layers answer with empty or plain-text bodies; give those our
+/// JSON error shape too, so every error a client sees has a machine-readable code.
+async fn json_errors(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (code, message) = match resp.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "body_too_large",
+            "the request body is larger than server.request_body_limit_bytes",
+        ),
+        StatusCode::REQUEST_TIMEOUT => (
+            "request_timeout",
+            "the request took longer than server.request_timeout_ms",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take that method")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send application/json"),
+        _ => return resp,
+    };
+    if is_json {
+        return resp;
+    }
+    body(resp.status(), code, message, None)
 }
 
 /// Constant-time equality, so response timing says nothing about how much of a key matched.

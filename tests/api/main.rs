@@ -260,6 +260,28 @@ both!(health_and_readiness, |t| async move {
     assert_eq!((s, v["status"].as_str()), (200, Some("ready")), "{v}");
     let (s, v, _) = app.call("GET", "/nope", None, None, None).await;
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
+    // Limits answer in the same JSON shape.
+    let big = "x".repeat(2 * 1024 * 1024);
+    let (s, v, _) = app
+        .call(
+            "POST",
+            "/v1/ledger/entries",
+            Some(ADMIN_KEY),
+            None,
+            Some(&big),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{v}"
+    );
+    let (s, v, _) = app.call("POST", "/healthz", None, None, Some("{}")).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{v}"
+    );
     app.stop().await;
 });
 
@@ -496,17 +518,34 @@ async fn serve_process(
     name: &str,
     db_url: &str,
 ) -> (tokio::process::Child, String) {
+    serve_process_logging(dir, name, db_url, None).await
+}
+
+/// As [`serve_process`], with its logs (at `level`) written to `dir/NAME.log`.
+async fn serve_process_logging(
+    dir: &std::path::Path,
+    name: &str,
+    db_url: &str,
+    level: Option<&str>,
+) -> (tokio::process::Child, String) {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, config_toml(db_url)).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
-        .arg("--config")
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashloop"));
+    cmd.arg("--config")
         .arg(&cfg)
         .arg("serve")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    match level {
+        Some(l) => {
+            let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+            cmd.env("CASHLOOP_LOG", l).stderr(Stdio::from(log));
+        }
+        None => {
+            cmd.stderr(Stdio::null());
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
@@ -1202,4 +1241,54 @@ both!(payments_api, |t| async move {
         .await;
     assert_eq!(bal["balance"].as_str(), Some("150.00 USD"), "{bal}");
     app.stop().await;
+});
+
+both!(secrets_never_reach_logs_or_tables, |t| async move {
+    add_chart(&t.url);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, base) = serve_process_logging(dir.path(), "s", &t.url, Some("debug")).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: String| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(PAYMENTS_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let card = post("/v1/tokens", format!(r#"{{"type":"card","card":{{"number":"{TEST_PAN}","exp_month":12,"exp_year":2030,"name":"Ada"}}}}"#)).await.unwrap();
+    let card: Value = card.json().await.unwrap();
+    let bank = post("/v1/tokens", r#"{"type":"bank_account","bank_account":{"routing_number":"110000000","account_number":"000123456789","account_type":"checking","holder_name":"G"}}"#.to_owned()).await.unwrap();
+    let bank: Value = bank.json().await.unwrap();
+    for (token, cvv) in [
+        (card["token"].as_str().unwrap(), r#","cvv":"737""#),
+        (bank["token"].as_str().unwrap(), ""),
+    ] {
+        let r = post("/v1/payments", format!(r#"{{"amount":"12.34","currency":"USD","payment_method":"{token}","account_id":"001A"{cvv}}}"#)).await.unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    }
+    // Bad input that contains the number must not echo it either.
+    let bad = post("/v1/tokens", format!(r#"{{"type":"card","card":{{"number":"{TEST_PAN}","exp_month":12,"exp_year":2030,"cvv":"737"}}}}"#)).await.unwrap();
+    assert!(!bad.text().await.unwrap().contains(TEST_PAN));
+    server.kill().await.unwrap();
+    let log = std::fs::read_to_string(dir.path().join("s.log")).unwrap();
+    assert!(
+        log.contains("payment created"),
+        "the log was captured: {}",
+        &log[..log.len().min(500)]
+    );
+    let mut tables = String::new();
+    for table in db::testing::tables(&t.db).await {
+        tables.push_str(&db::testing::table_text(&t.db, &table, "1").await);
+    }
+    for secret in [TEST_PAN, "000123456789", "cvv\":\"737", "\"737\""] {
+        assert!(!log.contains(secret), "{secret} in the server log");
+        assert!(!tables.contains(secret), "{secret} in a table");
+    }
+    assert!(
+        !tables
+            .to_ascii_uppercase()
+            .contains(&hex::encode_upper(TEST_PAN)),
+        "PAN in a table as hex"
+    );
 });
