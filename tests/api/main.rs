@@ -14,6 +14,7 @@ use tokio::io::AsyncBufReadExt;
 const ADMIN_KEY: &str = "cl_test_admin_key";
 const AUDITOR_KEY: &str = "cl_test_auditor_key";
 const PAYMENTS_KEY: &str = "cl_test_payments_key";
+const FINANCE_KEY: &str = "cl_test_finance_key";
 
 fn key_hash(k: &str) -> String {
     let secret = std::fs::read_to_string(key_dir().join("api-key-secret.hex")).unwrap();
@@ -60,6 +61,10 @@ key_hmac = "{}"
 name = "payments"
 role = "payments"
 key_hmac = "{}"
+[[server.api_keys]]
+name = "finance"
+role = "finance"
+key_hmac = "{}"
 [ledger]
 seal_interval_ms = 50
 [gateway]
@@ -70,6 +75,7 @@ accounts = {{ USD = {{ clearing = "1100", receivable = "1200" }} }}
         key_hash(ADMIN_KEY),
         key_hash(AUDITOR_KEY),
         key_hash(PAYMENTS_KEY),
+        key_hash(FINANCE_KEY),
         vault_section()
     )
 }
@@ -1292,3 +1298,37 @@ both!(secrets_never_reach_logs_or_tables, |t| async move {
         "PAN in a table as hex"
     );
 });
+
+/// Every route × every role: 403 exactly where the role is not allowed (and 401 without a key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_matrix() {
+    let t = testing::sqlite().await;
+    let app = App::spawn(&t).await;
+    let roles = [("admin", ADMIN_KEY), ("finance", FINANCE_KEY), ("payments", PAYMENTS_KEY), ("auditor", AUDITOR_KEY)];
+    let all: &[&str] = &["admin", "finance", "payments", "auditor"];
+    #[rustfmt::skip]
+    let routes: Vec<(&str, &str, &[&str])> = vec![
+        ("POST", "/v1/ledger/entries", &["admin", "finance"]),
+        ("GET", "/v1/ledger/entries/1", all),
+        ("GET", "/v1/ledger/accounts", all),
+        ("GET", "/v1/ledger/accounts/MAIN/1000/balance", all),
+        ("GET", "/v1/ledger/trial-balance", all),
+        ("POST", "/v1/tokens", &["admin", "payments"]),
+        ("GET", "/v1/tokens/pm_x", all),
+        ("POST", "/v1/payments", &["admin", "payments"]),
+        ("GET", "/v1/payments?opportunity_id=x", all),
+        ("GET", "/v1/payments/pay_x", all),
+        ("POST", "/v1/payments/pay_x/capture", &["admin", "payments"]),
+        ("POST", "/v1/payments/pay_x/void", &["admin", "payments"]),
+        ("POST", "/v1/payments/pay_x/refunds", &["admin", "payments"]),
+    ];
+    for (method, path, allowed) in &routes {
+        let (s, _, _) = app.call(method, path, None, None, Some("{}")).await;
+        assert_eq!(s, 401, "{method} {path} without a key");
+        for (role, key) in roles {
+            let (s, v, _) = app.call(method, path, Some(key), None, Some("{}")).await;
+            assert_eq!(s == 403, !allowed.contains(&role), "{method} {path} as {role}: {s} {v}");
+        }
+    }
+    app.stop().await;
+}
