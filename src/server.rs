@@ -261,6 +261,7 @@ pub fn router(state: AppState) -> Router {
         .route("/payments/{id}/capture", post(capture_payment))
         .route("/payments/{id}/void", post(void_payment))
         .route("/payments/{id}/refunds", post(refund_payment))
+        .route("/payments/{id}/represent", post(represent_payment))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -891,6 +892,7 @@ async fn payment_action(
         let p = match route {
             "POST /v1/payments/{id}/capture" => payments.capture(&id, parse_amount(&bytes, &current.currency)?).await?,
             "POST /v1/payments/{id}/void" => payments.void(&id).await?,
+            "POST /v1/payments/{id}/represent" => payments.represent(&id, &caller.name).await?,
             _ => payments.refund(&id, parse_amount(&bytes, &current.currency)?).await?,
         };
         tracing::info!(payment = %p.id, status = p.status, caller = %caller.name, route, "payment updated");
@@ -949,6 +951,24 @@ async fn refund_payment(
         bytes,
         id,
         "POST /v1/payments/{id}/refunds",
+    )
+    .await
+}
+
+async fn represent_payment(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, AppError> {
+    payment_action(
+        state,
+        caller,
+        headers,
+        bytes,
+        id,
+        "POST /v1/payments/{id}/represent",
     )
     .await
 }

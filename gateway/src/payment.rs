@@ -116,6 +116,8 @@ pub enum Event {
     AchReturned {
         r_code: String,
     },
+    /// A returned debit presented again (allowed by the caller only after R01 / R09).
+    Represented,
 }
 
 /// What the ledger must record with a transition (posted in the same transaction).
@@ -354,6 +356,25 @@ impl State {
                     return_action: Some(action),
                 }
             }
+            (Status::Returned, Event::Represented) if s.method == MethodKind::BankAccount => {
+                if s.representments >= MAX_REPRESENTMENTS {
+                    return Err(refuse(
+                        "representments_exhausted",
+                        format!(
+                            "a debit may be presented again at most {MAX_REPRESENTMENTS} times"
+                        ),
+                    ));
+                }
+                s.representments += 1;
+                s.status = Status::Pending;
+                Transition {
+                    state: s,
+                    postings: vec![Posting::Collected {
+                        amount_minor: s.captured_minor - s.refunded_minor,
+                    }],
+                    return_action: None,
+                }
+            }
             (status, event) => {
                 return Err(refuse(
                     "invalid_state",
@@ -383,6 +404,7 @@ fn event_name(e: &Event) -> &'static str {
         Event::Refund { .. } => "a refund",
         Event::AchSettled => "a settlement",
         Event::AchReturned { .. } => "a return",
+        Event::Represented => "a re-presentment",
     }
 }
 
@@ -449,6 +471,11 @@ mod tests {
         assert_eq!(run(ach, &[Approved, AchSettled, Refund { amount_minor: 1000 }, AchReturned { r_code: "R10".into() }]).map(|r| r.1.last().cloned()), Ok(Some(ret(4000, "R10"))));
         assert_eq!(run(ach, &[Approved, AchSettled, AchReturned { r_code: "R01".into() }, AchReturned { r_code: "R01".into() }]), Err("invalid_state"));
         assert_eq!(run(card(100, true), &[Approved, AchReturned { r_code: "R01".into() }]), Err("invalid_state"));
+        let r01 = || AchReturned { r_code: "R01".into() };
+        assert_eq!(run(ach, &[Approved, r01(), Represented]), Ok((Status::Pending, vec![Collected { amount_minor: 5000 }, ret(5000, "R01"), Collected { amount_minor: 5000 }])));
+        assert_eq!(run(ach, &[Approved, r01(), Represented, r01(), Represented, r01(), Represented]), Err("representments_exhausted"));
+        assert_eq!(run(ach, &[Approved, Represented]), Err("invalid_state"));
+        assert_eq!(run(card(100, true), &[Approved, Represented]), Err("invalid_state"));
     }
 
     #[test]

@@ -464,6 +464,84 @@ impl Payments {
         Ok(p)
     }
 
+    /// Presents a returned ACH debit again — allowed after R01 / R09 only, at most twice
+    /// (NACHA). A new debit goes to the processor; the collection is posted again.
+    pub async fn represent(&self, id: &str, actor: &str) -> Result<Payment> {
+        let mut p = self.load(id).await?;
+        let code = p.failure_code.clone().unwrap_or_default();
+        match crate::payment::return_action(&code, p.state.representments) {
+            ReturnAction::MayRepresent { .. } if p.state.status == Status::Returned => {}
+            _ => {
+                return Err(PaymentError::Refused(Refused {
+                    code: "invalid_state",
+                    message: format!(
+                        "a {} payment{} cannot be presented again (only R01 / R09 returns, at most {} times)",
+                        p.status,
+                        if code.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" returned {code}")
+                        },
+                        crate::payment::MAX_REPRESENTMENTS
+                    ),
+                }));
+            }
+        }
+        let method = self.vault.get(&p.token).await?;
+        if method.status != "active" {
+            return Err(PaymentError::Invalid {
+                code: "payment_method_unusable",
+                field: "payment_method",
+                message: format!("this payment method is {}", method.status),
+            });
+        }
+        let reference = format!("{id}:represent:{}", p.state.representments + 1);
+        let secret = self
+            .vault
+            .reveal(&p.token, &format!("represent {id}"), actor)
+            .await?;
+        let Revealed::BankAccount {
+            routing,
+            account,
+            account_type,
+            holder_name,
+            sec_code,
+        } = &secret
+        else {
+            return Err(PaymentError::Corrupt(format!(
+                "payment {id} is not a bank debit"
+            )));
+        };
+        let outcome = self
+            .processor
+            .authorize(&AuthorizeRequest {
+                reference: &reference,
+                amount_minor: p.state.captured_minor - p.state.refunded_minor,
+                currency: &p.currency,
+                capture: true,
+                instrument: Instrument::Bank {
+                    routing,
+                    account,
+                    account_type: *account_type,
+                    holder_name,
+                    sec_code: *sec_code,
+                },
+            })
+            .await;
+        drop(secret);
+        match outcome {
+            Outcome::Approved { processor_ref } => {
+                p.processor_ref = Some(processor_ref);
+                p.failure_code = None;
+                p.failure_message = None;
+            }
+            other => {
+                self.processor_ok(other)?;
+            }
+        }
+        self.apply(p, &Event::Represented, "represent").await
+    }
+
     /// Payments of one Salesforce Opportunity, newest first.
     pub async fn by_opportunity(&self, opportunity_id: &str) -> Result<Vec<Payment>> {
         let sql = |mark: &str| {

@@ -1304,7 +1304,12 @@ both!(secrets_never_reach_logs_or_tables, |t| async move {
 async fn role_matrix() {
     let t = testing::sqlite().await;
     let app = App::spawn(&t).await;
-    let roles = [("admin", ADMIN_KEY), ("finance", FINANCE_KEY), ("payments", PAYMENTS_KEY), ("auditor", AUDITOR_KEY)];
+    let roles = [
+        ("admin", ADMIN_KEY),
+        ("finance", FINANCE_KEY),
+        ("payments", PAYMENTS_KEY),
+        ("auditor", AUDITOR_KEY),
+    ];
     let all: &[&str] = &["admin", "finance", "payments", "auditor"];
     #[rustfmt::skip]
     let routes: Vec<(&str, &str, &[&str])> = vec![
@@ -1321,13 +1326,18 @@ async fn role_matrix() {
         ("POST", "/v1/payments/pay_x/capture", &["admin", "payments"]),
         ("POST", "/v1/payments/pay_x/void", &["admin", "payments"]),
         ("POST", "/v1/payments/pay_x/refunds", &["admin", "payments"]),
+        ("POST", "/v1/payments/pay_x/represent", &["admin", "payments"]),
     ];
     for (method, path, allowed) in &routes {
         let (s, _, _) = app.call(method, path, None, None, Some("{}")).await;
         assert_eq!(s, 401, "{method} {path} without a key");
         for (role, key) in roles {
             let (s, v, _) = app.call(method, path, Some(key), None, Some("{}")).await;
-            assert_eq!(s == 403, !allowed.contains(&role), "{method} {path} as {role}: {s} {v}");
+            assert_eq!(
+                s == 403,
+                !allowed.contains(&role),
+                "{method} {path} as {role}: {s} {v}"
+            );
         }
     }
     app.stop().await;
