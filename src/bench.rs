@@ -25,6 +25,28 @@ use crate::config::Config;
 pub enum BenchCommand {
     /// Ledger write throughput and latency, verify and export rates.
     Ledger(LedgerBenchArgs),
+    /// Tokenize and sale (tokenize + authorize + capture + ledger posting) through the HTTP
+    /// API against the sandbox processor, with concurrent clients.
+    Gateway(GatewayBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayBenchArgs {
+    /// sqlite, postgres or both.
+    #[arg(long, default_value = "both")]
+    pub backend: String,
+    #[arg(
+        long,
+        env = "CASHLOOP_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pub postgres_url: String,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Requests per scenario.
+    #[arg(long, default_value_t = 5000)]
+    pub requests: usize,
 }
 
 #[derive(Debug, Args)]
@@ -59,8 +81,11 @@ pub struct LedgerBenchArgs {
     pub keep: bool,
 }
 
-pub async fn run(_config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Ledger(args) = cmd;
+pub async fn run(config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
+    let args = match cmd {
+        BenchCommand::Ledger(a) => a,
+        BenchCommand::Gateway(g) => return gateway_bench(config, g).await,
+    };
     let backends: Vec<Backend> = match args.backend.as_str() {
         "sqlite" => vec![Backend::Sqlite],
         "postgres" => vec![Backend::Postgres],
@@ -456,4 +481,207 @@ async fn batched(ledger: &Ledger, postings: usize, batch: usize) -> anyhow::Resu
         "batch_p50_ms": p50,
         "batch_p99_ms": p99,
     }))
+}
+
+/// Latency percentiles (µs) and rate of one scenario.
+fn summarize(mut lat_us: Vec<u32>, seconds: f64) -> Value {
+    lat_us.sort_unstable();
+    let pct = |p: usize| {
+        lat_us
+            .get((lat_us.len() * p / 100).min(lat_us.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    json!({
+        "requests": lat_us.len(),
+        "seconds": seconds,
+        "per_s": rate(lat_us.len() as u64, seconds),
+        "p50_us": pct(50),
+        "p99_us": pct(99),
+    })
+}
+
+/// Runs `clients` tasks, each sending its share of `requests` built by `make(i)`.
+async fn http_load<F, Fut>(clients: usize, requests: usize, make: F) -> anyhow::Result<Value>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let make = Arc::new(make);
+    let per = requests / clients.max(1);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for c in 0..clients {
+        let make = make.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for i in 0..per {
+                let t = Instant::now();
+                make(c * per + i).await?;
+                lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await??);
+    }
+    Ok(summarize(lat, started.elapsed().as_secs_f64()))
+}
+
+async fn gateway_bench(_config: &Config, args: GatewayBenchArgs) -> anyhow::Result<()> {
+    let backends: Vec<Backend> = match args.backend.as_str() {
+        "sqlite" => vec![Backend::Sqlite],
+        "postgres" => vec![Backend::Postgres],
+        "both" => vec![Backend::Sqlite, Backend::Postgres],
+        other => anyhow::bail!("--backend: {other:?} must be sqlite, postgres or both"),
+    };
+    let tmp = tempfile::tempdir()?;
+    for name in ["kek-1.hex", "fingerprint-1.hex", "api-secret.hex"] {
+        std::fs::write(
+            tmp.path().join(name),
+            gateway::crypto::generate_key_hex()?.as_bytes(),
+        )?;
+    }
+    let secret = gateway::crypto::FingerprintKey::from_file(1, tmp.path().join("api-secret.hex"))?;
+    let api_key = "cl_bench_payments";
+    let mut results = serde_json::Map::new();
+    results.insert("bench".into(), json!("gateway"));
+    results.insert(
+        "params".into(),
+        json!({"clients": args.clients, "requests": args.requests}),
+    );
+    let ledger_args = LedgerBenchArgs {
+        backend: args.backend.clone(),
+        postgres_url: args.postgres_url.clone(),
+        writers: 1,
+        entries: 0,
+        postings: 0,
+        batch: 1000,
+        dir: Some(tmp.path().to_path_buf()),
+        keep: false,
+    };
+    for backend in backends {
+        let name = backend.name();
+        eprintln!("== {name}");
+        let (db, cleanup) = fresh(backend, &ledger_args, tmp.path(), "gateway").await?;
+        let url = match &db {
+            Db::Sqlite(s) => format!("sqlite://{}", s.path.display()),
+            Db::Postgres(_) => format!(
+                "{}{}options[search_path]=clbench_{}_gateway",
+                args.postgres_url,
+                if args.postgres_url.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                },
+                std::process::id()
+            ),
+        };
+        let l = bench_ledger(&db, 1000);
+        for (code, name, sub) in [
+            ("1100", "Processor clearing", false),
+            ("1200", "Accounts receivable", true),
+        ] {
+            l.create_account(
+                NewAccount {
+                    entity: EntityCode::parse("MAIN", "entity")?,
+                    code: AccountCode::parse(code, "code")?,
+                    name: Text::parse(name, "name")?,
+                    account_type: AccountType::Asset,
+                    normal_balance: Direction::Debit,
+                    currency: usd(),
+                    customer_subledger: sub,
+                },
+                "bench",
+            )
+            .await?;
+        }
+        db.close().await;
+        let toml = format!(
+            "database_url = {url:?}\n[database]\nmax_connections = 32\n[server]\nlisten = \"127.0.0.1:0\"\napi_key_secret = {{ file = {:?} }}\n\
+             [[server.api_keys]]\nname = \"bench\"\nrole = \"payments\"\nkey_hmac = \"{}\"\n\
+             [vault]\nkek = {{ version = 1, file = {:?} }}\nfingerprint_key = {{ version = 1, file = {:?} }}\n\
+             [gateway]\nprocessor = \"sandbox\"\naccounts = {{ USD = {{ clearing = \"1100\", receivable = \"1200\" }} }}\n",
+            tmp.path().join("api-secret.hex").display().to_string(),
+            hex::encode(secret.fingerprint(api_key.as_bytes())),
+            tmp.path().join("kek-1.hex").display().to_string(),
+            tmp.path().join("fingerprint-1.hex").display().to_string(),
+        );
+        let fig = figment::Figment::from(figment::providers::Serialized::defaults(
+            crate::config::RawConfig::default(),
+        ))
+        .merge(<figment::providers::Toml as figment::providers::Format>::string(&toml));
+        let config = crate::config::Config::from_figment(fig)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::serve_on(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(args.clients * 2)
+            .build()?;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let card = r#"{"type":"card","card":{"number":"4111111111111111","exp_month":12,"exp_year":2030}}"#;
+        let tokenize = {
+            let (client, base) = (client.clone(), base.clone());
+            move |_i: usize| {
+                let (client, base) = (client.clone(), base.clone());
+                async move {
+                    let r = client
+                        .post(format!("{base}/v1/tokens"))
+                        .bearer_auth(api_key)
+                        .header("content-type", "application/json")
+                        .body(card)
+                        .send()
+                        .await?;
+                    anyhow::ensure!(
+                        r.status().as_u16() == 201,
+                        "tokenize: {}",
+                        r.text().await.unwrap_or_default()
+                    );
+                    let v: Value = r.json().await?;
+                    Ok(v["token"].as_str().unwrap_or_default().to_owned())
+                }
+            }
+        };
+        let tk = tokenize.clone();
+        let tok = http_load(args.clients, args.requests, move |i| {
+            let f = tk(i);
+            async move { f.await.map(|_| ()) }
+        })
+        .await?;
+        eprintln!(
+            "tokenize: {:.0} req/s, p50 {} µs, p99 {} µs",
+            tok["per_s"].as_f64().unwrap_or_default(),
+            tok["p50_us"],
+            tok["p99_us"]
+        );
+        let (c2, b2) = (client.clone(), base.clone());
+        let sale = http_load(args.clients, args.requests, move |i| {
+            let (client, base, tk) = (c2.clone(), b2.clone(), tokenize.clone());
+            async move {
+                let token = tk(i).await?;
+                let body = format!(r#"{{"amount":"10.00","currency":"USD","payment_method":"{token}","capture":true,"account_id":"001BENCH","invoice_refs":["INV-{i}"]}}"#);
+                let r = client.post(format!("{base}/v1/payments")).bearer_auth(api_key).header("content-type", "application/json").body(body).send().await?;
+                anyhow::ensure!(r.status().as_u16() == 201, "sale: {}", r.text().await.unwrap_or_default());
+                Ok(())
+            }
+        })
+        .await?;
+        eprintln!(
+            "sale (tokenize + authorize + capture + ledger): {:.0} sales/s, p50 {} µs, p99 {} µs",
+            sale["per_s"].as_f64().unwrap_or_default(),
+            sale["p50_us"],
+            sale["p99_us"]
+        );
+        let _ = stop.send(());
+        server.await??;
+        cleanup.await;
+        results.insert(name.into(), json!({"tokenize": tok, "sale": sale}));
+    }
+    println!("{}", Value::Object(results));
+    Ok(())
 }

@@ -23,6 +23,10 @@ use crate::payment::{Event, MethodKind, Posting, Refused, ReturnAction, State, S
 use crate::processor::{AuthorizeRequest, Instrument, LookupResult, Outcome, Processor};
 use crate::vault::{Revealed, Vault, VaultError};
 
+/// How long a payment must have been `unknown` before the background resolver asks the
+/// processor about it (a create in flight is `unknown` for the length of its processor call).
+pub const UNKNOWN_GRACE_S: i64 = 30;
+
 /// The ledger accounts a currency's payments post to.
 #[derive(Clone, Debug)]
 pub struct PostingAccounts {
@@ -293,7 +297,12 @@ impl Payments {
             p.failure_code = Some(code);
             p.failure_message = Some(message);
         }
-        self.apply(p, &event, "authorize").await
+        match self.apply(p, &event, "authorize").await {
+            // Someone resolved it meanwhile (a `get` on another request asked the processor):
+            // the stored state is the processor's answer.
+            Err(PaymentError::Conflict(_)) => self.load(&id).await,
+            other => other,
+        }
     }
 
     /// Reads a payment; an `unknown` one is resolved first (asking the processor).
@@ -350,15 +359,24 @@ impl Payments {
     /// Run in the background by the server; safe from several processes at once (the version
     /// check lets one of two concurrent resolutions win, the other is a no-op).
     pub async fn resolve_unknown(&self, limit: i64) -> Result<u64> {
+        // Only payments left unknown for a while: a payment is `unknown` for a moment during
+        // every create, and resolving it then would race the request that is creating it.
+        let before = self.now() - chrono::Duration::seconds(UNKNOWN_GRACE_S);
         let ids: Vec<String> = match &self.db {
-            Db::Postgres(p) => sqlx::query_scalar("SELECT id FROM gateway_payments WHERE status = 'unknown' ORDER BY created_at LIMIT $1")
-                .bind(limit)
-                .fetch_all(p)
-                .await?,
-            Db::Sqlite(s) => sqlx::query_scalar("SELECT id FROM gateway_payments WHERE status = 'unknown' ORDER BY created_at LIMIT ?")
-                .bind(limit)
-                .fetch_all(&s.pool)
-                .await?,
+            Db::Postgres(p) => sqlx::query_scalar(
+                "SELECT id FROM gateway_payments WHERE status = 'unknown' AND updated_at < $1 ORDER BY created_at LIMIT $2",
+            )
+            .bind(before)
+            .bind(limit)
+            .fetch_all(p)
+            .await?,
+            Db::Sqlite(s) => sqlx::query_scalar(
+                "SELECT id FROM gateway_payments WHERE status = 'unknown' AND updated_at < ? ORDER BY created_at LIMIT ?",
+            )
+            .bind(ts(before))
+            .bind(limit)
+            .fetch_all(&s.pool)
+            .await?,
         };
         let mut resolved = 0;
         for id in ids {

@@ -496,16 +496,43 @@ both_backends!(declines_and_timeouts, |t| async move {
         .unwrap();
     assert_eq!(p.status, "unknown");
     assert_eq!(clearing(&s).await, 0);
-    // The background resolver settles it (the same call `get` makes on read).
-    assert_eq!(s.payments.resolve_unknown(10).await.unwrap(), 1);
+    // The background resolver leaves fresh `unknown` payments to the request that is
+    // creating them; `get` resolves on read.
     assert_eq!(s.payments.resolve_unknown(10).await.unwrap(), 0);
+    // A second one, left unknown for a minute, is the resolver's.
+    let q = s
+        .payments
+        .create(pay(&tok, "5.00", true), "test")
+        .await
+        .unwrap();
+    assert_eq!(q.status, "unknown");
+    let minute_ago = chrono::Utc::now() - chrono::Duration::seconds(60);
+    match &t.db {
+        Db::Postgres(pool) => {
+            sqlx::query("UPDATE gateway_payments SET updated_at = $1 WHERE id = $2")
+                .bind(minute_ago)
+                .bind(&q.id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        }
+        Db::Sqlite(sq) => sqlx::query("UPDATE gateway_payments SET updated_at = ? WHERE id = ?")
+            .bind(minute_ago.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .bind(&q.id)
+            .execute(&sq.pool)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+    assert_eq!(s.payments.resolve_unknown(10).await.unwrap(), 1);
+    assert_eq!(s.payments.get(&q.id).await.unwrap().status, "captured");
     let resolved = s.payments.get(&p.id).await.unwrap();
     assert_eq!(
         (resolved.status, resolved.captured_minor),
         ("captured", 2500)
     );
     assert_eq!(s.payments.get(&p.id).await.unwrap().status, "captured");
-    assert_eq!(clearing(&s).await, 2500, "posted exactly once");
+    assert_eq!(clearing(&s).await, 3000, "each posted exactly once");
 });
 
 both_backends!(ach_returns_reverse_and_disable, |t| async move {
