@@ -20,6 +20,33 @@ pub struct AuditRecord<'a> {
     pub detail: &'a str,
 }
 
+/// Appends one record inside the caller's transaction (it commits with the work it describes).
+pub async fn record_in(tx: &mut crate::DbTx, r: AuditRecord<'_>) -> Result<(), sqlx::Error> {
+    match tx {
+        crate::DbTx::Postgres(t) => {
+            sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
+                .bind(r.at)
+                .bind(r.actor)
+                .bind(r.action)
+                .bind(r.subject)
+                .bind(r.detail)
+                .execute(&mut **t)
+                .await?;
+        }
+        crate::DbTx::Sqlite(t) => {
+            sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)")
+                .bind(r.at.to_rfc3339_opts(SecondsFormat::Micros, true))
+                .bind(r.actor)
+                .bind(r.action)
+                .bind(r.subject)
+                .bind(r.detail)
+                .execute(&mut **t)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Appends one record.
 pub async fn record(db: &Db, r: AuditRecord<'_>) -> Result<(), sqlx::Error> {
     match db {

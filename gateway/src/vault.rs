@@ -297,18 +297,28 @@ impl Vault {
         pm.fingerprint = hex::encode(fingerprint);
         let sealed = crypto::seal(&self.keys.ring, &payload.0, &aad(kind, &token))?;
         drop(payload);
-        self.insert(&pm, &fingerprint, &sealed).await?;
-        self.audit(actor, "vault.tokenize", &token, &format!("{kind} ok"))
-            .await?;
+        // The row and its audit record commit together: one transaction, one fsync.
+        let mut tx = self.db.begin().await.map_err(|e| VaultError::Corrupt(e.to_string()))?;
+        self.insert(&mut tx, &pm, &fingerprint, &sealed).await?;
+        let detail = format!("{kind} ok");
+        let record = db::audit::AuditRecord {
+            at: now(),
+            actor,
+            action: "vault.tokenize",
+            subject: &token,
+            detail: &detail,
+        };
+        db::audit::record_in(&mut tx, record).await?;
+        tx.commit().await.map_err(|e| VaultError::Corrupt(e.to_string()))?;
         Ok(pm)
     }
 
-    async fn insert(&self, pm: &PaymentMethod, fp: &[u8; 32], s: &Sealed) -> Result<()> {
+    async fn insert(&self, tx: &mut db::DbTx, pm: &PaymentMethod, fp: &[u8; 32], s: &Sealed) -> Result<()> {
         const COLS: &str = "token, kind, fingerprint, kek_version, wrapped_dek, dek_nonce, nonce, ciphertext, brand, last4, exp_month, exp_year, account_type, sec_code, status, created_at, updated_at";
         let month = pm.exp_month.map(i64::from);
         let year = pm.exp_year.map(i64::from);
-        match &self.db {
-            Db::Postgres(p) => {
+        match tx {
+            db::DbTx::Postgres(t) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO vault_payment_methods ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$16)"
                 )))
@@ -328,10 +338,10 @@ impl Vault {
                 .bind(&pm.sec_code)
                 .bind(&pm.status)
                 .bind(pm.created_at)
-                .execute(p)
+                .execute(&mut **t)
                 .await?;
             }
-            Db::Sqlite(sq) => {
+            db::DbTx::Sqlite(t) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO vault_payment_methods ({COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?16)"
                 )))
@@ -351,7 +361,7 @@ impl Vault {
                 .bind(&pm.sec_code)
                 .bind(&pm.status)
                 .bind(ts(pm.created_at))
-                .execute(&sq.pool)
+                .execute(&mut **t)
                 .await?;
             }
         }
