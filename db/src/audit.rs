@@ -34,14 +34,16 @@ pub async fn record_in(tx: &mut crate::DbTx, r: AuditRecord<'_>) -> Result<(), s
                 .await?;
         }
         crate::DbTx::Sqlite(t) => {
-            sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)")
-                .bind(r.at.to_rfc3339_opts(SecondsFormat::Micros, true))
-                .bind(r.actor)
-                .bind(r.action)
-                .bind(r.subject)
-                .bind(r.detail)
-                .execute(&mut **t)
-                .await?;
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(r.at.to_rfc3339_opts(SecondsFormat::Micros, true))
+            .bind(r.actor)
+            .bind(r.action)
+            .bind(r.subject)
+            .bind(r.detail)
+            .execute(&mut **t)
+            .await?;
         }
     }
     Ok(())

@@ -26,6 +26,8 @@ use crate::vault::{Revealed, Vault, VaultError};
 /// How long a payment must have been `unknown` before the background resolver asks the
 /// processor about it (a create in flight is `unknown` for the length of its processor call).
 pub const UNKNOWN_GRACE_S: i64 = 30;
+/// How long a claim on a payment lasts if its holder never finishes (it crashed).
+pub const CLAIM_LEASE_S: i64 = 60;
 
 /// The ledger accounts a currency's payments post to.
 #[derive(Clone, Debug)]
@@ -421,16 +423,20 @@ impl Payments {
             amount_minor: amount,
         };
         p.state.apply(&event)?; // refuse before calling the processor
+        let p = self.claim(p).await?;
         let r = p.processor_ref.clone().unwrap_or_default();
-        self.processor_ok(self.processor.capture(&r, amount).await)?;
+        self.processor_claimed(&p, self.processor.capture(&r, amount).await)
+            .await?;
         self.apply(p, &event, "capture").await
     }
 
     pub async fn void(&self, id: &str) -> Result<Payment> {
         let p = self.load(id).await?;
         p.state.apply(&Event::Void)?;
+        let p = self.claim(p).await?;
         let r = p.processor_ref.clone().unwrap_or_default();
-        self.processor_ok(self.processor.void(&r).await)?;
+        self.processor_claimed(&p, self.processor.void(&r).await)
+            .await?;
         self.apply(p, &Event::Void, "void").await
     }
 
@@ -443,9 +449,11 @@ impl Payments {
             amount_minor: amount,
         };
         p.state.apply(&event)?;
+        let p = self.claim(p).await?;
         let r = p.processor_ref.clone().unwrap_or_default();
         let reference = format!("{id}:refund:{}", p.version);
-        self.processor_ok(self.processor.refund(&r, &reference, amount).await)?;
+        self.processor_claimed(&p, self.processor.refund(&r, &reference, amount).await)
+            .await?;
         self.apply(p, &event, "refund").await
     }
 
@@ -485,7 +493,7 @@ impl Payments {
     /// Presents a returned ACH debit again — allowed after R01 / R09 only, at most twice
     /// (NACHA). A new debit goes to the processor; the collection is posted again.
     pub async fn represent(&self, id: &str, actor: &str) -> Result<Payment> {
-        let mut p = self.load(id).await?;
+        let p = self.load(id).await?;
         let code = p.failure_code.clone().unwrap_or_default();
         match crate::payment::return_action(&code, p.state.representments) {
             ReturnAction::MayRepresent { .. } if p.state.status == Status::Returned => {}
@@ -513,6 +521,7 @@ impl Payments {
                 message: format!("this payment method is {}", method.status),
             });
         }
+        let mut p = self.claim(p).await?;
         let reference = format!("{id}:represent:{}", p.state.representments + 1);
         let secret = self
             .vault
@@ -554,7 +563,7 @@ impl Payments {
                 p.failure_message = None;
             }
             other => {
-                self.processor_ok(other)?;
+                self.processor_claimed(&p, other).await?;
             }
         }
         self.apply(p, &Event::Represented, "represent").await
@@ -589,6 +598,76 @@ impl Payments {
             }
         }
         Ok(out)
+    }
+
+    /// Takes the payment for one operation before the processor is called: a lease on the row
+    /// (`claimed_until`), so of two concurrent captures (or refunds) only one reaches the
+    /// processor and the other gets `Conflict`. The lease ends when the operation is applied
+    /// or released, or after [`CLAIM_LEASE_S`] if this process died meanwhile.
+    async fn claim(&self, mut p: Payment) -> Result<Payment> {
+        let now = self.now();
+        let until = now + chrono::Duration::seconds(CLAIM_LEASE_S);
+        let n = match &self.db {
+            Db::Postgres(pool) => sqlx::query(
+                "UPDATE gateway_payments SET version = version + 1, claimed_until = $3
+                 WHERE id = $1 AND version = $2 AND (claimed_until IS NULL OR claimed_until < $4)",
+            )
+            .bind(&p.id)
+            .bind(p.version)
+            .bind(until)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Db::Sqlite(s) => sqlx::query(
+                "UPDATE gateway_payments SET version = version + 1, claimed_until = ?3
+                 WHERE id = ?1 AND version = ?2 AND (claimed_until IS NULL OR claimed_until < ?4)",
+            )
+            .bind(&p.id)
+            .bind(p.version)
+            .bind(ts(until))
+            .bind(ts(now))
+            .execute(&s.pool)
+            .await?
+            .rows_affected(),
+        };
+        if n == 0 {
+            return Err(PaymentError::Conflict(p.id.clone()));
+        }
+        p.version += 1;
+        Ok(p)
+    }
+
+    /// Gives a claim back when the processor refused (nothing changed).
+    async fn release(&self, p: &Payment) -> Result<()> {
+        match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query("UPDATE gateway_payments SET claimed_until = NULL WHERE id = $1 AND version = $2")
+                    .bind(&p.id)
+                    .bind(p.version)
+                    .execute(pool)
+                    .await?;
+            }
+            Db::Sqlite(s) => {
+                sqlx::query(
+                    "UPDATE gateway_payments SET claimed_until = NULL WHERE id = ? AND version = ?",
+                )
+                .bind(&p.id)
+                .bind(p.version)
+                .execute(&s.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps a processor answer for a claimed payment; a refusal releases the claim.
+    async fn processor_claimed(&self, p: &Payment, o: Outcome) -> Result<()> {
+        if let Err(e) = self.processor_ok(o) {
+            self.release(p).await?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn processor_ok(&self, o: Outcome) -> Result<()> {
@@ -777,7 +856,8 @@ impl Payments {
         Ok(match tx {
             DbTx::Postgres(t) => sqlx::query(
                 "UPDATE gateway_payments SET status = $1, authorized_minor = $2, captured_minor = $3, refunded_minor = $4,
-                    processor_ref = $5, failure_code = $6, failure_message = $7, version = $8, updated_at = $9
+                    processor_ref = $5, failure_code = $6, failure_message = $7, version = $8, updated_at = $9,
+                    claimed_until = NULL
                  WHERE id = $10 AND version = $11",
             )
             .bind(p.status).bind(p.authorized_minor).bind(p.captured_minor).bind(p.refunded_minor)
@@ -788,7 +868,8 @@ impl Payments {
             .rows_affected(),
             DbTx::Sqlite(t) => sqlx::query(
                 "UPDATE gateway_payments SET status = ?1, authorized_minor = ?2, captured_minor = ?3, refunded_minor = ?4,
-                    processor_ref = ?5, failure_code = ?6, failure_message = ?7, version = ?8, updated_at = ?9
+                    processor_ref = ?5, failure_code = ?6, failure_message = ?7, version = ?8, updated_at = ?9,
+                    claimed_until = NULL
                  WHERE id = ?10 AND version = ?11",
             )
             .bind(p.status).bind(p.authorized_minor).bind(p.captured_minor).bind(p.refunded_minor)

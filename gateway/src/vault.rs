@@ -298,7 +298,11 @@ impl Vault {
         let sealed = crypto::seal(&self.keys.ring, &payload.0, &aad(kind, &token))?;
         drop(payload);
         // The row and its audit record commit together: one transaction, one fsync.
-        let mut tx = self.db.begin().await.map_err(|e| VaultError::Corrupt(e.to_string()))?;
+        let mut tx = self
+            .db
+            .begin()
+            .await
+            .map_err(|e| VaultError::Corrupt(e.to_string()))?;
         self.insert(&mut tx, &pm, &fingerprint, &sealed).await?;
         let detail = format!("{kind} ok");
         let record = db::audit::AuditRecord {
@@ -309,11 +313,19 @@ impl Vault {
             detail: &detail,
         };
         db::audit::record_in(&mut tx, record).await?;
-        tx.commit().await.map_err(|e| VaultError::Corrupt(e.to_string()))?;
+        tx.commit()
+            .await
+            .map_err(|e| VaultError::Corrupt(e.to_string()))?;
         Ok(pm)
     }
 
-    async fn insert(&self, tx: &mut db::DbTx, pm: &PaymentMethod, fp: &[u8; 32], s: &Sealed) -> Result<()> {
+    async fn insert(
+        &self,
+        tx: &mut db::DbTx,
+        pm: &PaymentMethod,
+        fp: &[u8; 32],
+        s: &Sealed,
+    ) -> Result<()> {
         const COLS: &str = "token, kind, fingerprint, kek_version, wrapped_dek, dek_nonce, nonce, ciphertext, brand, last4, exp_month, exp_year, account_type, sec_code, status, created_at, updated_at";
         let month = pm.exp_month.map(i64::from);
         let year = pm.exp_year.map(i64::from);

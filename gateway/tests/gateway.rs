@@ -616,3 +616,41 @@ both_backends!(ach_returns_reverse_and_disable, |t| async move {
     let all = everything(&t.db).await;
     assert!(!all.contains("00012340001") && !all.contains(PAN));
 });
+
+both_backends!(
+    concurrent_captures_reach_the_processor_once,
+    |t| async move {
+        let s = shop(&t).await;
+        let tok = s.vault.tokenize(card(PAN), "test").await.unwrap().token;
+        for round in 0..5 {
+            let auth = s
+                .payments
+                .create(pay(&tok, "20.00", false), "test")
+                .await
+                .unwrap();
+            let (a, b) = tokio::join!(
+                s.payments.capture(&auth.id, None),
+                s.payments.capture(&auth.id, None)
+            );
+            assert_eq!(
+                u8::from(a.is_ok()) + u8::from(b.is_ok()),
+                1,
+                "round {round}: {a:?} / {b:?}"
+            );
+            let loser = if a.is_ok() { b } else { a };
+            let msg = loser.unwrap_err().to_string();
+            assert!(
+                msg.contains("changed by another request") || msg.contains("cannot take"),
+                "{msg}"
+            );
+            let p = s.payments.get(&auth.id).await.unwrap();
+            assert_eq!((p.status, p.captured_minor), ("captured", 2000));
+            let sbx = s
+                .sandbox
+                .transaction(p.processor_ref.as_deref().unwrap())
+                .unwrap();
+            assert_eq!(sbx.captured_minor, 2000, "the processor captured once");
+        }
+        assert_eq!(clearing(&s).await, 5 * 2000);
+    }
+);

@@ -25,6 +25,8 @@ CREATE TABLE gateway_payments (
     invoice_refs     TEXT NOT NULL,
     metadata         TEXT NOT NULL,
     version          BIGINT NOT NULL,
+    -- Set while one operation (capture, refund…) is at the processor; see Payments::claim.
+    claimed_until    TIMESTAMPTZ,
     created_at       TIMESTAMPTZ NOT NULL,
     updated_at       TIMESTAMPTZ NOT NULL,
     CHECK (0 <= refunded_minor AND refunded_minor <= captured_minor AND captured_minor <= authorized_minor AND authorized_minor <= amount_minor)
