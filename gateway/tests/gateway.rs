@@ -654,3 +654,73 @@ both_backends!(
         assert_eq!(clearing(&s).await, 5 * 2000);
     }
 );
+
+both_backends!(rotation_while_payments_are_in_flight, |t| async move {
+    // Tokens written under key 1; then the service runs with key 2 current and key 1 previous
+    // while `rotate` re-wraps the rows under it, and payments keep revealing tokens.
+    let (k1, k1_hex) = kek(1);
+    let fp = generate_key_hex().unwrap().to_string();
+    let old = Vault::new(t.db.clone(), keys(KeyRing::new(k1), &fp));
+    let mut tokens = Vec::new();
+    for _ in 0..60 {
+        tokens.push(old.tokenize(card(PAN), "test").await.unwrap().token);
+    }
+    let (k2, k2_hex) = kek(2);
+    let both = Vault::new(
+        t.db.clone(),
+        keys(
+            KeyRing::new(k2)
+                .with_previous(Kek::from_hex(1, &k1_hex).unwrap())
+                .unwrap(),
+            &fp,
+        ),
+    );
+    let s = shop(&t).await;
+    let payments = Payments::new(
+        t.db.clone(),
+        s.ledger.clone(),
+        both.clone(),
+        s.sandbox.clone(),
+        {
+            let mut m = std::collections::HashMap::new();
+            m.insert(
+                Currency::parse("USD").unwrap(),
+                PostingAccounts {
+                    entity: EntityCode::parse("MAIN", "e").unwrap(),
+                    clearing: AccountCode::parse("1100", "c").unwrap(),
+                    receivable: AccountCode::parse("1200", "c").unwrap(),
+                },
+            );
+            m
+        },
+    );
+    let mut load = Vec::new();
+    for chunk in tokens.chunks(15) {
+        let (payments, chunk) = (payments.clone(), chunk.to_vec());
+        load.push(tokio::spawn(async move {
+            for tok in chunk {
+                let p = payments
+                    .create(pay(&tok, "1.00", true), "test")
+                    .await
+                    .unwrap();
+                assert_eq!(p.status, "captured");
+            }
+        }));
+    }
+    let report = both.rotate("test", &|_| {}).await.unwrap();
+    for l in load {
+        l.await.unwrap();
+    }
+    assert_eq!(report.current_version, 2);
+    let only_k2 = Vault::new(
+        t.db.clone(),
+        keys(KeyRing::new(Kek::from_hex(2, &k2_hex).unwrap()), &fp),
+    );
+    for tok in &tokens {
+        assert!(
+            only_k2.reveal(tok, "check", "test").await.is_ok(),
+            "{tok} not re-wrapped"
+        );
+    }
+    assert_eq!(clearing(&s).await, 60 * 100);
+});
