@@ -79,6 +79,9 @@ pub struct RawServer {
     pub shutdown_grace_ms: u64,
     pub request_timeout_ms: u64,
     pub request_body_limit_bytes: usize,
+    /// Set when a TLS-terminating proxy sits in front: only then may plain HTTP listen on a
+    /// non-loopback address (card data must not cross a network in the clear).
+    pub behind_tls_proxy: bool,
     pub api_keys: Vec<RawApiKey>,
     /// The secret API keys are hashed with (HMAC-SHA256): a file or an environment variable
     /// holding 64 hex characters. Required when `api_keys` is not empty.
@@ -152,6 +155,7 @@ impl Default for RawServer {
             shutdown_grace_ms: 10_000,
             request_timeout_ms: 30_000,
             request_body_limit_bytes: 1024 * 1024,
+            behind_tls_proxy: false,
             api_keys: Vec::new(),
             api_key_secret: None,
         }
@@ -238,6 +242,8 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     pub request_timeout_ms: u64,
     pub request_body_limit_bytes: usize,
+    /// Plain HTTP may listen beyond loopback only behind a TLS-terminating proxy.
+    pub behind_tls_proxy: bool,
     pub api_keys: Vec<ApiKey>,
     /// The key API keys are hashed with (an HMAC-SHA256 key, redacted in Debug).
     pub api_key_secret: Option<std::sync::Arc<gateway::crypto::FingerprintKey>>,
@@ -380,6 +386,15 @@ impl Config {
                 ),
             )
         })?;
+        if !listen.ip().is_loopback() && !raw.server.behind_tls_proxy {
+            return Err(bad(
+                "server.listen",
+                format!(
+                    "{listen} is not a loopback address: cashloop serves plain HTTP, so set server.behind_tls_proxy = true \
+                     when a TLS-terminating proxy sits in front"
+                ),
+            ));
+        }
         if raw.server.request_body_limit_bytes < 1024 {
             return Err(bad(
                 "server.request_body_limit_bytes",
@@ -559,6 +574,7 @@ impl Config {
             shutdown_grace_ms: raw.server.shutdown_grace_ms,
             request_timeout_ms: raw.server.request_timeout_ms,
             request_body_limit_bytes: raw.server.request_body_limit_bytes,
+            behind_tls_proxy: raw.server.behind_tls_proxy,
             api_keys,
             api_key_secret,
             log_format,
@@ -634,5 +650,11 @@ mod tests {
             "[vault]\nkek = { version = 1, file = \"k\" }\nprevious_keks = [{ version = 1, file = \"o\" }]\nfingerprint_key = { version = 1, env = \"F\" }",
             Some("vault.previous_keks[0]"),
         );
+        check("[server]\nlisten = \"0.0.0.0:8080\"", Some("server.listen"));
+        check(
+            "[server]\nlisten = \"0.0.0.0:8080\"\nbehind_tls_proxy = true",
+            None,
+        );
+        check("[server]\nlisten = \"[::1]:8080\"", None);
     }
 }

@@ -54,6 +54,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 config.listen = listen
                     .parse()
                     .map_err(|_| anyhow::anyhow!("--listen: {listen:?} is not an address:port"))?;
+                if !config.listen.ip().is_loopback() && !config.behind_tls_proxy {
+                    anyhow::bail!(
+                        "--listen: {} is not a loopback address; plain HTTP beyond loopback needs server.behind_tls_proxy = true",
+                        config.listen
+                    );
+                }
             }
             cli::init_logging(&config, "info");
             serve(config).await?;
