@@ -19,3 +19,4 @@ pub mod processor;
 pub mod sandbox;
 pub mod service;
 pub mod vault;
+pub mod webhooks;

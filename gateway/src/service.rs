@@ -133,6 +133,7 @@ pub struct Payments {
     vault: Vault,
     processor: Arc<dyn Processor>,
     accounts: Arc<HashMap<Currency, PostingAccounts>>,
+    outbox: Option<crate::webhooks::Outbox>,
 }
 
 const COLUMNS: &str = "id, token, method_kind, amount_minor, currency, status, authorized_minor, captured_minor, refunded_minor, capture_requested, representments, processor, processor_ref, failure_code, failure_message, entity, opportunity_id, account_id, invoice_refs, metadata, version, created_at, updated_at";
@@ -151,7 +152,15 @@ impl Payments {
             vault,
             processor,
             accounts: Arc::new(accounts),
+            outbox: None,
         }
+    }
+
+    /// Announces every payment change to the outbox's subscribers (`payment.updated`),
+    /// queued in the same transaction as the change.
+    pub fn with_outbox(mut self, outbox: crate::webhooks::Outbox) -> Payments {
+        self.outbox = Some(outbox);
+        self
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -726,6 +735,14 @@ impl Payments {
         });
         self.event_in(&mut tx, &p, kind, amount, entry_id, at)
             .await?;
+        if let Some(outbox) = &self.outbox {
+            let payload =
+                serde_json::to_value(&p).map_err(|e| PaymentError::Corrupt(e.to_string()))?;
+            let event_id = format!("{}:v{}", p.id, p.version);
+            outbox
+                .enqueue_in(&mut tx, "payment.updated", &event_id, &payload, at)
+                .await?;
+        }
         tx.commit().await?;
         Ok((p, t.return_action))
     }

@@ -724,3 +724,161 @@ both_backends!(rotation_while_payments_are_in_flight, |t| async move {
     }
     assert_eq!(clearing(&s).await, 60 * 100);
 });
+
+// ---- outbound webhooks ----
+
+/// A tiny HTTP receiver on 127.0.0.1:0 that records requests and answers with `status`.
+async fn receiver(status: u16) -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let head = &text[..end];
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            let sig = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .starts_with("cashloop-signature:")
+                                        .then(|| l[19..].trim().to_owned())
+                                })
+                                .unwrap_or_default();
+                            let body =
+                                String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                            store.lock().unwrap().push((sig, body));
+                            let resp = format!(
+                                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            );
+                            let _ = sock.write_all(resp.as_bytes()).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+both_backends!(webhooks_are_signed_delivered_and_retried, |t| async move {
+    use gateway::webhooks::{MAX_ATTEMPTS, Outbox, Subscriber, verify};
+    let (ok_url, ok_got) = receiver(200).await;
+    let (bad_url, bad_got) = receiver(500).await;
+    let secret_hex = generate_key_hex().unwrap().to_string();
+    let secret = Arc::new(FingerprintKey::from_hex(1, &secret_hex).unwrap());
+    let outbox = Outbox::new(
+        t.db.clone(),
+        vec![
+            Subscriber {
+                name: "salesforce".into(),
+                url: ok_url,
+                secret: secret.clone(),
+            },
+            Subscriber {
+                name: "broken".into(),
+                url: bad_url,
+                secret: secret.clone(),
+            },
+        ],
+    )
+    .unwrap();
+    let mut s = shop(&t).await;
+    s.payments = s.payments.clone().with_outbox(outbox.clone());
+    let tok = s.vault.tokenize(card(PAN), "test").await.unwrap().token;
+    let sale = s
+        .payments
+        .create(pay(&tok, "9.99", true), "test")
+        .await
+        .unwrap();
+    // A rolled-back change announces nothing: a refused refund leaves no event behind.
+    assert!(s.payments.refund(&sale.id, Some(100_000)).await.is_err());
+    let now = chrono::Utc::now();
+    let (delivered, failed) = outbox.deliver_due(now).await.unwrap();
+    assert_eq!((delivered, failed), (1, 1));
+    let got = ok_got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let (sig, body) = &got[0];
+    assert!(
+        verify(&secret, sig, body.as_bytes(), now.timestamp(), 300),
+        "signature verifies: {sig}"
+    );
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        (
+            v["type"].as_str(),
+            v["data"]["id"].as_str(),
+            v["data"]["status"].as_str()
+        ),
+        (
+            Some("payment.updated"),
+            Some(sale.id.as_str()),
+            Some("captured")
+        )
+    );
+    assert!(!body.contains(PAN));
+    // The broken subscriber is retried with backoff, then given up on.
+    assert_eq!(
+        outbox.deliver_due(now).await.unwrap(),
+        (0, 0),
+        "not due again yet"
+    );
+    let mut later = now;
+    for _ in 1..MAX_ATTEMPTS {
+        later += chrono::Duration::hours(2);
+        assert_eq!(outbox.deliver_due(later).await.unwrap(), (0, 1));
+    }
+    later += chrono::Duration::hours(2);
+    assert_eq!(
+        outbox.deliver_due(later).await.unwrap(),
+        (0, 0),
+        "failed for good"
+    );
+    assert_eq!(
+        bad_got.lock().unwrap().len(),
+        usize::try_from(MAX_ATTEMPTS).unwrap()
+    );
+    let failed = outbox.deliveries(Some("failed"), 10).await.unwrap();
+    assert_eq!(
+        (
+            failed.len(),
+            failed[0].subscriber.as_str(),
+            failed[0].attempts,
+            failed[0].last_status
+        ),
+        (1, "broken", MAX_ATTEMPTS, Some(500))
+    );
+    assert_eq!(
+        outbox
+            .deliveries(Some("delivered"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+});
