@@ -25,6 +25,16 @@ pub struct RawConfig {
     pub ledger: RawLedger,
     pub vault: Option<RawVault>,
     pub gateway: Option<RawGateway>,
+    pub webhooks: Vec<RawWebhook>,
+}
+
+/// An outbound webhook subscriber: payment events are POSTed to `url`, signed with `secret`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub name: String,
+    pub url: String,
+    pub secret: RawSecret,
 }
 
 /// Payments: which processor, and the ledger accounts each currency posts to.
@@ -133,6 +143,7 @@ impl Default for RawConfig {
             ledger: RawLedger::default(),
             vault: None,
             gateway: None,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -257,6 +268,7 @@ pub struct Config {
     pub vault: Option<VaultKeySources>,
     /// Payments; `None` when not set up (needs the vault too).
     pub gateway: Option<GatewayConfig>,
+    pub webhooks: Vec<gateway::webhooks::Subscriber>,
 }
 
 #[derive(Clone, Debug)]
@@ -562,6 +574,31 @@ impl Config {
                 })
             }
         };
+        let mut webhooks = Vec::new();
+        for (i, w) in raw.webhooks.iter().enumerate() {
+            let key = |f: &str| format!("webhooks[{i}].{f}");
+            if w.name.trim().is_empty()
+                || webhooks
+                    .iter()
+                    .any(|s: &gateway::webhooks::Subscriber| s.name == w.name)
+            {
+                return Err(bad(&key("name"), "must be non-empty and unique"));
+            }
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                return Err(bad(&key("url"), "must be an http(s) URL"));
+            }
+            let secret = match (&w.secret.file, &w.secret.env) {
+                (Some(f), None) => gateway::crypto::FingerprintKey::from_file(1, f),
+                (None, Some(e)) => gateway::crypto::FingerprintKey::from_env(1, e),
+                _ => return Err(bad(&key("secret"), "give exactly one of `file` or `env`")),
+            }
+            .map_err(|e| bad(&key("secret"), e.to_string()))?;
+            webhooks.push(gateway::webhooks::Subscriber {
+                name: w.name.clone(),
+                url: w.url.clone(),
+                secret: std::sync::Arc::new(secret),
+            });
+        }
         Ok(Config {
             database_url: url,
             db: db::DbOptions {
@@ -585,6 +622,7 @@ impl Config {
             seal_interval_ms: raw.ledger.seal_interval_ms,
             vault,
             gateway,
+            webhooks,
         })
     }
 }

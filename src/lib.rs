@@ -115,14 +115,28 @@ pub async fn serve_on(
     let db = cli::open_db(&config).await?;
     let ledger = cli::open_ledger(&config, db.clone());
     let vault = vault_keys.map(|k| gateway::vault::Vault::new(db.clone(), k));
-    let payments = match (&config.gateway, &vault) {
-        (Some(g), Some(v)) => Some(gateway::service::Payments::new(
+    let outbox = if config.webhooks.is_empty() {
+        None
+    } else {
+        Some(gateway::webhooks::Outbox::new(
             db.clone(),
-            ledger.clone(),
-            v.clone(),
-            std::sync::Arc::new(gateway::sandbox::SandboxProcessor::new()),
-            g.accounts.clone(),
-        )),
+            config.webhooks.clone(),
+        )?)
+    };
+    let payments = match (&config.gateway, &vault) {
+        (Some(g), Some(v)) => {
+            let p = gateway::service::Payments::new(
+                db.clone(),
+                ledger.clone(),
+                v.clone(),
+                std::sync::Arc::new(gateway::sandbox::SandboxProcessor::new()),
+                g.accounts.clone(),
+            );
+            Some(match &outbox {
+                Some(o) => p.with_outbox(o.clone()),
+                None => p,
+            })
+        }
         _ => None,
     };
     let sealer = ledger.spawn_sealer(std::time::Duration::from_millis(config.seal_interval_ms));
@@ -146,6 +160,7 @@ pub async fn serve_on(
         ledger,
         vault,
         payments,
+        outbox,
         db: db.clone(),
         config: std::sync::Arc::new(config),
     };

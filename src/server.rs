@@ -35,6 +35,8 @@ pub struct AppState {
     pub vault: Option<gateway::vault::Vault>,
     /// Payments, when `[gateway]` is configured.
     pub payments: Option<gateway::service::Payments>,
+    /// Outbound webhooks, when `[[webhooks]]` are configured.
+    pub outbox: Option<gateway::webhooks::Outbox>,
     pub db: Db,
     pub config: Arc<Config>,
 }
@@ -262,6 +264,7 @@ pub fn router(state: AppState) -> Router {
         .route("/payments/{id}/void", post(void_payment))
         .route("/payments/{id}/refunds", post(refund_payment))
         .route("/payments/{id}/represent", post(represent_payment))
+        .route("/webhooks/deliveries", get(webhook_deliveries))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -983,6 +986,38 @@ async fn get_payment(
         &[Role::Admin, Role::Payments, Role::Finance, Role::Auditor],
     )?;
     Ok(Json(payments(&state)?.get(&id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct DeliveryQuery {
+    status: Option<String>,
+}
+
+async fn webhook_deliveries(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Response, AppError> {
+    require(
+        &caller,
+        &[Role::Admin, Role::Finance, Role::Auditor, Role::Payments],
+    )?;
+    if let Some(s) = q.status.as_deref()
+        && !matches!(s, "pending" | "delivered" | "failed")
+    {
+        return Err(invalid(
+            "status",
+            "status: must be pending, delivered or failed".to_owned(),
+        ));
+    }
+    let Some(outbox) = &state.outbox else {
+        return Ok(Json(json!({"data": []})).into_response());
+    };
+    let rows = outbox
+        .deliveries(q.status.as_deref(), 100)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(Json(json!({"data": rows})).into_response())
 }
 
 #[derive(Deserialize)]

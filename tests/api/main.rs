@@ -1327,6 +1327,7 @@ async fn role_matrix() {
         ("POST", "/v1/payments/pay_x/void", &["admin", "payments"]),
         ("POST", "/v1/payments/pay_x/refunds", &["admin", "payments"]),
         ("POST", "/v1/payments/pay_x/represent", &["admin", "payments"]),
+        ("GET", "/v1/webhooks/deliveries", all),
     ];
     for (method, path, allowed) in &routes {
         let (s, _, _) = app.call(method, path, None, None, Some("{}")).await;
