@@ -260,10 +260,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/{token}", get(get_token))
         .route("/payments", post(post_payment).get(list_payments))
         .route("/payments/{id}", get(get_payment))
-        .route("/payments/{id}/capture", post(capture_payment))
-        .route("/payments/{id}/void", post(void_payment))
-        .route("/payments/{id}/refunds", post(refund_payment))
-        .route("/payments/{id}/represent", post(represent_payment))
+        .route("/payments/{id}/{action}", post(payment_action_route))
         .route("/webhooks/deliveries", get(webhook_deliveries))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
@@ -904,76 +901,29 @@ async fn payment_action(
     .await
 }
 
-async fn capture_payment(
+/// `POST /v1/payments/{id}/{capture|void|refunds|represent}`: one handler, the action decides.
+async fn payment_action_route(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, AppError> {
-    payment_action(
-        state,
-        caller,
-        headers,
-        bytes,
-        id,
-        "POST /v1/payments/{id}/capture",
-    )
-    .await
-}
-
-async fn void_payment(
-    State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Result<Response, AppError> {
-    payment_action(
-        state,
-        caller,
-        headers,
-        bytes,
-        id,
-        "POST /v1/payments/{id}/void",
-    )
-    .await
-}
-
-async fn refund_payment(
-    State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Result<Response, AppError> {
-    payment_action(
-        state,
-        caller,
-        headers,
-        bytes,
-        id,
-        "POST /v1/payments/{id}/refunds",
-    )
-    .await
-}
-
-async fn represent_payment(
-    State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Result<Response, AppError> {
-    payment_action(
-        state,
-        caller,
-        headers,
-        bytes,
-        id,
-        "POST /v1/payments/{id}/represent",
-    )
-    .await
+    let route = match action.as_str() {
+        "capture" => "POST /v1/payments/{id}/capture",
+        "void" => "POST /v1/payments/{id}/void",
+        "refunds" => "POST /v1/payments/{id}/refunds",
+        "represent" => "POST /v1/payments/{id}/represent",
+        _ => {
+            return Err(AppError::Api {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                field: None,
+                message: "no such route".to_owned(),
+            });
+        }
+    };
+    payment_action(state, caller, headers, bytes, id, route).await
 }
 
 async fn get_payment(
