@@ -41,10 +41,45 @@ pub struct RawWebhook {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawGateway {
-    /// `sandbox` (deterministic test processor).
+    /// `sandbox` (deterministic test processor) or `authorize_net`.
     pub processor: String,
     /// Per currency code: `{ entity = "MAIN", clearing = "1100", receivable = "1200" }`.
     pub accounts: std::collections::BTreeMap<String, RawPostingAccounts>,
+    /// How often `unknown` payments are looked up and ACH debits polled (default 5000).
+    pub resolver_interval_ms: Option<u64>,
+    /// How long before an ACH debit's status is asked again (default 900).
+    pub ach_poll_interval_s: Option<u64>,
+    pub sandbox: Option<RawSandbox>,
+    pub authorize_net: Option<RawAuthorizeNet>,
+}
+
+/// The sandbox processor's clock for ACH.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSandbox {
+    /// A debit settles this long after submission; a scheduled return arrives after twice
+    /// this (default 60000).
+    pub ach_settle_after_ms: Option<u64>,
+}
+
+/// The Authorize.Net connector.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorizeNet {
+    /// `https://api.authorize.net/xml/v1/request.api` (production) or
+    /// `https://apitest.authorize.net/xml/v1/request.api` (sandbox); `http://` only to loopback.
+    pub endpoint: String,
+    pub api_login_id: String,
+    pub transaction_key: RawSecret,
+    /// The Signature Key (128 hex characters) that signs webhooks; without it
+    /// `POST /v1/processors/authorize_net/webhooks` answers 404.
+    pub signature_key: Option<RawSecret>,
+    /// Per call (default 30000).
+    pub timeout_ms: Option<u64>,
+    /// Days of settled batches a lookup searches (default 2).
+    pub lookup_days: Option<u32>,
+    /// Oldest notification accepted, by its eventDate (default 259200 = 3 days).
+    pub webhook_max_age_s: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -273,8 +308,68 @@ pub struct Config {
 
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
-    pub processor: String,
+    pub processor: ProcessorConfig,
     pub accounts: std::collections::HashMap<ledger::Currency, gateway::service::PostingAccounts>,
+    pub resolver_interval_ms: u64,
+    pub ach_poll_interval_s: u64,
+}
+
+/// The processor payments go to.
+#[derive(Clone, Debug)]
+pub enum ProcessorConfig {
+    Sandbox {
+        ach_settle_after_ms: u64,
+    },
+    AuthorizeNet {
+        client: std::sync::Arc<gateway::authnet::AuthorizeNetConfig>,
+        signature_key: Option<std::sync::Arc<gateway::authnet::webhook::SignatureKey>>,
+        webhook_max_age_s: i64,
+    },
+}
+
+/// A secret's text from a file (trimmed) or an environment variable.
+fn secret_text(src: &RawSecret, key: &str) -> Result<zeroize::Zeroizing<String>, ConfigError> {
+    let text = match (&src.file, &src.env) {
+        (Some(f), None) => std::fs::read_to_string(f)
+            .map_err(|e| bad(key, format!("cannot read {}: {e}", f.display())))?,
+        (None, Some(e)) => std::env::var(e)
+            .map_err(|_| bad(key, format!("environment variable {e} is not set")))?,
+        _ => return Err(bad(key, "give exactly one of `file` or `env`")),
+    };
+    let text = zeroize::Zeroizing::new(text);
+    let trimmed = zeroize::Zeroizing::new(text.trim().to_owned());
+    if trimmed.is_empty() {
+        return Err(bad(key, "is empty"));
+    }
+    Ok(trimmed)
+}
+
+/// `https://…`, or `http://` to a loopback host (a local simulator).
+fn check_endpoint(url: &str, key: &str) -> Result<(), ConfigError> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(bad(key, "must be an https:// URL"));
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(bad(
+            key,
+            "must be https:// (plain http only to a loopback address)",
+        ))
+    }
 }
 
 /// Where one key comes from.
@@ -526,12 +621,62 @@ impl Config {
         let gateway = match &raw.gateway {
             None => None,
             Some(g) => {
-                if g.processor != "sandbox" {
-                    return Err(bad(
-                        "gateway.processor",
-                        format!("{:?} is not a known processor (sandbox)", g.processor),
-                    ));
-                }
+                let processor = match g.processor.as_str() {
+                    "sandbox" => ProcessorConfig::Sandbox {
+                        ach_settle_after_ms: g
+                            .sandbox
+                            .as_ref()
+                            .and_then(|s| s.ach_settle_after_ms)
+                            .unwrap_or(60_000),
+                    },
+                    "authorize_net" => {
+                        let a = g.authorize_net.as_ref().ok_or_else(|| {
+                            bad(
+                                "gateway.authorize_net",
+                                "processor = \"authorize_net\" needs a [gateway.authorize_net] section",
+                            )
+                        })?;
+                        check_endpoint(&a.endpoint, "gateway.authorize_net.endpoint")?;
+                        if a.api_login_id.trim().is_empty() || a.api_login_id.len() > 25 {
+                            return Err(bad(
+                                "gateway.authorize_net.api_login_id",
+                                "must be 1 to 25 characters",
+                            ));
+                        }
+                        let transaction_key = secret_text(
+                            &a.transaction_key,
+                            "gateway.authorize_net.transaction_key",
+                        )?;
+                        let signature_key = match &a.signature_key {
+                            None => None,
+                            Some(src) => {
+                                let k = "gateway.authorize_net.signature_key";
+                                let text = secret_text(src, k)?;
+                                Some(std::sync::Arc::new(
+                                    gateway::authnet::webhook::SignatureKey::from_hex(&text)
+                                        .map_err(|e| bad(k, e))?,
+                                ))
+                            }
+                        };
+                        ProcessorConfig::AuthorizeNet {
+                            client: std::sync::Arc::new(gateway::authnet::AuthorizeNetConfig {
+                                endpoint: a.endpoint.clone(),
+                                api_login_id: a.api_login_id.clone(),
+                                transaction_key,
+                                timeout_ms: a.timeout_ms.unwrap_or(30_000).max(1),
+                                lookup_days: a.lookup_days.unwrap_or(2),
+                            }),
+                            signature_key,
+                            webhook_max_age_s: a.webhook_max_age_s.unwrap_or(259_200),
+                        }
+                    }
+                    other => {
+                        return Err(bad(
+                            "gateway.processor",
+                            format!("{other:?} is not a known processor (sandbox, authorize_net)"),
+                        ));
+                    }
+                };
                 if vault.is_none() {
                     return Err(bad(
                         "gateway",
@@ -569,8 +714,10 @@ impl Config {
                     ));
                 }
                 Some(GatewayConfig {
-                    processor: g.processor.clone(),
+                    processor,
                     accounts,
+                    resolver_interval_ms: g.resolver_interval_ms.unwrap_or(5_000).max(10),
+                    ach_poll_interval_s: g.ach_poll_interval_s.unwrap_or(900),
                 })
             }
         };

@@ -123,13 +123,41 @@ pub async fn serve_on(
             config.webhooks.clone(),
         )?)
     };
+    let authnet = match &config.gateway {
+        Some(config::GatewayConfig {
+            processor: config::ProcessorConfig::AuthorizeNet { client, .. },
+            ..
+        }) => Some(gateway::authnet::AuthorizeNet::new(
+            gateway::authnet::AuthorizeNetConfig {
+                endpoint: client.endpoint.clone(),
+                api_login_id: client.api_login_id.clone(),
+                transaction_key: client.transaction_key.clone(),
+                timeout_ms: client.timeout_ms,
+                lookup_days: client.lookup_days,
+            },
+        )?),
+        _ => None,
+    };
     let payments = match (&config.gateway, &vault) {
         (Some(g), Some(v)) => {
+            let processor: std::sync::Arc<dyn gateway::processor::Processor> = match &g.processor {
+                config::ProcessorConfig::Sandbox {
+                    ach_settle_after_ms,
+                } => std::sync::Arc::new(
+                    gateway::sandbox::SandboxProcessor::new().with_ach_settle_after(
+                        std::time::Duration::from_millis(*ach_settle_after_ms),
+                    ),
+                ),
+                config::ProcessorConfig::AuthorizeNet { .. } => match &authnet {
+                    Some(a) => std::sync::Arc::new(a.clone()),
+                    None => anyhow::bail!("gateway.authorize_net: connector not built"),
+                },
+            };
             let p = gateway::service::Payments::new(
                 db.clone(),
                 ledger.clone(),
                 v.clone(),
-                std::sync::Arc::new(gateway::sandbox::SandboxProcessor::new()),
+                processor,
                 g.accounts.clone(),
             );
             Some(match &outbox {
@@ -150,17 +178,19 @@ pub async fn serve_on(
         "cashloop serving"
     );
     let (resolver_stop, resolver_rx) = tokio::sync::watch::channel(false);
-    if let Some(p) = &payments {
-        tokio::spawn(
-            p.clone()
-                .run_resolver(std::time::Duration::from_secs(5), resolver_rx),
-        );
+    if let (Some(p), Some(g)) = (&payments, &config.gateway) {
+        tokio::spawn(p.clone().run_resolver(
+            std::time::Duration::from_millis(g.resolver_interval_ms),
+            chrono::Duration::seconds(g.ach_poll_interval_s as i64),
+            resolver_rx,
+        ));
     }
     let state = server::AppState {
         ledger,
         vault,
         payments,
         outbox,
+        authnet,
         db: db.clone(),
         config: std::sync::Arc::new(config),
     };

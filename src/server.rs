@@ -37,6 +37,8 @@ pub struct AppState {
     pub payments: Option<gateway::service::Payments>,
     /// Outbound webhooks, when `[[webhooks]]` are configured.
     pub outbox: Option<gateway::webhooks::Outbox>,
+    /// The Authorize.Net connector, when it is the processor (inbound webhooks use it).
+    pub authnet: Option<gateway::authnet::AuthorizeNet>,
     pub db: Db,
     pub config: Arc<Config>,
 }
@@ -266,6 +268,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        // Authenticated by its signature, not an API key: Authorize.Net cannot send one.
+        .route(
+            "/v1/processors/authorize_net/webhooks",
+            post(authnet_webhook),
+        )
         .nest("/v1", v1)
         .fallback(|| async { body(StatusCode::NOT_FOUND, "not_found", "no such route", None) })
         .layer(TimeoutLayer::with_status_code(
@@ -385,6 +392,117 @@ async fn authenticate(
         .await;
     }
     Ok(resp)
+}
+
+/// `POST /v1/processors/authorize_net/webhooks`: a notification from Authorize.Net. The
+/// signature is checked over the raw bytes before anything is parsed; a notification is acted
+/// on once (by `notificationId`); its content is never trusted beyond naming a transaction —
+/// the payment is resolved by asking Authorize.Net.
+async fn authnet_webhook(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, AppError> {
+    let from = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "-".to_owned(), |c| c.0.ip().to_string());
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    // The body-limit layer has already bounded the size.
+    let raw = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| AppError::Api {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_body",
+            field: None,
+            message: format!("cannot read the body: {e}"),
+        })?;
+    let not_here = || AppError::Api {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        field: None,
+        message: "Authorize.Net webhooks are not configured (gateway.authorize_net.signature_key)"
+            .into(),
+    };
+    let (Some(client), Some(payments), Some(gw)) =
+        (&state.authnet, &state.payments, &state.config.gateway)
+    else {
+        return Err(not_here());
+    };
+    let crate::config::ProcessorConfig::AuthorizeNet {
+        signature_key: Some(key),
+        webhook_max_age_s,
+        ..
+    } = &gw.processor
+    else {
+        return Err(not_here());
+    };
+    let signature = headers
+        .get("x-anet-signature")
+        .and_then(|v| v.to_str().ok());
+    let refused = |e: gateway::authnet::webhook::WebhookError| AppError::Api {
+        status: match e {
+            gateway::authnet::webhook::WebhookError::BadBody(_) => StatusCode::BAD_REQUEST,
+            gateway::authnet::webhook::WebhookError::Stale(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::UNAUTHORIZED,
+        },
+        code: e.code(),
+        field: None,
+        message: e.to_string(),
+    };
+    if let Err(e) = key.verify(signature, &raw) {
+        audit(
+            &state,
+            "authorize_net",
+            "webhook rejected",
+            "/v1/processors/authorize_net/webhooks",
+            &format!("{} from={from}", e.code()),
+        )
+        .await;
+        return Err(refused(e));
+    }
+    let (n, at) =
+        gateway::authnet::webhook::parse(&raw, chrono::Utc::now(), *webhook_max_age_s, 300)
+            .map_err(refused)?;
+    let trans_id = (n.payload.entity_name == "transaction" && !n.payload.id.is_empty())
+        .then_some(n.payload.id.as_str());
+    // The payment this transaction belongs to, from Authorize.Net's own record of it.
+    let payment_id = match trans_id {
+        Some(t) => client.our_reference(t).await.map_err(|e| AppError::Api {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "processor_unavailable",
+            field: None,
+            message: format!("cannot read the transaction from Authorize.Net; retry later ({e})"),
+        })?,
+        None => None,
+    };
+    let outcome = payments
+        .processor_event(&gateway::service::ProcessorEvent {
+            processor: "authorize_net",
+            event_id: &n.notification_id,
+            event_type: &n.event_type,
+            processor_ref: trans_id,
+            payment_id: payment_id.as_deref(),
+            event_at: at,
+        })
+        .await?;
+    let (status_text, detail) = match &outcome {
+        Some(o) => ("processed", o.clone()),
+        None => ("duplicate", "already processed".to_owned()),
+    };
+    audit(
+        &state,
+        "authorize_net",
+        &format!("webhook {}", n.event_type),
+        &n.notification_id,
+        &format!("{status_text}: {detail} from={from}"),
+    )
+    .await;
+    Ok((
+        StatusCode::OK,
+        Json(json!({"status": status_text, "outcome": detail})),
+    )
+        .into_response())
 }
 
 /// Appends to the audit log; a failure to audit is logged loudly but does not undo the call.

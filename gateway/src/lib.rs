@@ -9,6 +9,7 @@
 //! in one transaction. The Authorize.Net connector and webhooks come next. This crate depends
 //! on `ledger` and must not know Salesforce or Sage object shapes.
 
+pub mod authnet;
 pub mod bank;
 pub mod card;
 pub mod crypto;

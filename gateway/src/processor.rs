@@ -104,6 +104,19 @@ pub enum LookupResult {
     },
 }
 
+/// Where a submitted ACH debit stands at the processor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AchStatus {
+    /// Submitted, not yet settled.
+    Pending,
+    /// Settled: the money counts as collected (a return may still follow, for up to 60 days).
+    Settled,
+    /// The receiving bank sent it back with a NACHA return code.
+    Returned { r_code: String, description: String },
+    /// Cannot tell now (the processor is unreachable, or answered a state we do not map).
+    Unknown { detail: String },
+}
+
 /// A card / ACH processor.
 pub trait Processor: Send + Sync + std::fmt::Debug {
     /// A short name stored with every payment (`sandbox`, `authorize_net`).
@@ -121,4 +134,6 @@ pub trait Processor: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Outcome>;
     /// What happened to the request we sent with `reference`.
     fn lookup<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, LookupResult>;
+    /// Where the ACH debit `processor_ref` stands (polled until its return window closes).
+    fn ach_status<'a>(&'a self, processor_ref: &'a str) -> BoxFuture<'a, AchStatus>;
 }

@@ -58,7 +58,8 @@ use std::time::Duration;
 
 use crate::card::CardBrand;
 use crate::processor::{
-    AuthorizeRequest, BoxFuture, DeclineCode, Instrument, LookupResult, Outcome, Processor,
+    AchStatus, AuthorizeRequest, BoxFuture, DeclineCode, Instrument, LookupResult, Outcome,
+    Processor,
 };
 
 /// The card whose authorization takes effect but whose answer is lost.
@@ -106,6 +107,15 @@ const ACH_RETURNS: [AchReturn; 10] = [
     ach_return("0029", "R29", "Corporate customer advises not authorized"),
 ];
 
+/// The NACHA return (code, description) the sandboxes schedule for an account number ending
+/// in `last4`; the Authorize.Net simulator uses the same triggers.
+pub(crate) fn scheduled_return(last4: &str) -> Option<(&'static str, &'static str)> {
+    ACH_RETURNS
+        .iter()
+        .find(|ret| ret.suffix == last4)
+        .map(|ret| (ret.r_code, ret.description))
+}
+
 const fn ach_return(
     suffix: &'static str,
     r_code: &'static str,
@@ -150,6 +160,9 @@ pub struct SandboxTransaction {
 pub struct SandboxProcessor {
     state: Mutex<State>,
     latency: Duration,
+    /// When set, [`Processor::ach_status`] plays the bank's clock: a debit settles once it is
+    /// this old, and a scheduled return arrives after twice this. Unset: only `settle_*` move.
+    ach_settle_after: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -182,6 +195,7 @@ enum Method {
         state: AchState,
         /// Decided at submission so the account number need not be kept.
         scheduled_return: Option<&'static AchReturn>,
+        submitted: std::time::Instant,
     },
 }
 
@@ -250,6 +264,13 @@ impl SandboxProcessor {
     /// Sleeps `latency` in every processor call, to make benchmarks feel a real network.
     pub fn with_latency(mut self, latency: Duration) -> SandboxProcessor {
         self.latency = latency;
+        self
+    }
+
+    /// Lets debits settle (and scheduled returns arrive) by age, as seen by `ach_status`:
+    /// what `cashloop serve` uses, so a sandbox deployment shows whole ACH lifecycles.
+    pub fn with_ach_settle_after(mut self, after: Duration) -> SandboxProcessor {
+        self.ach_settle_after = Some(after);
         self
     }
 
@@ -422,6 +443,45 @@ impl SandboxProcessor {
         answer.into()
     }
 
+    fn ach_status_now(&self, processor_ref: &str) -> AchStatus {
+        let mut state = self.lock();
+        let Some(transaction) = state.transactions.get_mut(processor_ref) else {
+            return AchStatus::Unknown {
+                detail: format!("no transaction {processor_ref}"),
+            };
+        };
+        let Method::Ach {
+            state: ach,
+            scheduled_return,
+            submitted,
+            ..
+        } = &mut transaction.method
+        else {
+            return AchStatus::Unknown {
+                detail: format!("{processor_ref} is not an ACH debit"),
+            };
+        };
+        if let Some(after) = self.ach_settle_after {
+            let age = submitted.elapsed();
+            if *ach == AchState::Pending && age >= after {
+                *ach = AchState::Settled;
+            } else if *ach == AchState::Settled && scheduled_return.is_some() && age >= after * 2 {
+                *ach = AchState::Returned;
+            }
+        }
+        match (*ach, scheduled_return) {
+            (AchState::Pending, _) => AchStatus::Pending,
+            (AchState::Settled, _) => AchStatus::Settled,
+            (AchState::Returned, Some(ret)) => AchStatus::Returned {
+                r_code: ret.r_code.to_owned(),
+                description: ret.description.to_owned(),
+            },
+            (AchState::Returned, None) => AchStatus::Unknown {
+                detail: "returned without a return code".into(),
+            },
+        }
+    }
+
     fn lookup_now(&self, reference: &str) -> LookupResult {
         let state = self.lock();
         let Some(request) = state.requests.get(reference) else {
@@ -493,6 +553,13 @@ impl Processor for SandboxProcessor {
         Box::pin(async move {
             self.pause().await;
             self.lookup_now(reference)
+        })
+    }
+
+    fn ach_status<'a>(&'a self, processor_ref: &'a str) -> BoxFuture<'a, AchStatus> {
+        Box::pin(async move {
+            self.pause().await;
+            self.ach_status_now(processor_ref)
         })
     }
 }
@@ -700,6 +767,7 @@ fn decide(req: &AuthorizeRequest<'_>) -> Result<Approval, (DeclineCode, String)>
                     last4: last4.to_owned(),
                     state: AchState::Pending,
                     scheduled_return: ACH_RETURNS.iter().find(|ret| ret.suffix == last4),
+                    submitted: std::time::Instant::now(),
                 },
                 captured: true,
                 times_out: false,

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::card::Cvv;
 use crate::payment::{Event, MethodKind, Posting, Refused, ReturnAction, State, Status};
-use crate::processor::{AuthorizeRequest, Instrument, LookupResult, Outcome, Processor};
+use crate::processor::{AchStatus, AuthorizeRequest, Instrument, LookupResult, Outcome, Processor};
 use crate::vault::{Revealed, Vault, VaultError};
 
 /// How long a payment must have been `unknown` before the background resolver asks the
@@ -28,6 +28,23 @@ use crate::vault::{Revealed, Vault, VaultError};
 pub const UNKNOWN_GRACE_S: i64 = 30;
 /// How long a claim on a payment lasts if its holder never finishes (it crashed).
 pub const CLAIM_LEASE_S: i64 = 60;
+
+/// NACHA's longest return window (unauthorized consumer debits): settled debits are polled
+/// for returns until they are this old.
+pub const ACH_RETURN_WINDOW_DAYS: i64 = 60;
+
+/// A verified notification from a processor (its signature was checked by the caller).
+#[derive(Debug)]
+pub struct ProcessorEvent<'a> {
+    pub processor: &'a str,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    /// The processor's transaction id, when the event names one.
+    pub processor_ref: Option<&'a str>,
+    /// Our payment id, when the processor's record of the transaction carries it.
+    pub payment_id: Option<&'a str>,
+    pub event_at: DateTime<Utc>,
+}
 
 /// The ledger accounts a currency's payments post to.
 #[derive(Clone, Debug)]
@@ -403,9 +420,11 @@ impl Payments {
     }
 
     /// Runs [`Payments::resolve_unknown`] every `interval` until `stop` turns true.
+    /// Also polls ACH debits ([`Payments::poll_ach`]) not asked about within `ach_every`.
     pub async fn run_resolver(
         self,
         interval: std::time::Duration,
+        ach_every: chrono::Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
@@ -413,6 +432,11 @@ impl Payments {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(resolved = n, "unknown payments resolved"),
                 Err(e) => tracing::warn!(error = %e, "payment resolver failed; will retry"),
+            }
+            match self.poll_ach(ach_every, 100).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(changed = n, "ACH debits settled or returned"),
+                Err(e) => tracing::warn!(error = %e, "ACH status poll failed; will retry"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -422,6 +446,164 @@ impl Payments {
                 return;
             }
         }
+    }
+
+    /// Asks the processor about ACH debits not checked within `every`: pending ones until they
+    /// settle, settled ones until [`ACH_RETURN_WINDOW_DAYS`] have passed, and applies what it
+    /// reports (settlement, or a return with its ledger reversal). Returns how many changed.
+    /// Safe from several processes: the version check lets one application win.
+    pub async fn poll_ach(&self, every: chrono::Duration, limit: i64) -> Result<u64> {
+        let now = self.now();
+        let checked_before = now - every;
+        let oldest = now - chrono::Duration::days(ACH_RETURN_WINDOW_DAYS);
+        let due: Vec<(String, String)> = match &self.db {
+            Db::Postgres(p) => sqlx::query_as(
+                "SELECT id, processor_ref FROM gateway_payments WHERE method_kind = 'bank_account' AND status IN ('pending', 'settled') \
+                 AND processor_ref IS NOT NULL AND (ach_checked_at IS NULL OR ach_checked_at < $1) AND created_at > $2 \
+                 ORDER BY ach_checked_at NULLS FIRST, created_at LIMIT $3",
+            )
+            .bind(checked_before)
+            .bind(oldest)
+            .bind(limit)
+            .fetch_all(p)
+            .await?,
+            Db::Sqlite(s) => sqlx::query_as(
+                "SELECT id, processor_ref FROM gateway_payments WHERE method_kind = 'bank_account' AND status IN ('pending', 'settled') \
+                 AND processor_ref IS NOT NULL AND (ach_checked_at IS NULL OR ach_checked_at < ?) AND created_at > ? \
+                 ORDER BY ach_checked_at IS NOT NULL, ach_checked_at, created_at LIMIT ?",
+            )
+            .bind(ts(checked_before))
+            .bind(ts(oldest))
+            .bind(limit)
+            .fetch_all(&s.pool)
+            .await?,
+        };
+        let mut changed = 0;
+        for (id, processor_ref) in due {
+            let status = self.processor.ach_status(&processor_ref).await;
+            match &self.db {
+                Db::Postgres(p) => {
+                    sqlx::query("UPDATE gateway_payments SET ach_checked_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(&id)
+                        .execute(p)
+                        .await?;
+                }
+                Db::Sqlite(s) => {
+                    sqlx::query("UPDATE gateway_payments SET ach_checked_at = ? WHERE id = ?")
+                        .bind(ts(now))
+                        .bind(&id)
+                        .execute(&s.pool)
+                        .await?;
+                }
+            }
+            let current = self.load(&id).await?;
+            let r_code = match status {
+                AchStatus::Pending => continue,
+                AchStatus::Settled if current.state.status == Status::Pending => None,
+                AchStatus::Settled => continue,
+                AchStatus::Returned { r_code, .. } => Some(r_code),
+                AchStatus::Unknown { detail } => {
+                    tracing::warn!(payment = %id, %detail, "ACH status unknown; will ask again");
+                    continue;
+                }
+            };
+            match self
+                .ach_event(&processor_ref, r_code.as_deref(), "processor")
+                .await
+            {
+                Ok(_) => changed += 1,
+                Err(PaymentError::Conflict(_)) => {}
+                Err(e) => {
+                    tracing::warn!(payment = %id, error = %e, "could not apply an ACH status")
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Acts on a verified processor notification once: a payment it names that is still
+    /// `unknown` is resolved (asking the processor, never trusting the notification's body);
+    /// anything else is recorded. `Ok(None)`: this event was handled before (a redelivery or a
+    /// replay) and nothing was done.
+    pub async fn processor_event(&self, ev: &ProcessorEvent<'_>) -> Result<Option<String>> {
+        let seen: Option<i64> = match &self.db {
+            Db::Postgres(p) => sqlx::query_scalar(
+                "SELECT 1::BIGINT FROM gateway_processor_events WHERE processor = $1 AND event_id = $2",
+            )
+            .bind(ev.processor)
+            .bind(ev.event_id)
+            .fetch_optional(p)
+            .await?,
+            Db::Sqlite(s) => sqlx::query_scalar(
+                "SELECT 1 FROM gateway_processor_events WHERE processor = ? AND event_id = ?",
+            )
+            .bind(ev.processor)
+            .bind(ev.event_id)
+            .fetch_optional(&s.pool)
+            .await?,
+        };
+        if seen.is_some() {
+            return Ok(None);
+        }
+        let id = match (ev.payment_id, ev.processor_ref) {
+            (Some(id), _) => Some(id.to_owned()),
+            (None, Some(r)) => match self.id_by_processor_ref(r).await {
+                Ok(id) => Some(id),
+                Err(PaymentError::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            },
+            (None, None) => None,
+        };
+        let outcome = match &id {
+            None => "no matching payment".to_owned(),
+            Some(id) => match self.load(id).await {
+                Ok(p) if p.state.status == Status::Unknown => match self.resolve(id).await {
+                    Ok(p) => format!("resolved: {}", p.status),
+                    Err(PaymentError::Conflict(_)) => "resolved concurrently".to_owned(),
+                    Err(e) => return Err(e),
+                },
+                Ok(p) => format!("payment already {}", p.status),
+                Err(PaymentError::NotFound(_)) => "no matching payment".to_owned(),
+                Err(e) => return Err(e),
+            },
+        };
+        let now = self.now();
+        match &self.db {
+            Db::Postgres(p) => {
+                sqlx::query(
+                    "INSERT INTO gateway_processor_events (processor, event_id, event_type, processor_ref, payment_id, outcome, event_at, received_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                )
+                .bind(ev.processor)
+                .bind(ev.event_id)
+                .bind(ev.event_type)
+                .bind(ev.processor_ref)
+                .bind(id.as_deref())
+                .bind(&outcome)
+                .bind(ev.event_at)
+                .bind(now)
+                .execute(p)
+                .await?;
+            }
+            Db::Sqlite(s) => {
+                sqlx::query(
+                    "INSERT INTO gateway_processor_events (processor, event_id, event_type, processor_ref, payment_id, outcome, event_at, received_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(ev.processor)
+                .bind(ev.event_id)
+                .bind(ev.event_type)
+                .bind(ev.processor_ref)
+                .bind(id.as_deref())
+                .bind(&outcome)
+                .bind(ts(ev.event_at))
+                .bind(ts(now))
+                .execute(&s.pool)
+                .await?;
+            }
+        }
+        Ok(Some(outcome))
     }
 
     /// Captures `amount_minor` (default: all authorized) of an authorization.
@@ -474,8 +656,13 @@ impl Payments {
         actor: &str,
     ) -> Result<Payment> {
         let id = self.id_by_processor_ref(processor_ref).await?;
-        let p = self.load(&id).await?;
+        let mut p = self.load(&id).await?;
         let token = p.token.clone();
+        if let Some(code) = r_code {
+            // The return code decides what may follow (re-presentment after R01 / R09 only).
+            p.failure_code = Some(code.to_owned());
+            p.failure_message = Some(format!("ACH return {code}"));
+        }
         let event = match r_code {
             None => Event::AchSettled,
             Some(c) => Event::AchReturned {

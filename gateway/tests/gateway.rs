@@ -328,6 +328,22 @@ struct Shop {
 }
 
 async fn shop(t: &TestDb) -> Shop {
+    let sandbox = Arc::new(SandboxProcessor::new());
+    let (payments, vault, ledger) = parts(t, sandbox.clone()).await;
+    Shop {
+        payments,
+        vault,
+        ledger,
+        sandbox,
+    }
+}
+
+/// A ledger with clearing (1100) and receivable (1200) accounts, a vault, and payments
+/// through `processor`.
+async fn parts(
+    t: &TestDb,
+    processor: Arc<dyn gateway::processor::Processor>,
+) -> (Payments, Vault, Ledger) {
     let ledger = Ledger::new(
         t.db.clone(),
         LedgerOptions {
@@ -357,7 +373,6 @@ async fn shop(t: &TestDb) -> Shop {
             .unwrap();
     }
     let (vault, _) = vault_for(t).await;
-    let sandbox = Arc::new(SandboxProcessor::new());
     let mut accounts = std::collections::HashMap::new();
     accounts.insert(
         Currency::parse("USD").unwrap(),
@@ -371,15 +386,10 @@ async fn shop(t: &TestDb) -> Shop {
         t.db.clone(),
         ledger.clone(),
         vault.clone(),
-        sandbox.clone(),
+        processor,
         accounts,
     );
-    Shop {
-        payments,
-        vault,
-        ledger,
-        sandbox,
-    }
+    (payments, vault, ledger)
 }
 
 fn pay(token: &str, amount: &str, capture: bool) -> NewPayment {
@@ -396,8 +406,12 @@ fn pay(token: &str, amount: &str, capture: bool) -> NewPayment {
 }
 
 async fn clearing(s: &Shop) -> i64 {
+    clearing_of(&s.ledger).await
+}
+
+async fn clearing_of(ledger: &Ledger) -> i64 {
     let e = EntityCode::parse("MAIN", "e").unwrap();
-    s.ledger
+    ledger
         .balance(&e, &AccountCode::parse("1100", "c").unwrap(), None)
         .await
         .unwrap()
@@ -882,3 +896,6 @@ both_backends!(webhooks_are_signed_delivered_and_retried, |t| async move {
         1
     );
 });
+
+#[path = "support/authnet.rs"]
+mod authnet;
