@@ -127,10 +127,20 @@ pub struct RawServer {
     /// Set when a TLS-terminating proxy sits in front: only then may plain HTTP listen on a
     /// non-loopback address (card data must not cross a network in the clear).
     pub behind_tls_proxy: bool,
+    /// TLS terminated by cashloop itself; then any listen address is allowed.
+    pub tls: Option<RawTls>,
     pub api_keys: Vec<RawApiKey>,
     /// The secret API keys are hashed with (HMAC-SHA256): a file or an environment variable
     /// holding 64 hex characters. Required when `api_keys` is not empty.
     pub api_key_secret: Option<RawSecret>,
+}
+
+/// `[server.tls]`: PEM files, the certificate chain (leaf first) and its private key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -202,6 +212,7 @@ impl Default for RawServer {
             request_timeout_ms: 30_000,
             request_body_limit_bytes: 1024 * 1024,
             behind_tls_proxy: false,
+            tls: None,
             api_keys: Vec::new(),
             api_key_secret: None,
         }
@@ -290,6 +301,9 @@ pub struct Config {
     pub request_body_limit_bytes: usize,
     /// Plain HTTP may listen beyond loopback only behind a TLS-terminating proxy.
     pub behind_tls_proxy: bool,
+    /// TLS terminated by `cashloop serve` (certificate and key loaded and checked); `None`
+    /// serves plain HTTP.
+    pub tls: Option<crate::tls::TlsSettings>,
     pub api_keys: Vec<ApiKey>,
     /// The key API keys are hashed with (an HMAC-SHA256 key, redacted in Debug).
     pub api_key_secret: Option<std::sync::Arc<gateway::crypto::FingerprintKey>>,
@@ -493,12 +507,33 @@ impl Config {
                 ),
             )
         })?;
-        if !listen.ip().is_loopback() && !raw.server.behind_tls_proxy {
+        let tls = match &raw.server.tls {
+            None => None,
+            Some(t) => {
+                let cert_file = t
+                    .cert_file
+                    .as_deref()
+                    .ok_or_else(|| bad("server.tls.cert_file", "is required in [server.tls]"))?;
+                let key_file = t
+                    .key_file
+                    .as_deref()
+                    .ok_or_else(|| bad("server.tls.key_file", "is required in [server.tls]"))?;
+                let settings = crate::tls::TlsSettings::load(cert_file, key_file).map_err(|e| {
+                    let key = match e.file {
+                        crate::tls::PemFile::Cert => "server.tls.cert_file",
+                        crate::tls::PemFile::Key => "server.tls.key_file",
+                    };
+                    bad(key, e.message)
+                })?;
+                Some(settings)
+            }
+        };
+        if !listen.ip().is_loopback() && tls.is_none() && !raw.server.behind_tls_proxy {
             return Err(bad(
                 "server.listen",
                 format!(
-                    "{listen} is not a loopback address: cashloop serves plain HTTP, so set server.behind_tls_proxy = true \
-                     when a TLS-terminating proxy sits in front"
+                    "{listen} is not a loopback address: without [server.tls] cashloop serves plain HTTP, so configure \
+                     [server.tls], or set server.behind_tls_proxy = true when a TLS-terminating proxy sits in front"
                 ),
             ));
         }
@@ -759,6 +794,7 @@ impl Config {
             request_timeout_ms: raw.server.request_timeout_ms,
             request_body_limit_bytes: raw.server.request_body_limit_bytes,
             behind_tls_proxy: raw.server.behind_tls_proxy,
+            tls,
             api_keys,
             api_key_secret,
             log_format,
@@ -841,5 +877,103 @@ mod tests {
             None,
         );
         check("[server]\nlisten = \"[::1]:8080\"", None);
+        check(
+            "[server.tls]\ncert = \"cert.pem\"\nkey_file = \"key.pem\"",
+            Some("server.tls.cert"),
+        );
+        check(
+            "[server.tls]\nkey_file = \"key.pem\"",
+            Some("server.tls.cert_file"),
+        );
+        check(
+            "[server.tls]\ncert_file = \"cert.pem\"",
+            Some("server.tls.key_file"),
+        );
+    }
+
+    /// `[server.tls]` naming `cert` and `key` (paths), after `[server]` lines `server`.
+    fn tls_toml(server: &str, cert: &Path, key: &Path) -> String {
+        format!(
+            "[server]\n{server}\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        )
+    }
+
+    fn check_message(toml: &str, key: &str, message: &str) {
+        let fig =
+            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(toml));
+        let e = Config::from_figment(fig).expect_err(toml);
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.to_string().contains(message), "{e}");
+    }
+
+    #[test]
+    fn tls_files_are_loaded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let ours = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = write("cert.pem", &ours.cert.pem());
+        let key = write("key.pem", &ours.signing_key.serialize_pem());
+        let other_key = write("other-key.pem", &other.signing_key.serialize_pem());
+        let missing = dir.path().join("missing.pem");
+        let garbage = write("garbage.pem", "not PEM at all\n");
+
+        let fig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::string(&tls_toml("", &cert, &key)));
+        let config = Config::from_figment(fig).unwrap();
+        let tls = config.tls.expect("TLS configured");
+        assert_eq!(tls.server_config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        // Debug shows the paths, never the key.
+        let debug = format!("{tls:?}");
+        assert!(
+            debug.contains("key.pem") && !debug.contains("PRIVATE"),
+            "{debug}"
+        );
+
+        // With TLS any address may be listened on; without it, loopback only (or behind a proxy).
+        check(&tls_toml("listen = \"0.0.0.0:8443\"", &cert, &key), None);
+        check(&tls_toml("listen = \"[::]:8443\"", &cert, &key), None);
+        check_message(
+            "[server]\nlisten = \"0.0.0.0:8080\"",
+            "server.listen",
+            "[server.tls]",
+        );
+
+        check_message(
+            &tls_toml("", &missing, &key),
+            "server.tls.cert_file",
+            "cannot read",
+        );
+        check_message(
+            &tls_toml("", &key, &key),
+            "server.tls.cert_file",
+            "no certificate found",
+        );
+        check_message(
+            &tls_toml("", &cert, &missing),
+            "server.tls.key_file",
+            "cannot read",
+        );
+        check_message(
+            &tls_toml("", &cert, &cert),
+            "server.tls.key_file",
+            "no private key found",
+        );
+        check_message(
+            &tls_toml("", &cert, &garbage),
+            "server.tls.key_file",
+            "no private key found",
+        );
+        check_message(
+            &tls_toml("", &cert, &other_key),
+            "server.tls.key_file",
+            "does not match the certificate",
+        );
     }
 }

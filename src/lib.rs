@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod server;
+pub mod tls;
 
 use std::process::ExitCode;
 
@@ -54,9 +55,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 config.listen = listen
                     .parse()
                     .map_err(|_| anyhow::anyhow!("--listen: {listen:?} is not an address:port"))?;
-                if !config.listen.ip().is_loopback() && !config.behind_tls_proxy {
+                if !config.listen.ip().is_loopback()
+                    && config.tls.is_none()
+                    && !config.behind_tls_proxy
+                {
                     anyhow::bail!(
-                        "--listen: {} is not a loopback address; plain HTTP beyond loopback needs server.behind_tls_proxy = true",
+                        "--listen: {} is not a loopback address; plain HTTP beyond loopback needs [server.tls] or server.behind_tls_proxy = true",
                         config.listen
                     );
                 }
@@ -170,9 +174,15 @@ pub async fn serve_on(
     let sealer = ledger.spawn_sealer(std::time::Duration::from_millis(config.seal_interval_ms));
     let addr = listener.local_addr()?;
     // One plain line on stdout, so scripts (and tests) learn the port when listening on :0.
-    println!("cashloop listening on http://{addr}");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("cashloop listening on {scheme}://{addr}");
     tracing::info!(
         listen = %addr,
+        tls = config.tls.is_some(),
         backend = db.backend().name(),
         database = %cli::redact_url(&config.database_url),
         "cashloop serving"

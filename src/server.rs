@@ -1108,22 +1108,44 @@ async fn list_payments(
     Ok(Json(json!({"data": payments(&state)?.by_opportunity(&opp).await?})).into_response())
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests
-/// for at most `shutdown_grace_ms`.
+/// Serves `router` on `listener` (over TLS when `server.tls` is configured) until `shutdown`
+/// resolves, then drains in-flight requests for at most `shutdown_grace_ms`.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    use std::future::IntoFuture;
+
     let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    let tls = state.config.tls.clone();
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state);
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let signal = async move {
         shutdown.await;
         let _ = stopped_tx.send(());
-    });
-    let server = tokio::spawn(async move { server.await });
+    };
+    // The caller's address reaches the handlers (and the audit log) as ConnectInfo.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server: futures_util::future::BoxFuture<'static, std::io::Result<()>> = match tls {
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .into_future(),
+        ),
+        Some(tls) => {
+            // axum derives `ConnectInfo<SocketAddr>` from a listener's address only for
+            // `TcpListener` and for `TapIo`, so the TLS listener goes through a no-op tap.
+            let listener =
+                crate::tls::TlsListener::new(listener, tls.server_config)?.tap_io(|_| {});
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            )
+        }
+    };
+    let server = tokio::spawn(server);
     tokio::pin!(server);
     tokio::select! {
         res = &mut server => { res??; return Ok(()); }

@@ -535,12 +535,24 @@ async fn serve_process_logging(
     db_url: &str,
     level: Option<&str>,
 ) -> (tokio::process::Child, String) {
+    serve_process_with(dir, name, db_url, level, &[]).await
+}
+
+/// As [`serve_process_logging`], with extra environment variables.
+async fn serve_process_with(
+    dir: &std::path::Path,
+    name: &str,
+    db_url: &str,
+    level: Option<&str>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (tokio::process::Child, String) {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, config_toml(db_url)).unwrap();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashloop"));
     cmd.arg("--config")
         .arg(&cfg)
         .arg("serve")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .kill_on_drop(true);
     match level {
@@ -722,6 +734,328 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
         .status()
         .as_u16();
     assert_eq!(ok, 200);
+    let pid = child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 (no CA), written as PEM into a
+/// directory, and the DER the test clients trust.
+struct TestCert {
+    cert_file: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn test_cert(dir: &std::path::Path) -> TestCert {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert_file = dir.join("cert.pem");
+    let key_file = dir.join("key.pem");
+    std::fs::write(&cert_file, ck.cert.pem()).unwrap();
+    std::fs::write(&key_file, ck.signing_key.serialize_pem()).unwrap();
+    TestCert {
+        cert_file,
+        key_file,
+        der: ck.cert.der().clone(),
+    }
+}
+
+/// The test configuration with `[server.tls]` serving `cert`.
+fn tls_config(db_url: &str, cert: &TestCert) -> Config {
+    let toml = format!(
+        "{}\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        config_toml(db_url),
+        cert.cert_file.display().to_string(),
+        cert.key_file.display().to_string()
+    );
+    let fig = Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(&toml));
+    Config::from_figment(fig).expect("test TLS config")
+}
+
+/// An HTTPS client that trusts exactly one certificate and speaks raw HTTP/1.1 over
+/// tokio-rustls (the workspace's reqwest is built without TLS).
+struct TlsClient {
+    addr: std::net::SocketAddr,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl TlsClient {
+    fn new(
+        addr: std::net::SocketAddr,
+        trusted: &rustls::pki_types::CertificateDer<'static>,
+    ) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(trusted.clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        TlsClient {
+            addr,
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        }
+    }
+
+    /// Connects and completes the handshake (for `localhost`).
+    async fn connect(
+        &self,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.connector.connect(name, tcp))
+            .await
+            .map_err(|_| std::io::Error::other("TLS handshake timed out"))?
+    }
+
+    /// One request on its own connection (`connection: close`): status and JSON body.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let mut tls = self.connect().await.expect("TLS handshake");
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+        if let Some(k) = key {
+            req.push_str(&format!("authorization: Bearer {k}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        req.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        use tokio::io::AsyncWriteExt;
+        tls.write_all(req.as_bytes()).await.unwrap();
+        read_response(&mut tls).await
+    }
+}
+
+/// Reads an HTTP/1.1 response to the end of the connection: status and JSON body.
+async fn read_response(tls: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u16, Value) {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("TLS stream closed cleanly");
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect(&text);
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .expect(head);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+    )
+}
+
+/// The audit log's `(actor, action, detail)` rows.
+async fn audit_rows(t: &TestDb) -> Vec<(String, String, String)> {
+    let sql = "SELECT actor, action, detail FROM audit_log ORDER BY id";
+    match &t.db {
+        db::Db::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await.unwrap(),
+        db::Db::Sqlite(s) => sqlx::query_as(sql).fetch_all(&s.pool).await.unwrap(),
+    }
+}
+
+both!(serve_terminates_tls, |t| async move {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    add_chart(&t.url);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_cert(dir.path());
+    let mut config = tls_config(&t.url, &cert);
+    // Shutdown below must finish because the connections are done, not because time ran out.
+    config.shutdown_grace_ms = 60_000;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(cashloop::serve_on(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = TlsClient::new(addr, &cert.der);
+
+    let (s, v) = client.call("GET", "/healthz", None, None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")), "{v}");
+    {
+        let tls = client.connect().await.unwrap();
+        let (_, session) = tls.get_ref();
+        assert_eq!(session.alpn_protocol(), Some(&b"http/1.1"[..]));
+        assert_eq!(
+            session.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+    }
+    // An authenticated write over TLS is audited with the caller's address.
+    let (s, v) = client
+        .call(
+            "POST",
+            "/v1/ledger/entries",
+            Some(ADMIN_KEY),
+            Some(&sale("tls-1", "7.00")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let rows = audit_rows(&t).await;
+    assert!(
+        rows.iter().any(|(a, act, d)| a == "admin"
+            && act == "POST /v1/ledger/entries"
+            && d.contains("status=201")
+            && d.contains("from=127.0.0.1")),
+        "{rows:?}"
+    );
+
+    // No plaintext fallback: plain HTTP on the TLS port gets no HTTP answer…
+    {
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut resp = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut resp)).await;
+        assert!(
+            !String::from_utf8_lossy(&resp).contains("HTTP/1.1"),
+            "{}",
+            String::from_utf8_lossy(&resp)
+        );
+    }
+    // …a client that trusts another certificate refuses this server…
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let stranger = test_cert(&other_dir);
+    assert!(TlsClient::new(addr, &stranger.der).connect().await.is_err());
+    // …and neither failure, nor a client that connects and never says hello, holds up others.
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (s, _) = client.call("GET", "/healthz", None, None).await;
+    assert_eq!(s, 200);
+
+    // Graceful shutdown: a request in flight finishes; idle and silent connections don't
+    // hold the server up; nothing new is accepted.
+    let mut in_flight = client.connect().await.unwrap();
+    let body = sale("tls-2", "8.00");
+    in_flight
+        .write_all(
+            format!(
+                "POST /v1/ledger/entries HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN_KEY}\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    in_flight.flush().await.unwrap();
+    // "100 Continue" comes when the handler starts reading the body: the request is in flight.
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(Duration::from_secs(10), in_flight.read_u8())
+            .await
+            .expect("100 Continue in time")
+            .unwrap();
+        interim.push(byte);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    let _idle = client.connect().await.unwrap();
+    stop.send(()).unwrap();
+    // Shutdown has begun once the port refuses connections.
+    let mut refused = false;
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the listener is closed on shutdown");
+    in_flight.write_all(body.as_bytes()).await.unwrap();
+    in_flight.flush().await.unwrap();
+    let (s, v) = read_response(&mut in_flight).await;
+    assert_eq!(s, 201, "{v}");
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("stops well before the grace period")
+        .unwrap()
+        .unwrap();
+});
+
+#[tokio::test]
+async fn serve_process_over_tls_configured_from_the_environment() {
+    let t = testing::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_cert(dir.path());
+    // A bad file stops `cashloop serve` before it binds, naming the key at fault.
+    let missing = dir.path().join("missing.pem");
+    for (cert_file, key_file, key, message) in [
+        (
+            &missing,
+            &cert.key_file,
+            "server.tls.cert_file",
+            "cannot read",
+        ),
+        (
+            &cert.cert_file,
+            &cert.cert_file,
+            "server.tls.key_file",
+            "no private key found",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+            .args(["serve"])
+            .env("CASHLOOP_DATABASE_URL", &t.url)
+            .env("CASHLOOP_SERVER__LISTEN", "127.0.0.1:0")
+            .env("CASHLOOP_SERVER__TLS__CERT_FILE", cert_file)
+            .env("CASHLOOP_SERVER__TLS__KEY_FILE", key_file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(key) && err.contains(message), "{err}");
+        assert!(out.stdout.is_empty(), "never listened");
+    }
+    let (mut child, base) = serve_process_with(
+        dir.path(),
+        "s",
+        &t.url,
+        None,
+        &[
+            (
+                "CASHLOOP_SERVER__TLS__CERT_FILE",
+                cert.cert_file.as_os_str(),
+            ),
+            ("CASHLOOP_SERVER__TLS__KEY_FILE", cert.key_file.as_os_str()),
+        ],
+    )
+    .await;
+    let addr = base.strip_prefix("https://").expect(&base).parse().unwrap();
+    let (s, v) = TlsClient::new(addr, &cert.der)
+        .call("GET", "/healthz", None, None)
+        .await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")), "{v}");
+    assert!(
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .is_err()
+    );
     let pid = child.id().unwrap();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
