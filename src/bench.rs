@@ -620,7 +620,7 @@ async fn gateway_bench(_config: &Config, args: GatewayBenchArgs) -> anyhow::Resu
         let server = tokio::spawn(crate::serve_on(config, listener, async move {
             let _ = stopped.await;
         }));
-        let client = reqwest::Client::builder()
+        let client = gateway::http::client_builder()
             .pool_max_idle_per_host(args.clients * 2)
             .build()?;
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -13,6 +13,7 @@ pub mod authnet;
 pub mod bank;
 pub mod card;
 pub mod crypto;
+pub mod http;
 pub mod idempotency;
 pub mod input;
 pub mod payment;

@@ -111,7 +111,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(db: Db, subscribers: Vec<Subscriber>) -> Result<Outbox, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .timeout(Duration::from_millis(DELIVERY_TIMEOUT_MS))
             .build()?;
         Ok(Outbox {

@@ -115,15 +115,30 @@ struct App {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The test configuration with `edit` applied to its TOML text.
+fn config_with(db_url: &str, edit: impl Fn(String) -> String) -> Config {
+    let fig = Figment::from(Serialized::defaults(RawConfig::default()))
+        .merge(Toml::string(&edit(config_toml(db_url))));
+    Config::from_figment(fig).expect("test config")
+}
+
 impl App {
     async fn spawn(t: &TestDb) -> App {
+        App::spawn_config(config(&t.url)).await
+    }
+
+    async fn spawn_config(config: Config) -> App {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        App::spawn_on(config, listener).await
+    }
+
+    async fn spawn_on(config: Config, listener: tokio::net::TcpListener) -> App {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(cashloop::serve_on(config(&t.url), listener, async move {
+        let task = tokio::spawn(cashloop::serve_on(config, listener, async move {
             let _ = stopped.await;
         }));
-        let client = reqwest::Client::new();
+        let client = gateway::http::client();
         for _ in 0..100 {
             if client.get(format!("{base}/healthz")).send().await.is_ok() {
                 break;
@@ -585,7 +600,7 @@ both!(two_server_processes_on_one_database, |t| async move {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, base_a) = serve_process(dir.path(), "a", &t.url).await;
     let (mut b, base_b) = serve_process(dir.path(), "b", &t.url).await;
-    let client = reqwest::Client::new();
+    let client = gateway::http::client();
     const TASKS: usize = 16;
     const PER_TASK: usize = 25;
     let mut handles = Vec::new();
@@ -1588,7 +1603,7 @@ both!(secrets_never_reach_logs_or_tables, |t| async move {
     add_chart(&t.url);
     let dir = tempfile::tempdir().unwrap();
     let (mut server, base) = serve_process_logging(dir.path(), "s", &t.url, Some("debug")).await;
-    let client = reqwest::Client::new();
+    let client = gateway::http::client();
     let post = |path: &str, body: String| {
         client
             .post(format!("{base}{path}"))
@@ -1677,4 +1692,324 @@ async fn role_matrix() {
         }
     }
     app.stop().await;
+}
+
+/// Polls `GET /v1/payments/{id}` until its status is `want` (the background jobs move it).
+async fn wait_for_status(app: &App, id: &str, want: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (_, p, _) = app
+            .call(
+                "GET",
+                &format!("/v1/payments/{id}"),
+                Some(AUDITOR_KEY),
+                None,
+                None,
+            )
+            .await;
+        if p["status"].as_str() == Some(want) {
+            return p;
+        }
+        last = p;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("payment {id} never reached {want}: {last}");
+}
+
+async fn clearing_balance(app: &App) -> String {
+    let (_, bal, _) = app
+        .call(
+            "GET",
+            "/v1/ledger/accounts/MAIN/1100/balance",
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    bal["balance"].as_str().unwrap_or_default().to_owned()
+}
+
+// ACH through `cashloop serve` with the sandbox playing the bank's clock: pending, settled by
+// the background poll, then returned R01 with its ledger reversal; re-presented once.
+both!(ach_settles_and_returns_over_http, |t| async move {
+    add_chart(&t.url);
+    let app = App::spawn_config(config_with(&t.url, |toml| {
+        toml.replace(
+            "processor = \"sandbox\"\n",
+            "processor = \"sandbox\"\nresolver_interval_ms = 50\nach_poll_interval_s = 0\nsandbox = { ach_settle_after_ms = 300 }\n",
+        )
+    }))
+    .await;
+    let body = r#"{"type":"bank_account","bank_account":{"routing_number":"110000000","account_number":"000123450001","account_type":"checking","holder_name":"Grace Hopper","sec_code":"WEB"}}"#;
+    let (s, tok, _) = app
+        .call("POST", "/v1/tokens", Some(PAYMENTS_KEY), None, Some(body))
+        .await;
+    assert_eq!(s, 201, "{tok}");
+    let pay = format!(
+        r#"{{"amount":"25.00","currency":"USD","payment_method":"{}","capture":true,"opportunity_id":"006ACH","account_id":"001ACME"}}"#,
+        tok["token"].as_str().unwrap()
+    );
+    let (s, p, _) = app
+        .call("POST", "/v1/payments", Some(PAYMENTS_KEY), None, Some(&pay))
+        .await;
+    assert_eq!((s, p["status"].as_str()), (201, Some("pending")), "{p}");
+    let id = p["id"].as_str().unwrap().to_owned();
+    assert_eq!(clearing_balance(&app).await, "25.00 USD");
+    wait_for_status(&app, &id, "settled").await;
+    let returned = wait_for_status(&app, &id, "returned").await;
+    assert_eq!(returned["failure_code"].as_str(), Some("R01"), "{returned}");
+    assert_eq!(
+        clearing_balance(&app).await,
+        "0.00 USD",
+        "the return reversed the posting"
+    );
+    // R01 may be presented again.
+    let (s, again, _) = app
+        .call(
+            "POST",
+            &format!("/v1/payments/{id}/represent"),
+            Some(PAYMENTS_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, again["status"].as_str()),
+        (200, Some("pending")),
+        "{again}"
+    );
+    assert_eq!(clearing_balance(&app).await, "25.00 USD");
+    app.stop().await;
+});
+
+// Authorize.Net as the processor: `cashloop serve` talks to the simulator over HTTP, and the
+// simulator's signed webhooks resolve a payment whose answer was lost. Tampered, unsigned,
+// stale and replayed notifications are refused or ignored.
+both!(
+    authorize_net_payments_and_webhooks_over_http,
+    |t| async move {
+        use gateway::authnet::simulator::{HANG_ZIP, Simulator, SimulatorConfig, sign};
+        add_chart(&t.url);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let webhook_url = format!(
+            "http://{}/v1/processors/authorize_net/webhooks",
+            listener.local_addr().unwrap()
+        );
+        let sim = Simulator::start(SimulatorConfig {
+            webhook_url: Some(webhook_url.clone()),
+            hang_ms: 2_000,
+            ..SimulatorConfig::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tkey = dir.path().join("transaction-key");
+        let skey = dir.path().join("signature-key");
+        std::fs::write(&tkey, &sim.config().transaction_key).unwrap();
+        std::fs::write(&skey, &sim.config().signature_key_hex).unwrap();
+        let section = format!(
+            "[gateway.authorize_net]\nendpoint = {:?}\napi_login_id = {:?}\ntransaction_key = {{ file = {:?} }}\nsignature_key = {{ file = {:?} }}\ntimeout_ms = 400\n",
+            sim.endpoint(),
+            sim.config().api_login_id,
+            tkey.display().to_string(),
+            skey.display().to_string()
+        );
+        let config = config_with(&t.url, |toml| {
+            format!(
+                "{}\n{section}",
+                toml.replace("processor = \"sandbox\"", "processor = \"authorize_net\"")
+            )
+        });
+        let app = App::spawn_on(config, listener).await;
+        let card = |zip: &str| {
+            format!(
+                r#"{{"type":"card","card":{{"number":"4111111111111111","exp_month":12,"exp_year":2030,"name":"Ada Lovelace","postal_code":"{zip}"}}}}"#
+            )
+        };
+        let (s, good, _) = app
+            .call(
+                "POST",
+                "/v1/tokens",
+                Some(PAYMENTS_KEY),
+                None,
+                Some(&card("10001")),
+            )
+            .await;
+        assert_eq!(s, 201, "{good}");
+        let pay = |token: &Value, amount: &str| {
+            format!(
+                r#"{{"amount":"{amount}","currency":"USD","payment_method":"{}","capture":true,"opportunity_id":"006AN","account_id":"001ACME"}}"#,
+                token["token"].as_str().unwrap()
+            )
+        };
+        let (s, sale, _) = app
+            .call(
+                "POST",
+                "/v1/payments",
+                Some(PAYMENTS_KEY),
+                None,
+                Some(&pay(&good, "80.00")),
+            )
+            .await;
+        assert_eq!(
+            (s, sale["status"].as_str(), sale["processor"].as_str()),
+            (201, Some("captured"), Some("authorize_net")),
+            "{sale}"
+        );
+        let trans_id = sale["processor_ref"].as_str().unwrap().to_owned();
+        assert_eq!(sim.transaction(&trans_id).unwrap().settle_minor, 8000);
+        // The answer is lost (the simulator holds it past our 400 ms timeout): 202 unknown — or,
+        // when the webhook wins the race and resolves the payment before the timeout is applied,
+        // already 201 captured. Either way the webhook, not a guess, settled it.
+        let (_, slow, _) = app
+            .call(
+                "POST",
+                "/v1/tokens",
+                Some(PAYMENTS_KEY),
+                None,
+                Some(&card(HANG_ZIP)),
+            )
+            .await;
+        let (s, lost, _) = app
+            .call(
+                "POST",
+                "/v1/payments",
+                Some(PAYMENTS_KEY),
+                None,
+                Some(&pay(&slow, "42.00")),
+            )
+            .await;
+        assert!(
+            matches!(
+                (s, lost["status"].as_str()),
+                (202, Some("unknown")) | (201, Some("captured"))
+            ),
+            "{s} {lost}"
+        );
+        let lost_id = lost["id"].as_str().unwrap().to_owned();
+        // The simulator's signed authcapture.created notification names the transaction; the
+        // server asks Authorize.Net about it and resolves the payment (no read needed).
+        let mut resolved = false;
+        for _ in 0..100 {
+            let (n, _, _) = db_count(
+                &t,
+                "SELECT COUNT(*) FROM gateway_processor_events WHERE outcome LIKE 'resolved%'",
+            )
+            .await;
+            if n > 0 {
+                resolved = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(resolved, "a webhook resolved the unknown payment");
+        let p = wait_for_status(&app, &lost_id, "captured").await;
+        assert_eq!(p["captured_minor"].as_i64(), Some(4200), "{p}");
+        assert_eq!(clearing_balance(&app).await, "122.00 USD");
+        // Replaying a delivered notification: accepted, not acted on again.
+        let (body, signature) = sim.sent_notifications()[0].clone();
+        let deliver = |body: String, signature: Option<String>| {
+            let client = app.client.clone();
+            let url = webhook_url.clone();
+            async move {
+                let mut req = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body);
+                if let Some(sig) = signature {
+                    req = req.header("X-ANET-Signature", sig);
+                }
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let (s, r) = deliver(body.clone(), Some(signature.clone())).await;
+        assert_eq!((s, r["status"].as_str()), (200, Some("duplicate")), "{r}");
+        // Tampered body, missing signature, wrong key: 401 with a code; nothing recorded.
+        let before = db_count(&t, "SELECT COUNT(*) FROM gateway_processor_events")
+            .await
+            .0;
+        let tampered = body.replace("transaction", "transactioN");
+        let (s, r) = deliver(tampered.clone(), Some(signature.clone())).await;
+        assert_eq!(
+            (s, r["error"]["code"].as_str()),
+            (401, Some("invalid_signature")),
+            "{r}"
+        );
+        let (s, r) = deliver(body.clone(), None).await;
+        assert_eq!(
+            (s, r["error"]["code"].as_str()),
+            (401, Some("missing_signature")),
+            "{r}"
+        );
+        let forged = sign(&"AB".repeat(64), body.as_bytes());
+        let (s, _) = deliver(body.clone(), Some(forged)).await;
+        assert_eq!(s, 401);
+        // Correctly signed but from last week: refused as stale.
+        let mut old: Value = serde_json::from_str(&body).unwrap();
+        old["notificationId"] = json!("11111111-2222-3333-4444-555555555555");
+        old["eventDate"] = json!("2026-01-01T00:00:00.000Z");
+        let old = old.to_string();
+        let (s, r) = deliver(
+            old.clone(),
+            Some(sign(&sim.config().signature_key_hex, old.as_bytes())),
+        )
+        .await;
+        assert_eq!(
+            (s, r["error"]["code"].as_str()),
+            (422, Some("stale_event")),
+            "{r}"
+        );
+        assert_eq!(
+            db_count(&t, "SELECT COUNT(*) FROM gateway_processor_events")
+                .await
+                .0,
+            before
+        );
+        // Refunds wait for settlement at Authorize.Net, then go through.
+        let sale_id = sale["id"].as_str().unwrap();
+        let (s, r, _) = app
+            .call(
+                "POST",
+                &format!("/v1/payments/{sale_id}/refunds"),
+                Some(PAYMENTS_KEY),
+                None,
+                Some(r#"{"amount":"30.00"}"#),
+            )
+            .await;
+        assert_eq!(s, 402, "{r}");
+        sim.settle();
+        let (s, r, _) = app
+            .call(
+                "POST",
+                &format!("/v1/payments/{sale_id}/refunds"),
+                Some(PAYMENTS_KEY),
+                None,
+                Some(r#"{"amount":"30.00"}"#),
+            )
+            .await;
+        assert_eq!(
+            (s, r["status"].as_str()),
+            (200, Some("partially_refunded")),
+            "{r}"
+        );
+        assert_eq!(clearing_balance(&app).await, "92.00 USD");
+        app.stop().await;
+    }
+);
+
+/// One integer from a `SELECT COUNT(*)` on the test database.
+async fn db_count(t: &TestDb, sql: &'static str) -> (i64, (), ()) {
+    let n = match &t.db {
+        db::Db::Postgres(p) => sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        db::Db::Sqlite(s) => sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&s.pool)
+            .await
+            .unwrap(),
+    };
+    (n, (), ())
 }

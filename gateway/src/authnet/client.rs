@@ -395,7 +395,7 @@ fn ach_status_of(d: &TransactionDetails) -> AchStatus {
 
 impl AuthorizeNet {
     pub fn new(config: AuthorizeNetConfig) -> Result<AuthorizeNet, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .connect_timeout(Duration::from_millis(config.timeout_ms.min(5_000)))
             .build()?;

@@ -162,7 +162,7 @@ impl Simulator {
         let shared = Arc::new(Shared {
             config,
             state: Mutex::new(SimState::default()),
-            http: reqwest::Client::builder()
+            http: crate::http::client_builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .map_err(std::io::Error::other)?,

@@ -319,7 +319,7 @@ async fn echecks_settle_and_return_with_nacha_codes() {
 #[tokio::test]
 async fn the_wire_is_authorize_nets() {
     let sim = sim().await;
-    let http = reqwest::Client::new();
+    let http = gateway::http::client();
     let post = |body: String| {
         let http = http.clone();
         let url = sim.endpoint();
