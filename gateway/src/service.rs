@@ -480,23 +480,31 @@ impl Payments {
         };
         let mut changed = 0;
         for (id, processor_ref) in due {
-            let status = self.processor.ach_status(&processor_ref).await;
-            match &self.db {
-                Db::Postgres(p) => {
-                    sqlx::query("UPDATE gateway_payments SET ach_checked_at = $1 WHERE id = $2")
-                        .bind(now)
-                        .bind(&id)
-                        .execute(p)
-                        .await?;
-                }
-                Db::Sqlite(s) => {
-                    sqlx::query("UPDATE gateway_payments SET ach_checked_at = ? WHERE id = ?")
-                        .bind(ts(now))
-                        .bind(&id)
-                        .execute(&s.pool)
-                        .await?;
-                }
+            // Claim the check: of several servers polling at once, one asks the processor.
+            let claimed = match &self.db {
+                Db::Postgres(p) => sqlx::query(
+                    "UPDATE gateway_payments SET ach_checked_at = $1 WHERE id = $2 AND (ach_checked_at IS NULL OR ach_checked_at < $3)",
+                )
+                .bind(now)
+                .bind(&id)
+                .bind(checked_before)
+                .execute(p)
+                .await?
+                .rows_affected(),
+                Db::Sqlite(s) => sqlx::query(
+                    "UPDATE gateway_payments SET ach_checked_at = ? WHERE id = ? AND (ach_checked_at IS NULL OR ach_checked_at < ?)",
+                )
+                .bind(ts(now))
+                .bind(&id)
+                .bind(ts(checked_before))
+                .execute(&s.pool)
+                .await?
+                .rows_affected(),
+            };
+            if claimed == 0 {
+                continue;
             }
+            let status = self.processor.ach_status(&processor_ref).await;
             let current = self.load(&id).await?;
             let r_code = match status {
                 AchStatus::Pending => continue,
