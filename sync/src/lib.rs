@@ -1,3 +1,11 @@
-//! Sync engine: connectors to Salesforce and the Sage lines, mappings, flows, durable job queue, ID cross-reference.
+//! Sync engine: connectors to Salesforce and the Sage lines, mappings, flows, durable job queue,
+//! ID cross-reference. It must never hold card data.
 //!
-//! Not built yet (issues 4, 5, 8). It must never hold card data.
+//! Built so far (issue 4, in progress): the durable job queue and its worker ([`jobs`]),
+//! change-capture cursors ([`cursor`]), the ID cross-reference ([`xref`]) and the review queue
+//! with the conflict rule ([`review`]).
+
+pub mod cursor;
+pub mod jobs;
+pub mod review;
+pub mod xref;
