@@ -302,9 +302,18 @@ impl Jobs {
         Ok(id)
     }
 
-    /// Claims up to `max` due jobs (and jobs whose lease expired) for `worker`, each leased for
-    /// `lease`.
-    pub async fn claim(&self, worker: &str, max: i64, lease: Duration) -> Result<Vec<Job>> {
+    /// Claims up to `max` due jobs (and jobs whose lease expired) of the given `kinds` for
+    /// `worker`, each leased for `lease`. A job of a kind no running worker handles waits (a
+    /// later release, or another process, may handle it) rather than failing.
+    pub async fn claim(
+        &self,
+        worker: &str,
+        kinds: &[&str],
+        max: i64,
+        lease: Duration,
+    ) -> Result<Vec<Job>> {
+        let kinds_json = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".into());
+        let kinds_vec: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         let token = random_token();
@@ -313,8 +322,8 @@ impl Jobs {
             Db::Postgres(p) => sqlx::query_as(
                 "UPDATE sync_jobs SET status = 'running', lease = $1, locked_by = $2, locked_until = $3, \
                  attempts = attempts + 1, updated_at = $4 WHERE id IN ( \
-                   SELECT id FROM sync_jobs WHERE (status = 'pending' AND run_at <= $4) \
-                      OR (status = 'running' AND locked_until < $4) \
+                   SELECT id FROM sync_jobs WHERE ((status = 'pending' AND run_at <= $4) \
+                      OR (status = 'running' AND locked_until < $4)) AND kind = ANY($6) \
                    ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
                  RETURNING id, kind, payload, attempts, max_attempts",
             )
@@ -323,13 +332,15 @@ impl Jobs {
             .bind(until)
             .bind(now)
             .bind(max)
+            .bind(&kinds_vec)
             .fetch_all(p)
             .await?,
             Db::Sqlite(s) => sqlx::query_as(
                 "UPDATE sync_jobs SET status = 'running', lease = ?1, locked_by = ?2, locked_until = ?3, \
                  attempts = attempts + 1, updated_at = ?4 WHERE id IN ( \
-                   SELECT id FROM sync_jobs WHERE (status = 'pending' AND run_at <= ?4) \
-                      OR (status = 'running' AND locked_until < ?4) \
+                   SELECT id FROM sync_jobs WHERE ((status = 'pending' AND run_at <= ?4) \
+                      OR (status = 'running' AND locked_until < ?4)) \
+                      AND kind IN (SELECT value FROM json_each(?6)) \
                    ORDER BY run_at, id LIMIT ?5) \
                  RETURNING id, kind, payload, attempts, max_attempts",
             )
@@ -338,6 +349,7 @@ impl Jobs {
             .bind(ts(until))
             .bind(ts(now))
             .bind(max)
+            .bind(&kinds_json)
             .fetch_all(&s.pool)
             .await?,
         };
@@ -715,6 +727,12 @@ impl Registry {
         self.handlers.insert(kind.to_owned(), handler);
         self
     }
+
+    pub fn kinds(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.handlers.keys().cloned().collect();
+        k.sort();
+        k
+    }
 }
 
 /// How a worker runs.
@@ -736,6 +754,11 @@ pub async fn run_worker(
     options: WorkerOptions,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let kinds = registry.kinds();
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    if kinds.is_empty() {
+        return;
+    }
     let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
     let mut running = tokio::task::JoinSet::new();
     loop {
@@ -746,7 +769,10 @@ pub async fn run_worker(
         let claimed = if free == 0 {
             Vec::new()
         } else {
-            match jobs.claim(&options.name, free as i64, options.lease).await {
+            match jobs
+                .claim(&options.name, &kinds, free as i64, options.lease)
+                .await
+            {
                 Ok(j) => j,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming sync jobs failed; will retry");

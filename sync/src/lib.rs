@@ -3,9 +3,10 @@
 //!
 //! Built so far (issue 4, in progress): the durable job queue and its worker ([`jobs`]),
 //! change-capture cursors ([`cursor`]), the ID cross-reference ([`xref`]) and the review queue
-//! with the conflict rule ([`review`]).
+//! with the conflict rule ([`review`]), Salesforce Outbound Messages ([`outbound`]).
 
 pub mod cursor;
 pub mod jobs;
+pub mod outbound;
 pub mod review;
 pub mod xref;

@@ -60,7 +60,10 @@ both_backends!(jobs_dedupe_claim_and_succeed, |t| async move {
         .await
         .unwrap()
         .unwrap();
-    let claimed = jobs.claim("w1", 10, LEASE).await.unwrap();
+    let claimed = jobs
+        .claim("w1", &["pull", "push"], 10, LEASE)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1, "the future job is not due");
     let job = &claimed[0];
     assert_eq!(
@@ -69,7 +72,10 @@ both_backends!(jobs_dedupe_claim_and_succeed, |t| async move {
     );
     assert_eq!(job.payload["object"], "Account");
     assert!(
-        jobs.claim("w2", 10, LEASE).await.unwrap().is_empty(),
+        jobs.claim("w2", &["pull", "push"], 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
         "leased"
     );
     assert!(jobs.succeed(job).await.unwrap());
@@ -100,7 +106,12 @@ both_backends!(
             .unwrap();
         for attempt in 1..=3 {
             let job = loop {
-                if let Some(j) = jobs.claim("w", 1, LEASE).await.unwrap().pop() {
+                if let Some(j) = jobs
+                    .claim("w", &["pull", "push"], 1, LEASE)
+                    .await
+                    .unwrap()
+                    .pop()
+                {
                     break j;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -145,7 +156,12 @@ both_backends!(
             .await
             .unwrap()
             .unwrap();
-        let job = jobs.claim("w", 1, LEASE).await.unwrap().pop().unwrap();
+        let job = jobs
+            .claim("w", &["pull", "push"], 1, LEASE)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
         assert_eq!(job.id, bad);
         assert_eq!(
             jobs.fail(
@@ -163,7 +179,12 @@ both_backends!(
             (retried.status.as_str(), retried.max_attempts),
             ("pending", 6)
         );
-        let job = jobs.claim("w", 1, LEASE).await.unwrap().pop().unwrap();
+        let job = jobs
+            .claim("w", &["pull", "push"], 1, LEASE)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
         assert_eq!((job.id, job.attempt), (id, 4));
         assert!(jobs.succeed(&job).await.unwrap());
         let resolved = jobs
@@ -209,14 +230,24 @@ both_backends!(
             .unwrap();
         // Worker A claims with a short lease and "dies".
         let a = jobs
-            .claim("a", 1, Duration::from_millis(150))
+            .claim("a", &["pull", "push"], 1, Duration::from_millis(150))
             .await
             .unwrap()
             .pop()
             .unwrap();
-        assert!(jobs.claim("b", 1, LEASE).await.unwrap().is_empty());
+        assert!(
+            jobs.claim("b", &["pull", "push"], 1, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let b = jobs.claim("b", 1, LEASE).await.unwrap().pop().unwrap();
+        let b = jobs
+            .claim("b", &["pull", "push"], 1, LEASE)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
         assert_eq!((b.id, b.attempt), (id, 2));
         // A comes back: its lease is gone, so its outcome is not recorded.
         assert!(!jobs.succeed(&a).await.unwrap());
@@ -341,39 +372,44 @@ both_backends!(two_workers_never_run_a_job_twice, |t| async move {
     second.close().await;
 });
 
-both_backends!(unknown_job_kinds_go_to_the_error_queue, |t| async move {
+both_backends!(jobs_of_kinds_nobody_handles_wait, |t| async move {
     let jobs = fast(t.db.clone());
     let id = jobs
         .enqueue(NewJob::new("mystery", json!({})))
         .await
         .unwrap()
         .unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let w = tokio::spawn(run_worker(
-        jobs.clone(),
-        Registry::new(),
-        WorkerOptions {
-            name: "w".into(),
-            concurrency: 1,
-            lease: LEASE,
-            idle_poll: Duration::from_millis(10),
-        },
-        stopped,
-    ));
-    for _ in 0..200 {
-        if jobs.get(id).await.unwrap().status == "dead" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    stop.send(true).unwrap();
-    w.await.unwrap();
-    let rec = jobs.get(id).await.unwrap();
-    assert_eq!(
-        (rec.status.as_str(), rec.last_error_kind.as_deref()),
-        ("dead", Some("permanent"))
+    assert!(
+        jobs.claim("w", &["pull", "push"], 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
     );
-    assert!(rec.last_error.unwrap().contains("mystery"));
+    // A worker with no handlers does not even poll.
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        run_worker(
+            jobs.clone(),
+            Registry::new(),
+            WorkerOptions {
+                name: "w".into(),
+                concurrency: 1,
+                lease: LEASE,
+                idle_poll: Duration::from_millis(10),
+            },
+            stopped,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        jobs.get(id).await.unwrap().status,
+        "pending",
+        "waits for a handler"
+    );
+    let claimed = jobs.claim("w", &["mystery"], 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
 });
 
 both_backends!(
