@@ -48,9 +48,99 @@ pub enum Command {
     /// Vault keys: generate new key files, re-wrap the vault under the current key.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The sync job queue: status, the error queue, operator retry and resolve.
+    #[command(subcommand)]
+    Sync(SyncCommand),
     /// Benchmarks; each ends with one JSON line of its figures.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Jobs by status, and the age of the oldest job waiting to run.
+    Status,
+    /// Lists jobs (newest first), e.g. the error queue: `--status dead`.
+    Jobs {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Runs a dead job again (audited).
+    Retry { job: i64 },
+    /// Closes a dead job without running it, saying why (audited).
+    Resolve {
+        job: i64,
+        #[arg(long)]
+        note: String,
+    },
+}
+
+/// Who the CLI acts as in the audit log.
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+/// `cashloop sync …`.
+pub async fn sync_command(config: &Config, cmd: SyncCommand) -> anyhow::Result<()> {
+    let db = open_db(config).await?;
+    let jobs = sync::jobs::Jobs::new(db.clone());
+    let result = async {
+        match cmd {
+            SyncCommand::Status => {
+                let s = jobs.status().await?;
+                for (status, n) in &s.by_status {
+                    println!("{status:<10} {n}");
+                }
+                if s.by_status.is_empty() {
+                    println!("no jobs");
+                }
+                match s.oldest_pending_age_s {
+                    Some(age) => println!("oldest due job waiting {age} s"),
+                    None => println!("nothing due"),
+                }
+            }
+            SyncCommand::Jobs { status, limit } => {
+                if let Some(s) = status.as_deref()
+                    && !matches!(s, "pending" | "running" | "succeeded" | "dead" | "resolved")
+                {
+                    anyhow::bail!(
+                        "--status: must be pending, running, succeeded, dead or resolved"
+                    );
+                }
+                for j in jobs.list(status.as_deref(), limit.clamp(1, 10_000)).await? {
+                    println!(
+                        "{:>8}  {:<10} {:<22} attempts {}/{}  {}",
+                        j.id,
+                        j.status,
+                        j.kind,
+                        j.attempts,
+                        j.max_attempts,
+                        j.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            SyncCommand::Retry { job } => {
+                let r = jobs.retry(job, &cli_actor()).await?;
+                println!("job {} is {} again (due now)", r.id, r.status);
+            }
+            SyncCommand::Resolve { job, note } => {
+                if note.trim().is_empty() {
+                    anyhow::bail!("--note: say why the job is resolved");
+                }
+                let r = jobs.resolve(job, &cli_actor(), note.trim()).await?;
+                println!("job {} resolved", r.id);
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    result
 }
 
 #[derive(Debug, Args)]

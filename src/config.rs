@@ -26,6 +26,47 @@ pub struct RawConfig {
     pub vault: Option<RawVault>,
     pub gateway: Option<RawGateway>,
     pub webhooks: Vec<RawWebhook>,
+    pub sync: RawSync,
+}
+
+/// `[sync]`: the job worker, and how Salesforce reaches cashloop.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSync {
+    /// Jobs run at once by each `cashloop serve`.
+    pub worker_concurrency: usize,
+    /// A claimed job not finished within this is taken by another worker.
+    pub lease_ms: u64,
+    /// How often an idle worker looks for due jobs.
+    pub idle_poll_ms: u64,
+    pub salesforce: Option<RawSyncSalesforce>,
+}
+
+impl Default for RawSync {
+    fn default() -> RawSync {
+        RawSync {
+            worker_concurrency: 4,
+            lease_ms: 60_000,
+            idle_poll_ms: 1_000,
+            salesforce: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyncSalesforce {
+    /// 64 hex characters: the HMAC-SHA256 key of `POST /v1/events/salesforce` (the Apex
+    /// callout signs with it). Without it that route answers 404.
+    pub event_secret: Option<RawSecret>,
+    /// Accepted clock difference for a signed event (default 300).
+    pub event_tolerance_s: Option<i64>,
+    /// The secret `?token=` of `POST /v1/salesforce/outbound` (Salesforce cannot sign outbound
+    /// messages). Without it that route answers 404.
+    pub outbound_token: Option<RawSecret>,
+    /// The 15- or 18-character org id outbound messages must come from (required with
+    /// `outbound_token`).
+    pub organization_id: Option<String>,
 }
 
 /// An outbound webhook subscriber: payment events are POSTed to `url`, signed with `secret`.
@@ -189,6 +230,7 @@ impl Default for RawConfig {
             vault: None,
             gateway: None,
             webhooks: Vec::new(),
+            sync: RawSync::default(),
         }
     }
 }
@@ -318,6 +360,42 @@ pub struct Config {
     /// Payments; `None` when not set up (needs the vault too).
     pub gateway: Option<GatewayConfig>,
     pub webhooks: Vec<gateway::webhooks::Subscriber>,
+    pub sync: SyncConfig,
+}
+
+/// The sync worker and Salesforce's ways in.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    pub worker_concurrency: usize,
+    pub lease_ms: u64,
+    pub idle_poll_ms: u64,
+    /// Verifies `POST /v1/events/salesforce` (HMAC-SHA256 over `t.body`).
+    pub event_secret: Option<std::sync::Arc<gateway::crypto::FingerprintKey>>,
+    pub event_tolerance_s: i64,
+    pub outbound_token: Option<std::sync::Arc<OutboundToken>>,
+    pub organization_id: Option<String>,
+}
+
+/// The outbound-message token, compared in constant time and never printed.
+pub struct OutboundToken(zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for OutboundToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboundToken([redacted])")
+    }
+}
+
+impl OutboundToken {
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::Digest;
+        // Compare digests: constant time whatever the lengths.
+        let a = sha2::Sha256::digest(self.0.as_bytes());
+        let b = sha2::Sha256::digest(presented.as_bytes());
+        a.iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -781,6 +859,65 @@ impl Config {
                 secret: std::sync::Arc::new(secret),
             });
         }
+        let sync = {
+            let r = &raw.sync;
+            if r.worker_concurrency == 0 || r.worker_concurrency > 256 {
+                return Err(bad("sync.worker_concurrency", "must be 1 to 256"));
+            }
+            if r.lease_ms < 1_000 {
+                return Err(bad("sync.lease_ms", "must be at least 1000"));
+            }
+            let sf = r.salesforce.as_ref();
+            let event_secret = match sf.and_then(|s| s.event_secret.as_ref()) {
+                None => None,
+                Some(src) => {
+                    let k = "sync.salesforce.event_secret";
+                    Some(std::sync::Arc::new(
+                        match (&src.file, &src.env) {
+                            (Some(f), None) => gateway::crypto::FingerprintKey::from_file(1, f),
+                            (None, Some(e)) => gateway::crypto::FingerprintKey::from_env(1, e),
+                            _ => return Err(bad(k, "give exactly one of `file` or `env`")),
+                        }
+                        .map_err(|e| bad(k, e.to_string()))?,
+                    ))
+                }
+            };
+            let outbound_token = match sf.and_then(|s| s.outbound_token.as_ref()) {
+                None => None,
+                Some(src) => {
+                    let k = "sync.salesforce.outbound_token";
+                    let t = secret_text(src, k)?;
+                    if t.len() < 16 {
+                        return Err(bad(k, "must be at least 16 characters"));
+                    }
+                    Some(std::sync::Arc::new(OutboundToken(t)))
+                }
+            };
+            let organization_id = sf.and_then(|s| s.organization_id.clone());
+            if let Some(o) = &organization_id
+                && (!matches!(o.len(), 15 | 18) || !o.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
+                return Err(bad(
+                    "sync.salesforce.organization_id",
+                    "must be a 15- or 18-character Salesforce id",
+                ));
+            }
+            if outbound_token.is_some() && organization_id.is_none() {
+                return Err(bad(
+                    "sync.salesforce.organization_id",
+                    "is required with outbound_token: messages from other orgs are refused",
+                ));
+            }
+            SyncConfig {
+                worker_concurrency: r.worker_concurrency,
+                lease_ms: r.lease_ms,
+                idle_poll_ms: r.idle_poll_ms.max(10),
+                event_secret,
+                event_tolerance_s: sf.and_then(|s| s.event_tolerance_s).unwrap_or(300),
+                outbound_token,
+                organization_id,
+            }
+        };
         Ok(Config {
             database_url: url,
             db: db::DbOptions {
@@ -806,6 +943,7 @@ impl Config {
             vault,
             gateway,
             webhooks,
+            sync,
         })
     }
 }

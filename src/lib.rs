@@ -89,6 +89,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             cli::keys_command(&config, cmd).await?;
             Ok(0)
         }
+        Command::Sync(cmd) => {
+            cli::init_logging(&config, "warn");
+            cli::sync_command(&config, cmd).await?;
+            Ok(0)
+        }
         Command::Bench(cmd) => {
             cli::init_logging(&config, "warn");
             bench::run(&config, cmd).await?;
@@ -201,6 +206,7 @@ pub async fn serve_on(
         payments,
         outbox,
         authnet,
+        jobs: sync::jobs::Jobs::new(db.clone()),
         db: db.clone(),
         config: std::sync::Arc::new(config),
     };

@@ -20,7 +20,7 @@ use ledger::{
     AccountCode, EntityCode, EntryId, ErrorCode, IdempotencyKey, Ledger, LedgerError, SourceName,
 };
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub outbox: Option<gateway::webhooks::Outbox>,
     /// The Authorize.Net connector, when it is the processor (inbound webhooks use it).
     pub authnet: Option<gateway::authnet::AuthorizeNet>,
+    /// The sync job queue.
+    pub jobs: sync::jobs::Jobs,
     pub db: Db,
     pub config: Arc<Config>,
 }
@@ -264,6 +266,9 @@ pub fn router(state: AppState) -> Router {
         .route("/payments/{id}", get(get_payment))
         .route("/payments/{id}/{action}", post(payment_action_route))
         .route("/webhooks/deliveries", get(webhook_deliveries))
+        .route("/sync/status", get(sync_status))
+        .route("/sync/jobs", get(sync_jobs))
+        .route("/sync/jobs/{id}/{action}", post(sync_job_action))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -273,6 +278,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/processors/authorize_net/webhooks",
             post(authnet_webhook),
         )
+        // Signed by the Apex callout / authenticated by the org id and a URL token.
+        .route("/v1/events/salesforce", post(salesforce_event))
+        .route("/v1/salesforce/outbound", post(salesforce_outbound))
         .nest("/v1", v1)
         .fallback(|| async { body(StatusCode::NOT_FOUND, "not_found", "no such route", None) })
         .layer(TimeoutLayer::with_status_code(
@@ -503,6 +511,343 @@ async fn authnet_webhook(
         Json(json!({"status": status_text, "outcome": detail})),
     )
         .into_response())
+}
+
+/// `POST /v1/events/salesforce`: an event from a Flow or Apex callout (a Closed Won
+/// Opportunity), signed `X-Cashloop-Signature: t=…,v1=…` (HMAC-SHA256 over `t.body`). Becomes
+/// one job, deduplicated on `event_id`: a replayed event adds nothing.
+async fn salesforce_event(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    let sync = &state.config.sync;
+    let Some(secret) = &sync.event_secret else {
+        return Err(AppError::Api {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            field: None,
+            message: "Salesforce events are not configured (sync.salesforce.event_secret)".into(),
+        });
+    };
+    let signature = headers
+        .get("x-cashloop-signature")
+        .and_then(|v| v.to_str().ok());
+    let ok = signature.is_some_and(|sig| {
+        gateway::webhooks::verify(
+            secret,
+            sig,
+            &raw,
+            chrono::Utc::now().timestamp(),
+            sync.event_tolerance_s,
+        )
+    });
+    if !ok {
+        audit(
+            &state,
+            "salesforce",
+            "sync.event.rejected",
+            "/v1/events/salesforce",
+            if signature.is_none() {
+                "missing signature"
+            } else {
+                "bad or stale signature"
+            },
+        )
+        .await;
+        return Err(AppError::Api {
+            status: StatusCode::UNAUTHORIZED,
+            code: if signature.is_none() {
+                "missing_signature"
+            } else {
+                "invalid_signature"
+            },
+            field: None,
+            message: "X-Cashloop-Signature is missing, wrong, or outside the time tolerance".into(),
+        });
+    }
+    #[derive(Deserialize)]
+    struct Event {
+        event_id: String,
+        object: String,
+        record_id: String,
+        #[serde(flatten)]
+        rest: serde_json::Map<String, Value>,
+    }
+    let event: Event = serde_json::from_slice(&raw).map_err(|e| AppError::Api {
+        status: StatusCode::BAD_REQUEST,
+        code: "malformed_json",
+        field: None,
+        message: format!("the event is not the expected JSON: {e}"),
+    })?;
+    let id_ok =
+        |s: &str| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic());
+    for (field, value) in [
+        ("event_id", &event.event_id),
+        ("object", &event.object),
+        ("record_id", &event.record_id),
+    ] {
+        if !id_ok(value) {
+            return Err(invalid(
+                field,
+                format!("{field}: must be 1 to 255 printable characters"),
+            ));
+        }
+    }
+    let mut payload = event.rest;
+    payload.insert("event_id".into(), json!(event.event_id));
+    payload.insert("object".into(), json!(event.object));
+    payload.insert("record_id".into(), json!(event.record_id));
+    let job = state
+        .jobs
+        .enqueue(
+            sync::jobs::NewJob::new("salesforce.event", Value::Object(payload))
+                .dedupe(format!("salesforce.event:{}", event.event_id)),
+        )
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    audit(
+        &state,
+        "salesforce",
+        "sync.event",
+        &event.event_id,
+        &match job {
+            Some(id) => format!("queued job {id} for {} {}", event.object, event.record_id),
+            None => "duplicate: already queued".to_owned(),
+        },
+    )
+    .await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job_id": job, "duplicate": job.is_none()})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct OutboundQuery {
+    token: Option<String>,
+}
+
+/// `POST /v1/salesforce/outbound?token=…`: Salesforce Outbound Messages (SOAP). Each
+/// notification becomes one job (deduplicated on its Id, as Salesforce resends until it gets
+/// the Ack); the Ack is sent only after all are queued.
+async fn salesforce_outbound(
+    State(state): State<AppState>,
+    Query(q): Query<OutboundQuery>,
+    raw: axum::body::Bytes,
+) -> Response {
+    let soap = |status: StatusCode, body: String| {
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    };
+    let sync = &state.config.sync;
+    let (Some(token), Some(org)) = (&sync.outbound_token, &sync.organization_id) else {
+        return soap(
+            StatusCode::NOT_FOUND,
+            sync::outbound::fault("Client", "outbound messages are not configured"),
+        );
+    };
+    if !q.token.as_deref().is_some_and(|t| token.matches(t)) {
+        audit(
+            &state,
+            "salesforce",
+            "sync.outbound.rejected",
+            "/v1/salesforce/outbound",
+            "bad token",
+        )
+        .await;
+        return soap(
+            StatusCode::UNAUTHORIZED,
+            sync::outbound::fault("Client", "invalid token"),
+        );
+    }
+    let message = match sync::outbound::parse(&raw) {
+        Ok(m) => m,
+        Err(e) => {
+            return soap(
+                StatusCode::BAD_REQUEST,
+                sync::outbound::fault("Client", &e.to_string()),
+            );
+        }
+    };
+    // 15- and 18-character forms of one id share the first 15 characters.
+    let same_org = message.organization_id.get(..15) == org.get(..15);
+    if !same_org {
+        audit(
+            &state,
+            "salesforce",
+            "sync.outbound.rejected",
+            &message.organization_id,
+            "message from another org",
+        )
+        .await;
+        return soap(
+            StatusCode::FORBIDDEN,
+            sync::outbound::fault("Client", "this endpoint serves another organization"),
+        );
+    }
+    let mut queued = 0;
+    for n in &message.notifications {
+        let fields: serde_json::Map<String, Value> = n
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        let payload = json!({
+            "notification_id": n.id,
+            "action_id": message.action_id,
+            "object": n.object,
+            "record_id": n.field("Id"),
+            "fields": fields,
+        });
+        match state
+            .jobs
+            .enqueue(
+                sync::jobs::NewJob::new("salesforce.outbound", payload)
+                    .dedupe(format!("salesforce.outbound:{}", n.id)),
+            )
+            .await
+        {
+            Ok(Some(_)) => queued += 1,
+            Ok(None) => {}
+            // No Ack: Salesforce sends the message again later; nothing is lost.
+            Err(e) => {
+                tracing::error!(error = %e, "queueing an outbound message failed");
+                return soap(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    sync::outbound::fault("Server", "temporarily unable to queue; retry"),
+                );
+            }
+        }
+    }
+    audit(
+        &state,
+        "salesforce",
+        "sync.outbound",
+        &message.action_id,
+        &format!(
+            "{} notifications, {queued} new",
+            message.notifications.len()
+        ),
+    )
+    .await;
+    soap(StatusCode::OK, sync::outbound::ACK.to_owned())
+}
+
+/// `GET /v1/sync/status`: jobs by status and the oldest due job's age.
+async fn sync_status(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, AppError> {
+    require(&caller, &[Role::Admin, Role::Finance, Role::Auditor])?;
+    let status = state
+        .jobs
+        .status()
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(Json(json!({"jobs": status})).into_response())
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    status: Option<String>,
+}
+
+/// `GET /v1/sync/jobs?status=dead`: the error queue (or any status), newest first.
+async fn sync_jobs(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<JobsQuery>,
+) -> Result<Response, AppError> {
+    require(&caller, &[Role::Admin, Role::Finance, Role::Auditor])?;
+    if let Some(s) = q.status.as_deref()
+        && !matches!(s, "pending" | "running" | "succeeded" | "dead" | "resolved")
+    {
+        return Err(invalid(
+            "status",
+            "status: must be pending, running, succeeded, dead or resolved".to_owned(),
+        ));
+    }
+    let jobs = state
+        .jobs
+        .list(q.status.as_deref(), 200)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(Json(json!({"data": jobs})).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    note: Option<String>,
+}
+
+/// `POST /v1/sync/jobs/{id}/retry` and `/resolve` (`{"note": "…"}`): operator actions on the
+/// error queue, audited with the caller's name.
+async fn sync_job_action(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    require(&caller, &[Role::Admin])?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| invalid("id", "id: must be a job number".to_owned()))?;
+    let record = match action.as_str() {
+        "retry" => state.jobs.retry(id, &caller.name).await,
+        "resolve" => {
+            let b: ResolveBody = if body.is_empty() {
+                ResolveBody::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|e| AppError::Api {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "malformed_json",
+                    field: None,
+                    message: e.to_string(),
+                })?
+            };
+            let note = b.note.unwrap_or_default();
+            if note.trim().is_empty() || note.len() > 2000 {
+                return Err(AppError::Api {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    code: "missing_field",
+                    field: Some("note".into()),
+                    message: "note: say why the job is resolved (1 to 2000 characters)".into(),
+                });
+            }
+            state.jobs.resolve(id, &caller.name, note.trim()).await
+        }
+        _ => {
+            return Err(AppError::Api {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                field: None,
+                message: "no such route".into(),
+            });
+        }
+    };
+    match record {
+        Ok(r) => Ok(Json(json!(r)).into_response()),
+        Err(sync::jobs::JobsError::NotFound(id)) => Err(AppError::Api {
+            status: StatusCode::NOT_FOUND,
+            code: "job_not_found",
+            field: Some("id".into()),
+            message: format!("there is no job {id}"),
+        }),
+        Err(e @ sync::jobs::JobsError::WrongState { .. }) => Err(AppError::Api {
+            status: StatusCode::CONFLICT,
+            code: "invalid_state",
+            field: None,
+            message: e.to_string(),
+        }),
+        Err(e) => Err(AppError::Internal(e.to_string())),
+    }
 }
 
 /// Appends to the audit log; a failure to audit is logged loudly but does not undo the call.

@@ -1678,6 +1678,10 @@ async fn role_matrix() {
         ("POST", "/v1/payments/pay_x/refunds", &["admin", "payments"]),
         ("POST", "/v1/payments/pay_x/represent", &["admin", "payments"]),
         ("GET", "/v1/webhooks/deliveries", all),
+        ("GET", "/v1/sync/status", &["admin", "finance", "auditor"]),
+        ("GET", "/v1/sync/jobs", &["admin", "finance", "auditor"]),
+        ("POST", "/v1/sync/jobs/1/retry", &["admin"]),
+        ("POST", "/v1/sync/jobs/1/resolve", &["admin"]),
     ];
     for (method, path, allowed) in &routes {
         let (s, _, _) = app.call(method, path, None, None, Some("{}")).await;
@@ -2013,3 +2017,301 @@ async fn db_count(t: &TestDb, sql: &'static str) -> (i64, (), ()) {
     };
     (n, (), ())
 }
+
+/// A 64-hex HMAC key file and a token file for the Salesforce ways in.
+fn sync_secrets(dir: &std::path::Path) -> (String, String) {
+    let secret = gateway::crypto::generate_key_hex().unwrap().to_string();
+    std::fs::write(dir.join("event-secret.hex"), &secret).unwrap();
+    std::fs::write(dir.join("outbound-token"), "tok_0123456789abcdef0123").unwrap();
+    (secret, "tok_0123456789abcdef0123".to_owned())
+}
+
+const ORG: &str = "00D5e000000ABCDEAA";
+
+fn outbound_message(ids: &[&str], org: &str) -> String {
+    let notifications: String = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                r#"<Notification><Id>{id}</Id><sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com"><sf:Id>0065e00000Gh1J{i}AAJ</sf:Id><sf:StageName>Closed Won</sf:StageName></sObject></Notification>"#
+            )
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound"><OrganizationId>{org}</OrganizationId><ActionId>04k5e000000XYZ1AAA</ActionId><SessionId xsi:nil="true"/>{notifications}</notifications></soapenv:Body></soapenv:Envelope>"#
+    )
+}
+
+// Salesforce's ways in (a signed Flow/Apex event, Outbound Messages) become exactly one job
+// each, whatever is replayed; forged or foreign messages add nothing. Operators see and act on
+// the queue over the API and the CLI.
+both!(salesforce_events_become_jobs_once, |t| async move {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, token) = sync_secrets(dir.path());
+    let section = format!(
+        "\n[sync.salesforce]\nevent_secret = {{ file = {:?} }}\noutbound_token = {{ file = {:?} }}\norganization_id = \"{ORG}\"\n",
+        dir.path().join("event-secret.hex").display().to_string(),
+        dir.path().join("outbound-token").display().to_string()
+    );
+    let app = App::spawn_config(config_with(&t.url, |toml| format!("{toml}{section}"))).await;
+    let key = gateway::crypto::FingerprintKey::from_hex(1, &secret).unwrap();
+    let send = |body: String, sig: Option<String>| {
+        let client = app.client.clone();
+        let url = format!("{}/v1/events/salesforce", app.base);
+        async move {
+            let mut req = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body);
+            if let Some(sig) = sig {
+                req = req.header("X-Cashloop-Signature", sig);
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+    let event = r#"{"event_id":"evt-0001","object":"Opportunity","record_id":"0065e00000Gh1JkAAJ","stage":"Closed Won","occurred_at":"2026-11-26T12:00:00Z"}"#.to_owned();
+    let signed = gateway::webhooks::signature(&key, now, event.as_bytes());
+    let (s, r) = send(event.clone(), Some(signed.clone())).await;
+    assert_eq!((s, r["duplicate"].as_bool()), (202, Some(false)), "{r}");
+    let job_id = r["job_id"].as_i64().unwrap();
+    // A replay (same event, even re-signed later) adds nothing.
+    let (s, r) = send(
+        event.clone(),
+        Some(gateway::webhooks::signature(
+            &key,
+            now + 5,
+            event.as_bytes(),
+        )),
+    )
+    .await;
+    assert_eq!((s, r["duplicate"].as_bool()), (202, Some(true)), "{r}");
+    // Forged, unsigned, stale, malformed: refused.
+    let (s, r) = send(event.replace("evt-0001", "evt-0002"), Some(signed.clone())).await;
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (401, Some("invalid_signature")),
+        "{r}"
+    );
+    let (s, r) = send(event.clone(), None).await;
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (401, Some("missing_signature")),
+        "{r}"
+    );
+    let stale_body = event.replace("evt-0001", "evt-0003");
+    let (s, _) = send(
+        stale_body.clone(),
+        Some(gateway::webhooks::signature(
+            &key,
+            now - 3600,
+            stale_body.as_bytes(),
+        )),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let bad = r#"{"event_id":"","object":"Opportunity","record_id":"x"}"#.to_owned();
+    let (s, r) = send(
+        bad.clone(),
+        Some(gateway::webhooks::signature(&key, now, bad.as_bytes())),
+    )
+    .await;
+    assert_eq!(
+        (s, r["error"]["field"].as_str()),
+        (422, Some("event_id")),
+        "{r}"
+    );
+    let broken = "{not json".to_owned();
+    let (s, _) = send(
+        broken.clone(),
+        Some(gateway::webhooks::signature(&key, now, broken.as_bytes())),
+    )
+    .await;
+    assert_eq!(s, 400);
+
+    // Outbound messages: Ack after queueing; a resend queues nothing new.
+    let soap = |body: String, token: &str| {
+        let client = app.client.clone();
+        let url = format!("{}/v1/salesforce/outbound?token={token}", app.base);
+        async move {
+            let r = client
+                .post(url)
+                .header("content-type", "text/xml")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let msg = outbound_message(&["04l5e00000A1b2cAAB", "04l5e00000A1b2dAAB"], ORG);
+    let (s, body) = soap(msg.clone(), &token).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("<Ack>true</Ack>"), "{body}");
+    let (s, body) = soap(msg.clone(), &token).await;
+    assert!(s == 200 && body.contains("<Ack>true</Ack>"));
+    let (s, body) = soap(msg.clone(), "tok_wrong_wrong_wrong").await;
+    assert!(
+        s == 401 && body.contains("Fault") && !body.contains("Ack"),
+        "{s} {body}"
+    );
+    let (s, body) = soap(
+        outbound_message(&["04l5e00000A1b2eAAB"], "00D000000000001AAA"),
+        &token,
+    )
+    .await;
+    assert!(
+        s == 403 && body.contains("another organization"),
+        "{s} {body}"
+    );
+    let (s, _) = soap("<nope".into(), &token).await;
+    assert_eq!(s, 400);
+
+    // Three jobs in all: one event, two notifications.
+    let (s, list, _) = app
+        .call(
+            "GET",
+            "/v1/sync/jobs?status=pending",
+            Some(AUDITOR_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{list}");
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3, "{list}");
+    let kinds: Vec<&str> = data.iter().map(|j| j["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "salesforce.outbound")
+            .count(),
+        2
+    );
+    let outbound = data
+        .iter()
+        .find(|j| j["kind"] == "salesforce.outbound")
+        .unwrap();
+    assert_eq!(outbound["payload"]["fields"]["StageName"], "Closed Won");
+    let (_, st, _) = app
+        .call("GET", "/v1/sync/status", Some(FINANCE_KEY), None, None)
+        .await;
+    assert_eq!(st["jobs"]["by_status"]["pending"].as_i64(), Some(3), "{st}");
+
+    // The error queue: a job fails permanently; the operator retries it, then resolves another.
+    let jobs = sync::jobs::Jobs::new(t.db.clone());
+    let claimed = jobs
+        .claim("test", &["salesforce.event"], 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, job_id);
+    jobs.fail(
+        &claimed[0],
+        &sync::jobs::JobError::Permanent("REQUIRED_FIELD_MISSING: Name".into()),
+    )
+    .await
+    .unwrap();
+    let (s, dead, _) = app
+        .call(
+            "GET",
+            "/v1/sync/jobs?status=dead",
+            Some(ADMIN_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, dead["data"][0]["last_error"].as_str()),
+        (200, Some("REQUIRED_FIELD_MISSING: Name"))
+    );
+    let (s, r, _) = app
+        .call(
+            "POST",
+            &format!("/v1/sync/jobs/{job_id}/resolve"),
+            Some(ADMIN_KEY),
+            None,
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(
+        (s, r["error"]["field"].as_str()),
+        (422, Some("note")),
+        "a resolution needs a note"
+    );
+    let (s, r, _) = app
+        .call(
+            "POST",
+            &format!("/v1/sync/jobs/{job_id}/retry"),
+            Some(ADMIN_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("pending")), "{r}");
+    let (s, r, _) = app
+        .call(
+            "POST",
+            &format!("/v1/sync/jobs/{job_id}/retry"),
+            Some(ADMIN_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{r}"
+    );
+    let (s, _, _) = app
+        .call(
+            "POST",
+            "/v1/sync/jobs/999999/retry",
+            Some(ADMIN_KEY),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    // The CLI sees the same queue and resolves a dead job with a note.
+    let claimed = jobs
+        .claim("test", &["salesforce.event"], 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    jobs.fail(
+        &claimed[0],
+        &sync::jobs::JobError::Permanent("still broken".into()),
+    )
+    .await
+    .unwrap();
+    let out = cli(&t.url, &["sync", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("dead") && text.contains("pending"),
+        "{text}"
+    );
+    let out = cli(&t.url, &["sync", "jobs", "--status", "dead"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("still broken"));
+    let out = cli(
+        &t.url,
+        &[
+            "sync",
+            "resolve",
+            &job_id.to_string(),
+            "--note",
+            "duplicate Opportunity; closed in Salesforce",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(jobs.get(job_id).await.unwrap().status, "resolved");
+    let out = cli(&t.url, &["sync", "retry", &job_id.to_string()]);
+    assert!(!out.status.success(), "a resolved job is not retried");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dead jobs only"));
+    app.stop().await;
+});
