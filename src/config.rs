@@ -40,6 +40,8 @@ pub struct RawSync {
     /// How often an idle worker looks for due jobs.
     pub idle_poll_ms: u64,
     pub salesforce: Option<RawSyncSalesforce>,
+    /// Field mappings per object pair (see `sync::mapping`).
+    pub mappings: Vec<sync::mapping::ObjectMapping>,
 }
 
 impl Default for RawSync {
@@ -49,6 +51,7 @@ impl Default for RawSync {
             lease_ms: 60_000,
             idle_poll_ms: 1_000,
             salesforce: None,
+            mappings: Vec::new(),
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct RawSyncSalesforce {
     /// The 15- or 18-character org id outbound messages must come from (required with
     /// `outbound_token`).
     pub organization_id: Option<String>,
+    /// The integration user's id: changes it made are our own writes echoed back, not synced.
+    pub integration_user_id: Option<String>,
 }
 
 /// An outbound webhook subscriber: payment events are POSTed to `url`, signed with `secret`.
@@ -374,6 +379,8 @@ pub struct SyncConfig {
     pub event_tolerance_s: i64,
     pub outbound_token: Option<std::sync::Arc<OutboundToken>>,
     pub organization_id: Option<String>,
+    pub integration_user_id: Option<String>,
+    pub mappings: Vec<sync::mapping::ObjectMapping>,
 }
 
 /// The outbound-message token, compared in constant time and never printed.
@@ -908,7 +915,31 @@ impl Config {
                     "is required with outbound_token: messages from other orgs are refused",
                 ));
             }
+            let salesforce_id = |k: &str, v: &Option<String>| match v {
+                Some(o)
+                    if !matches!(o.len(), 15 | 18)
+                        || !o.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+                {
+                    Err(bad(k, "must be a 15- or 18-character Salesforce id"))
+                }
+                _ => Ok(()),
+            };
+            let integration_user_id = sf.and_then(|s| s.integration_user_id.clone());
+            salesforce_id("sync.salesforce.integration_user_id", &integration_user_id)?;
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, m) in r.mappings.iter().enumerate() {
+                m.check()
+                    .map_err(|e| bad(&format!("sync.mappings[{i}].{}", e.path), e.message))?;
+                if !seen.insert((m.salesforce.clone(), m.sage.clone())) {
+                    return Err(bad(
+                        &format!("sync.mappings[{i}]"),
+                        format!("{} ⇄ {} is mapped twice", m.salesforce, m.sage),
+                    ));
+                }
+            }
             SyncConfig {
+                integration_user_id,
+                mappings: r.mappings.clone(),
                 worker_concurrency: r.worker_concurrency,
                 lease_ms: r.lease_ms,
                 idle_poll_ms: r.idle_poll_ms.max(10),
@@ -971,6 +1002,26 @@ mod tests {
         check("database_url = \"postgres://x@127.0.0.1/db\"", None);
         check("database_url = \"mysql://x\"", Some("database_url"));
         check("[server]\nlisten = \"nowhere\"", Some("server.listen"));
+        check(
+            "[sync]\nworker_concurrency = 0",
+            Some("sync.worker_concurrency"),
+        );
+        check(
+            "[sync.salesforce]\noutbound_token = { env = \"NOPE_NOT_SET_X\" }",
+            Some("sync.salesforce.outbound_token"),
+        );
+        check(
+            "[sync.salesforce]\norganization_id = \"00D-bad\"",
+            Some("sync.salesforce.organization_id"),
+        );
+        check(
+            "[[sync.mappings]]\nsalesforce = \"Account\"\nsage = \"CUSTOMER\"\nfields = [{ salesforce = \"Name\", owner = \"salesforce\" }]",
+            Some("sync.mappings[0].fields[0].sage"),
+        );
+        check(
+            "[[sync.mappings]]\nsalesforce = \"Account\"\nsage = \"CUSTOMER\"\nfields = [{ salesforce = \"Name\", sage = \"NAME\", owner = \"salesforce\", transform = { kind = \"lookup\", table = { A = \"B\" } } }]",
+            None,
+        );
         check(
             "[server]\nshutdown_grace_ms = \"soon\"",
             Some("server.shutdown_grace_ms"),

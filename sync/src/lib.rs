@@ -3,10 +3,12 @@
 //!
 //! Built so far (issue 4, in progress): the durable job queue and its worker ([`jobs`]),
 //! change-capture cursors ([`cursor`]), the ID cross-reference ([`xref`]) and the review queue
-//! with the conflict rule ([`review`]), Salesforce Outbound Messages ([`outbound`]).
+//! with the conflict rule ([`review`]), Salesforce Outbound Messages ([`outbound`]), field mappings with system-of-record rules,
+//! transforms and echo suppression ([`mapping`]).
 
 pub mod cursor;
 pub mod jobs;
+pub mod mapping;
 pub mod outbound;
 pub mod review;
 pub mod xref;
