@@ -836,3 +836,76 @@ async fn no_secret_in_errors_or_debug() {
         );
     }
 }
+
+#[tokio::test]
+async fn latency_hook_and_all_or_none_rollback() {
+    let sim = sim().await;
+    let client = jwt_client(&sim);
+    client.login().await.unwrap();
+    sim.set_latency_ms(20);
+    let started = Instant::now();
+    client.query("SELECT Id FROM Account").await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(20));
+    sim.set_latency_ms(0);
+
+    // allOrNone=true (sent raw: the client always sends false): one bad record rolls back all.
+    let token_client = gateway::http::client();
+    let form = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        sim.config().client_id,
+        sim.config().client_secret
+    );
+    let token: serde_json::Value = token_client
+        .post(format!("{}/services/oauth2/token", sim.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let body = serde_json::json!({"allOrNone": true, "records": [
+        {"attributes": {"type": "Account"}, "Name": "Good"},
+        {"attributes": {"type": "Account"}},
+    ]});
+    let resp = token_client
+        .post(format!(
+            "{}/services/data/v62.0/composite/sobjects",
+            sim.base_url()
+        ))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers().contains_key("Sforce-Limit-Info"));
+    let results: Vec<sync::salesforce::SaveResult> = resp.json().await.unwrap();
+    assert_eq!(
+        results[0].errors[0].status_code,
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+    );
+    assert_eq!(results[1].errors[0].status_code, "REQUIRED_FIELD_MISSING");
+    assert_eq!(sim.count("Account"), 0);
+
+    // More than 200 records in one call is refused as a whole.
+    let many: Vec<serde_json::Value> = (0..201)
+        .map(|i| serde_json::json!({"attributes": {"type": "Account"}, "Name": format!("N{i}")}))
+        .collect();
+    let resp = token_client
+        .post(format!(
+            "{}/services/data/v62.0/composite/sobjects",
+            sim.base_url()
+        ))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"allOrNone": false, "records": many}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let errs: Vec<sync::salesforce::ApiError> = resp.json().await.unwrap();
+    assert_eq!(errs[0].error_code, "EXCEEDED_ID_LIMIT");
+}
