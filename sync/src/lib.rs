@@ -2,13 +2,15 @@
 //! ID cross-reference. It must never hold card data.
 //!
 //! Built so far (issue 4, in progress): the durable job queue and its worker ([`jobs`]),
-//! change-capture cursors ([`cursor`]), the ID cross-reference ([`xref`]) and the review queue
-//! with the conflict rule ([`review`]), Salesforce Outbound Messages ([`outbound`]), field mappings with system-of-record rules,
-//! transforms and echo suppression ([`mapping`]).
+//! change-capture cursors ([`cursor`]), the ID cross-reference ([`xref`]), the review queue
+//! with the conflict rule ([`review`]), Salesforce Outbound Messages ([`outbound`]), field
+//! mappings with system-of-record rules, transforms and echo suppression ([`mapping`]), and the
+//! Salesforce REST / Bulk 2.0 client with its protocol-faithful simulator ([`salesforce`]).
 
 pub mod cursor;
 pub mod jobs;
 pub mod mapping;
 pub mod outbound;
 pub mod review;
+pub mod salesforce;
 pub mod xref;

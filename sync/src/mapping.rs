@@ -188,10 +188,10 @@ impl ObjectMapping {
                 ));
             }
             match &r.transform {
-                Transform::Concat { fields, .. } => {
-                    if fields.is_empty() || fields.iter().any(|f| !valid_name(f)) {
-                        return Err(err(at("transform.fields"), "list one or more field names"));
-                    }
+                Transform::Concat { fields, .. }
+                    if fields.is_empty() || fields.iter().any(|f| !valid_name(f)) =>
+                {
+                    return Err(err(at("transform.fields"), "list one or more field names"));
                 }
                 Transform::Date { from, to } => {
                     for (k, f) in [("from", from), ("to", to)] {
