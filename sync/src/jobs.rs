@@ -302,6 +302,42 @@ impl Jobs {
         Ok(id)
     }
 
+    /// [`Jobs::enqueue`] inside the caller's transaction, so a job exists exactly when the
+    /// work that produced it committed.
+    pub async fn enqueue_in(tx: &mut db::DbTx, job: NewJob) -> Result<Option<i64>> {
+        let now = Utc::now();
+        let run_at = job.run_at.unwrap_or(now);
+        let max = job.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
+        let payload = job.payload.to_string();
+        let id: Option<i64> = match tx {
+            db::DbTx::Postgres(t) => sqlx::query_scalar(
+                "INSERT INTO sync_jobs (kind, payload, dedupe_key, status, attempts, max_attempts, run_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            )
+            .bind(&job.kind)
+            .bind(&payload)
+            .bind(&job.dedupe_key)
+            .bind(max)
+            .bind(run_at)
+            .bind(now)
+            .fetch_optional(&mut **t)
+            .await?,
+            db::DbTx::Sqlite(t) => sqlx::query_scalar(
+                "INSERT INTO sync_jobs (kind, payload, dedupe_key, status, attempts, max_attempts, run_at, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, ?6) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            )
+            .bind(&job.kind)
+            .bind(&payload)
+            .bind(&job.dedupe_key)
+            .bind(max)
+            .bind(ts(run_at))
+            .bind(ts(now))
+            .fetch_optional(&mut **t)
+            .await?,
+        };
+        Ok(id)
+    }
+
     /// Claims up to `max` due jobs (and jobs whose lease expired) of the given `kinds` for
     /// `worker`, each leased for `lease`. A job of a kind no running worker handles waits (a
     /// later release, or another process, may handle it) rather than failing.

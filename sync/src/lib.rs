@@ -4,10 +4,12 @@
 //! Built so far (issue 4, in progress): the durable job queue and its worker ([`jobs`]),
 //! change-capture cursors ([`cursor`]), the ID cross-reference ([`xref`]), the review queue
 //! with the conflict rule ([`review`]), Salesforce Outbound Messages ([`outbound`]), field
-//! mappings with system-of-record rules, transforms and echo suppression ([`mapping`]), and the
-//! Salesforce REST / Bulk 2.0 client with its protocol-faithful simulator ([`salesforce`]).
+//! mappings with system-of-record rules, transforms and echo suppression ([`mapping`]), the
+//! Salesforce REST / Bulk 2.0 client with its protocol-faithful simulator ([`salesforce`]), and
+//! the Salesforce pull / push flows on the job queue ([`flows`]).
 
 pub mod cursor;
+pub mod flows;
 pub mod jobs;
 pub mod mapping;
 pub mod outbound;

@@ -1,0 +1,685 @@
+//! The Salesforce flows on the job queue.
+//!
+//! **Pull** (`salesforce.pull`, one job per object): reads changes since the object's cursor
+//! (minus a look-back) with `queryAll` — deletes included — ordered by `(SystemModstamp, Id)`,
+//! page by page. Each page is written in one transaction: the mirror rows
+//! (`sync_sf_records`), a `salesforce.changed` job per record a person changed (changes made by
+//! the integration user are our own writes coming back and are not passed on), and the cursor
+//! moved to the page's last record. A worker killed mid-pull leaves the cursor at the last
+//! committed page; the rerun resumes there and re-reads nothing twice into downstream jobs
+//! (they are deduplicated on object, id and modstamp).
+//!
+//! **Push** (`salesforce.push`, one job per object): sends pending rows of `sync_sf_outbox`
+//! with sObject Collections upserts by external id, 200 records a call. A row is marked done
+//! only if it did not change meanwhile (its version); a record Salesforce refuses is marked
+//! failed with the reason; an ambiguous external id goes to the review queue. Interrupted, the
+//! rerun sends the rest again — upserts by external id never duplicate a record.
+//!
+//! A circuit breaker stops calling Salesforce for a while after consecutive retryable
+//! failures (a 500/503 storm): jobs then fail fast as retryable and back off.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use db::{Db, DbTx};
+use serde_json::{Map, Value as Json, json};
+
+use crate::cursor::{Cursors, Position};
+use crate::jobs::{BoxFuture, Handler, Job, JobError, Jobs, NewJob, Registry};
+use crate::review::Review;
+use crate::salesforce::soql::{datetime_literal, parse_datetime};
+use crate::salesforce::{Record, SalesforceClient, SalesforceError, Value};
+
+pub const PULL: &str = "salesforce.pull";
+pub const PUSH: &str = "salesforce.push";
+/// Queued per changed record by a pull; handled by the flows to Sage (issue 5).
+pub const CHANGED: &str = "salesforce.changed";
+pub const SYSTEM: &str = "salesforce";
+
+/// Fields every pull reads besides the configured ones.
+const SYSTEM_FIELDS: [&str; 4] = ["Id", "SystemModstamp", "LastModifiedById", "IsDeleted"];
+
+/// One object to follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullObject {
+    pub name: String,
+    pub fields: Vec<String>,
+}
+
+/// Stops calls after `threshold` consecutive retryable failures, for `cooldown`.
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    threshold: u32,
+    cooldown: Duration,
+    state: Mutex<(u32, Option<Instant>)>,
+}
+
+impl CircuitBreaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> CircuitBreaker {
+        CircuitBreaker {
+            threshold: threshold.max(1),
+            cooldown,
+            state: Mutex::new((0, None)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u32, Option<Instant>)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Err` while open: do not call.
+    pub fn check(&self) -> Result<(), JobError> {
+        let mut s = self.lock();
+        match s.1 {
+            Some(until) if Instant::now() < until => Err(JobError::Retryable(format!(
+                "Salesforce circuit open after {} consecutive failures; retrying in {} ms",
+                s.0,
+                until.saturating_duration_since(Instant::now()).as_millis()
+            ))),
+            Some(_) => {
+                // Half-open: let the next call through; one more failure reopens it.
+                s.1 = None;
+                s.0 = self.threshold - 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub fn record(&self, result: &Result<(), &SalesforceError>) {
+        let mut s = self.lock();
+        match result {
+            Err(e) if e.retryable() => {
+                s.0 += 1;
+                if s.0 >= self.threshold {
+                    s.1 = Some(Instant::now() + self.cooldown);
+                }
+            }
+            _ => *s = (0, None),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.lock().1, Some(until) if Instant::now() < until)
+    }
+}
+
+/// What a pull did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PullReport {
+    pub pages: u64,
+    pub records: u64,
+    /// Already behind the cursor (the look-back overlap).
+    pub skipped: u64,
+    /// Changed by the integration user: mirrored, not passed on.
+    pub echoes: u64,
+    /// `salesforce.changed` jobs queued.
+    pub queued: u64,
+}
+
+/// What a push did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushReport {
+    pub sent: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub review: u64,
+    /// Changed while in flight: left pending for the next push.
+    pub superseded: u64,
+}
+
+/// The Salesforce flows. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SalesforceSync {
+    db: Db,
+    jobs: Jobs,
+    client: SalesforceClient,
+    objects: Arc<Vec<PullObject>>,
+    integration_user_id: Option<String>,
+    look_back: chrono::Duration,
+    breaker: Arc<CircuitBreaker>,
+    /// Outbox rows read per push round (sent in collection calls of 200).
+    push_batch: i64,
+}
+
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn job_error(e: &SalesforceError) -> JobError {
+    if e.retryable() {
+        JobError::Retryable(e.to_string())
+    } else {
+        JobError::Permanent(e.to_string())
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> JobError {
+    JobError::Retryable(format!("storage: {e}"))
+}
+
+fn to_json(v: &Value) -> Json {
+    serde_json::to_value(v).unwrap_or(Json::Null)
+}
+
+/// A JSON value from the outbox as a Salesforce field value; numbers stay decimal text.
+fn from_json(v: &Json) -> Value {
+    match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => crate::salesforce::wire::parse_decimal(&n.to_string())
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::text(n.to_string())),
+        Json::String(s) => Value::text(s.clone()),
+        other => Value::Json(other.to_string()),
+    }
+}
+
+impl SalesforceSync {
+    pub fn new(
+        db: Db,
+        client: SalesforceClient,
+        objects: Vec<PullObject>,
+        integration_user_id: Option<String>,
+    ) -> SalesforceSync {
+        SalesforceSync {
+            jobs: Jobs::new(db.clone()),
+            db,
+            client,
+            objects: Arc::new(objects),
+            integration_user_id,
+            look_back: chrono::Duration::seconds(60),
+            breaker: Arc::new(CircuitBreaker::new(5, Duration::from_secs(30))),
+            push_batch: 2_000,
+        }
+    }
+
+    pub fn with_look_back(mut self, look_back: chrono::Duration) -> SalesforceSync {
+        self.look_back = look_back;
+        self
+    }
+
+    pub fn with_breaker(mut self, breaker: CircuitBreaker) -> SalesforceSync {
+        self.breaker = Arc::new(breaker);
+        self
+    }
+
+    pub fn with_jobs(mut self, jobs: Jobs) -> SalesforceSync {
+        self.jobs = jobs;
+        self
+    }
+
+    pub fn client(&self) -> &SalesforceClient {
+        &self.client
+    }
+
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    pub fn objects(&self) -> &[PullObject] {
+        &self.objects
+    }
+
+    /// Handlers for this module's job kinds.
+    pub fn register(self, registry: Registry) -> Registry {
+        let me = Arc::new(self);
+        registry
+            .register(PULL, Arc::new(PullHandler(me.clone())))
+            .register(PUSH, Arc::new(PushHandler(me)))
+    }
+
+    /// Queues a pull of every configured object (or one), deduplicated per `slot` (the
+    /// schedule's tick), so several servers polling at once queue one job.
+    pub async fn queue_pulls(&self, only: Option<&str>, slot: i64) -> Result<Vec<i64>, JobError> {
+        let mut ids = Vec::new();
+        for o in self
+            .objects
+            .iter()
+            .filter(|o| only.is_none_or(|n| n == o.name))
+        {
+            if let Some(id) = self
+                .jobs
+                .enqueue(
+                    NewJob::new(PULL, json!({"object": o.name}))
+                        .dedupe(format!("{PULL}:{}:{slot}", o.name)),
+                )
+                .await
+                .map_err(storage)?
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, SalesforceError>>,
+    ) -> Result<T, JobError> {
+        self.breaker.check()?;
+        let r = f.await;
+        self.breaker.record(&r.as_ref().map(|_| ()));
+        r.map_err(|e| job_error(&e))
+    }
+
+    /// Pulls `object`'s changes since its cursor; see the module docs.
+    pub async fn pull(&self, object: &str, job: Option<&Job>) -> Result<PullReport, JobError> {
+        let spec = self
+            .objects
+            .iter()
+            .find(|o| o.name == object)
+            .ok_or_else(|| JobError::Permanent(format!("{object} is not a configured object")))?;
+        let cursors = Cursors::new(self.db.clone());
+        let mut position = cursors.get(SYSTEM, object).await.map_err(storage)?;
+        let mut fields: Vec<&str> = SYSTEM_FIELDS.to_vec();
+        for f in &spec.fields {
+            if !fields.contains(&f.as_str()) {
+                fields.push(f);
+            }
+        }
+        let filter = match &position {
+            Some(p) => format!(
+                " WHERE SystemModstamp > {}",
+                datetime_literal(p.modified_at - self.look_back)
+            ),
+            None => String::new(),
+        };
+        let soql = format!(
+            "SELECT {} FROM {object}{filter} ORDER BY SystemModstamp, Id",
+            fields.join(", ")
+        );
+        let mut pager = self.client.query_all_pages(&soql);
+        let mut report = PullReport::default();
+        loop {
+            let Some(records) = self.call(pager.next_page()).await? else {
+                break;
+            };
+            report.pages += 1;
+            let mut tx = self.db.begin().await.map_err(storage)?;
+            let mut last: Option<Position> = None;
+            for r in &records {
+                report.records += 1;
+                let id = r
+                    .id()
+                    .ok_or_else(|| JobError::Permanent(format!("a {object} record without Id")))?;
+                let modified = r
+                    .get_str("SystemModstamp")
+                    .and_then(parse_datetime)
+                    .ok_or_else(|| {
+                        JobError::Permanent(format!("{object} {id}: unreadable SystemModstamp"))
+                    })?;
+                let here = Position {
+                    modified_at: modified,
+                    last_id: id.to_owned(),
+                };
+                if position.as_ref().is_some_and(|p| &here <= p) {
+                    report.skipped += 1;
+                    continue;
+                }
+                let by = r.get_str("LastModifiedById");
+                let deleted = r.get("IsDeleted").and_then(Value::as_bool).unwrap_or(false);
+                let echo = self
+                    .integration_user_id
+                    .as_deref()
+                    .is_some_and(|u| crate::mapping::is_echo(by, u));
+                let mirrored: Map<String, Json> = r
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), to_json(v)))
+                    .collect();
+                mirror_in(
+                    &mut tx,
+                    object,
+                    id,
+                    &Json::Object(mirrored).to_string(),
+                    modified,
+                    by,
+                    deleted,
+                )
+                .await
+                .map_err(storage)?;
+                if echo {
+                    report.echoes += 1;
+                } else {
+                    let queued = Jobs::enqueue_in(
+                        &mut tx,
+                        NewJob::new(
+                            CHANGED,
+                            json!({"object": object, "id": id, "modified_at": ts(modified), "deleted": deleted}),
+                        )
+                        .dedupe(format!("{CHANGED}:{object}:{id}:{}", ts(modified))),
+                    )
+                    .await
+                    .map_err(storage)?;
+                    report.queued += u64::from(queued.is_some());
+                }
+                last = Some(here);
+            }
+            if let Some(p) = &last {
+                Cursors::advance_in(&mut tx, SYSTEM, object, p)
+                    .await
+                    .map_err(storage)?;
+            }
+            tx.commit().await.map_err(storage)?;
+            if last.is_some() {
+                position = last;
+            }
+            if let Some(job) = job
+                && !self
+                    .jobs
+                    .heartbeat(job, Duration::from_secs(120))
+                    .await
+                    .map_err(storage)?
+            {
+                return Err(JobError::Retryable(
+                    "lost the job's lease mid-pull; another worker continues".into(),
+                ));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Queues a record to upsert into Salesforce by `external_id_field` = `external_id`.
+    pub async fn queue_push(
+        &self,
+        object: &str,
+        external_id_field: &str,
+        external_id: &str,
+        fields: &Map<String, Json>,
+    ) -> Result<(), sqlx::Error> {
+        let now = Utc::now();
+        let text = Json::Object(fields.clone()).to_string();
+        match &self.db {
+            Db::Postgres(p) => {
+                sqlx::query(
+                    "INSERT INTO sync_sf_outbox (object, external_id_field, external_id, fields, status, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, 'pending', 1, $5, $5) \
+                     ON CONFLICT (object, external_id_field, external_id) DO UPDATE SET fields = excluded.fields, status = 'pending', \
+                     version = sync_sf_outbox.version + 1, attempts = 0, last_error = NULL, updated_at = excluded.updated_at",
+                )
+                .bind(object)
+                .bind(external_id_field)
+                .bind(external_id)
+                .bind(&text)
+                .bind(now)
+                .execute(p)
+                .await?;
+            }
+            Db::Sqlite(s) => {
+                sqlx::query(
+                    "INSERT INTO sync_sf_outbox (object, external_id_field, external_id, fields, status, version, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, 'pending', 1, ?5, ?5) \
+                     ON CONFLICT (object, external_id_field, external_id) DO UPDATE SET fields = excluded.fields, status = 'pending', \
+                     version = sync_sf_outbox.version + 1, attempts = 0, last_error = NULL, updated_at = excluded.updated_at",
+                )
+                .bind(object)
+                .bind(external_id_field)
+                .bind(external_id)
+                .bind(&text)
+                .bind(ts(now))
+                .execute(&s.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends pending outbox rows of `object`; see the module docs.
+    pub async fn push(&self, object: &str, job: Option<&Job>) -> Result<PushReport, JobError> {
+        let mut report = PushReport::default();
+        let review = Review::new(self.db.clone());
+        // Rows already tried in this run are not re-read (a retryable per-record error stays
+        // pending for the next job, not this loop).
+        let mut after_id = 0i64;
+        loop {
+            type Row = (i64, String, String, String, i64);
+            let rows: Vec<Row> = match &self.db {
+                Db::Postgres(p) => sqlx::query_as(
+                    "SELECT id, external_id_field, external_id, fields, version FROM sync_sf_outbox \
+                     WHERE object = $1 AND status = 'pending' AND id > $2 ORDER BY id LIMIT $3",
+                )
+                .bind(object)
+                .bind(after_id)
+                .bind(self.push_batch)
+                .fetch_all(p)
+                .await
+                .map_err(storage)?,
+                Db::Sqlite(s) => sqlx::query_as(
+                    "SELECT id, external_id_field, external_id, fields, version FROM sync_sf_outbox \
+                     WHERE object = ? AND status = 'pending' AND id > ? ORDER BY id LIMIT ?",
+                )
+                .bind(object)
+                .bind(after_id)
+                .bind(self.push_batch)
+                .fetch_all(&s.pool)
+                .await
+                .map_err(storage)?,
+            };
+            let Some(last) = rows.last() else { break };
+            after_id = last.0;
+            // One upsert call sequence per external id field.
+            let mut by_field: std::collections::BTreeMap<&str, Vec<&Row>> = Default::default();
+            for r in &rows {
+                by_field.entry(r.1.as_str()).or_default().push(r);
+            }
+            for (field, group) in by_field {
+                let records: Vec<Record> = group
+                    .iter()
+                    .map(|r| {
+                        let mut rec = Record::new(object);
+                        if let Ok(Json::Object(m)) = serde_json::from_str::<Json>(&r.3) {
+                            for (k, v) in &m {
+                                rec.set(k, from_json(v));
+                            }
+                        }
+                        rec.set(field, Value::text(r.2.clone()));
+                        rec
+                    })
+                    .collect();
+                let results = self
+                    .call(self.client.upsert_many(object, field, &records))
+                    .await?;
+                report.sent += records.len() as u64;
+                let mut tx = self.db.begin().await.map_err(storage)?;
+                for (row, result) in group.iter().zip(&results) {
+                    let (status, error) = if result.success {
+                        ("done", None)
+                    } else {
+                        let code = result
+                            .errors
+                            .first()
+                            .map(|e| e.status_code.as_str())
+                            .unwrap_or("UNKNOWN");
+                        let message = result
+                            .errors
+                            .iter()
+                            .map(|e| format!("{}: {}", e.status_code, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        match code {
+                            "DUPLICATE_EXTERNAL_ID" => ("review", Some(message)),
+                            "UNABLE_TO_LOCK_ROW"
+                            | "REQUEST_LIMIT_EXCEEDED"
+                            | "SERVER_UNAVAILABLE" => ("pending", Some(message)),
+                            _ => ("failed", Some(message)),
+                        }
+                    };
+                    let changed = set_outbox_in(
+                        &mut tx,
+                        row.0,
+                        row.4,
+                        status,
+                        result.id.as_deref(),
+                        error.as_deref(),
+                    )
+                    .await
+                    .map_err(storage)?;
+                    if !changed {
+                        report.superseded += 1;
+                        continue;
+                    }
+                    match status {
+                        "done" => report.done += 1,
+                        "failed" => report.failed += 1,
+                        "review" => report.review += 1,
+                        _ => {}
+                    }
+                }
+                tx.commit().await.map_err(storage)?;
+                for (row, result) in group.iter().zip(&results) {
+                    let ambiguous = result
+                        .errors
+                        .iter()
+                        .any(|e| e.status_code == "DUPLICATE_EXTERNAL_ID");
+                    if ambiguous {
+                        review
+                            .open(
+                                "multiple_match",
+                                object,
+                                &format!("{field}={}", row.2),
+                                &json!({"external_id_field": field, "external_id": row.2, "errors": result.errors.iter().map(|e| &e.message).collect::<Vec<_>>()}),
+                            )
+                            .await
+                            .map_err(storage)?;
+                    }
+                }
+            }
+            if let Some(job) = job
+                && !self
+                    .jobs
+                    .heartbeat(job, Duration::from_secs(120))
+                    .await
+                    .map_err(storage)?
+            {
+                return Err(JobError::Retryable(
+                    "lost the job's lease mid-push; another worker continues".into(),
+                ));
+            }
+        }
+        Ok(report)
+    }
+}
+
+async fn mirror_in(
+    tx: &mut DbTx,
+    object: &str,
+    id: &str,
+    fields: &str,
+    modified: DateTime<Utc>,
+    by: Option<&str>,
+    deleted: bool,
+) -> Result<(), sqlx::Error> {
+    let now = Utc::now();
+    match tx {
+        DbTx::Postgres(t) => {
+            sqlx::query(
+                "INSERT INTO sync_sf_records (object, id, fields, modified_at, last_modified_by, is_deleted, pulled_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (object, id) DO UPDATE SET fields = excluded.fields, \
+                 modified_at = excluded.modified_at, last_modified_by = excluded.last_modified_by, is_deleted = excluded.is_deleted, \
+                 pulled_at = excluded.pulled_at WHERE sync_sf_records.modified_at <= excluded.modified_at",
+            )
+            .bind(object)
+            .bind(id)
+            .bind(fields)
+            .bind(modified)
+            .bind(by)
+            .bind(deleted)
+            .bind(now)
+            .execute(&mut **t)
+            .await?;
+        }
+        DbTx::Sqlite(t) => {
+            sqlx::query(
+                "INSERT INTO sync_sf_records (object, id, fields, modified_at, last_modified_by, is_deleted, pulled_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (object, id) DO UPDATE SET fields = excluded.fields, \
+                 modified_at = excluded.modified_at, last_modified_by = excluded.last_modified_by, is_deleted = excluded.is_deleted, \
+                 pulled_at = excluded.pulled_at WHERE sync_sf_records.modified_at <= excluded.modified_at",
+            )
+            .bind(object)
+            .bind(id)
+            .bind(fields)
+            .bind(ts(modified))
+            .bind(by)
+            .bind(deleted)
+            .bind(ts(now))
+            .execute(&mut **t)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records a push outcome for a row, only if its version is the one sent.
+async fn set_outbox_in(
+    tx: &mut DbTx,
+    id: i64,
+    version: i64,
+    status: &str,
+    salesforce_id: Option<&str>,
+    error: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let now = Utc::now();
+    let n = match tx {
+        DbTx::Postgres(t) => sqlx::query(
+            "UPDATE sync_sf_outbox SET status = $1, salesforce_id = COALESCE($2, salesforce_id), last_error = $3, \
+             attempts = attempts + 1, updated_at = $4 WHERE id = $5 AND version = $6",
+        )
+        .bind(status)
+        .bind(salesforce_id)
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .bind(version)
+        .execute(&mut **t)
+        .await?
+        .rows_affected(),
+        DbTx::Sqlite(t) => sqlx::query(
+            "UPDATE sync_sf_outbox SET status = ?1, salesforce_id = COALESCE(?2, salesforce_id), last_error = ?3, \
+             attempts = attempts + 1, updated_at = ?4 WHERE id = ?5 AND version = ?6",
+        )
+        .bind(status)
+        .bind(salesforce_id)
+        .bind(error)
+        .bind(ts(now))
+        .bind(id)
+        .bind(version)
+        .execute(&mut **t)
+        .await?
+        .rows_affected(),
+    };
+    Ok(n == 1)
+}
+
+fn object_of(job: &Job) -> Result<String, JobError> {
+    job.payload["object"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| JobError::Permanent("the job names no object".into()))
+}
+
+struct PullHandler(Arc<SalesforceSync>);
+struct PushHandler(Arc<SalesforceSync>);
+
+impl Handler for PullHandler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let object = object_of(job)?;
+            let r = self.0.pull(&object, Some(job)).await?;
+            tracing::info!(object = %object, pages = r.pages, records = r.records, queued = r.queued, echoes = r.echoes, "salesforce pull done");
+            Ok(())
+        })
+    }
+}
+
+impl Handler for PushHandler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let object = object_of(job)?;
+            let r = self.0.push(&object, Some(job)).await?;
+            tracing::info!(object = %object, sent = r.sent, done = r.done, failed = r.failed, review = r.review, "salesforce push done");
+            Ok(())
+        })
+    }
+}
