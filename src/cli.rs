@@ -67,6 +67,14 @@ pub enum SyncCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Pulls (and pushes) now, in this process: every configured object, or one.
+    Run {
+        /// Required: this command does one round and exits (the server runs on a schedule).
+        #[arg(long)]
+        once: bool,
+        #[arg(long)]
+        object: Option<String>,
+    },
     /// Runs a dead job again (audited).
     Retry { job: i64 },
     /// Closes a dead job without running it, saying why (audited).
@@ -122,6 +130,46 @@ pub async fn sync_command(config: &Config, cmd: SyncCommand) -> anyhow::Result<(
                         j.max_attempts,
                         j.last_error.as_deref().unwrap_or("")
                     );
+                }
+            }
+            SyncCommand::Run { once, object } => {
+                if !once {
+                    anyhow::bail!("--once: `sync run` does one round; `cashloop serve` runs on a schedule");
+                }
+                let Some(sf) = &config.sync.salesforce else {
+                    anyhow::bail!("sync.salesforce: no Salesforce connection is configured (login_url, auth, objects)");
+                };
+                if let Some(o) = &object
+                    && !sf.objects.iter().any(|p| &p.name == o)
+                {
+                    anyhow::bail!("--object: {o} is not in sync.salesforce.objects");
+                }
+                let flows = sync::flows::SalesforceSync::new(
+                    db.clone(),
+                    sf.client.clone(),
+                    sf.objects.clone(),
+                    config.sync.integration_user_id.clone(),
+                )
+                .with_look_back(chrono::Duration::seconds(sf.look_back_s));
+                for o in sf.objects.iter().filter(|p| object.as_ref().is_none_or(|n| n == &p.name)) {
+                    let r = flows
+                        .pull(&o.name, None)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("pull {}: {e:?}", o.name))?;
+                    println!(
+                        "pulled {:<24} {} records in {} pages: {} changes queued, {} own writes skipped",
+                        o.name, r.records, r.pages, r.queued, r.echoes
+                    );
+                    let p = flows
+                        .push(&o.name, None)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("push {}: {e:?}", o.name))?;
+                    if p.sent > 0 {
+                        println!(
+                            "pushed {:<24} {} sent: {} done, {} failed, {} to review",
+                            o.name, p.sent, p.done, p.failed, p.review
+                        );
+                    }
                 }
             }
             SyncCommand::Retry { job } => {

@@ -72,6 +72,47 @@ pub struct RawSyncSalesforce {
     pub organization_id: Option<String>,
     /// The integration user's id: changes it made are our own writes echoed back, not synced.
     pub integration_user_id: Option<String>,
+    /// `https://login.salesforce.com`, `https://test.salesforce.com` or the My Domain URL.
+    /// With `auth`, cashloop pulls and pushes through the REST API.
+    pub login_url: Option<String>,
+    /// Overrides the instance URL the token answer names.
+    pub instance_url: Option<String>,
+    /// REST API version (default "62.0").
+    pub api_version: Option<String>,
+    pub auth: Option<RawSalesforceAuth>,
+    /// Each object to pull, with the fields to read.
+    #[serde(default)]
+    pub objects: Vec<RawPullObject>,
+    /// How often each object is pulled (default 300).
+    pub poll_interval_s: Option<u64>,
+    /// How far before the cursor each pull starts reading again (default 60).
+    pub look_back_s: Option<i64>,
+}
+
+/// How cashloop logs in to Salesforce.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawSalesforceAuth {
+    /// OAuth 2.0 JWT bearer: the connected app's consumer key, the integration username, and
+    /// the PKCS#8 PEM private key whose certificate the connected app holds.
+    Jwt {
+        consumer_key: String,
+        username: String,
+        private_key: RawSecret,
+    },
+    /// OAuth 2.0 client credentials (needs the My Domain login URL).
+    ClientCredentials {
+        client_id: String,
+        client_secret: RawSecret,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPullObject {
+    pub name: String,
+    #[serde(default)]
+    pub fields: Vec<String>,
 }
 
 /// An outbound webhook subscriber: payment events are POSTed to `url`, signed with `secret`.
@@ -381,6 +422,17 @@ pub struct SyncConfig {
     pub organization_id: Option<String>,
     pub integration_user_id: Option<String>,
     pub mappings: Vec<sync::mapping::ObjectMapping>,
+    /// The Salesforce connection, when configured.
+    pub salesforce: Option<SalesforceSettings>,
+}
+
+/// A ready Salesforce client and what to pull with it.
+#[derive(Clone, Debug)]
+pub struct SalesforceSettings {
+    pub client: sync::salesforce::SalesforceClient,
+    pub objects: Vec<sync::flows::PullObject>,
+    pub poll_interval_s: u64,
+    pub look_back_s: i64,
 }
 
 /// The outbound-message token, compared in constant time and never printed.
@@ -937,7 +989,95 @@ impl Config {
                     ));
                 }
             }
+            let salesforce = match sf {
+                Some(c) if c.login_url.is_some() || c.auth.is_some() || !c.objects.is_empty() => {
+                    let k = |f: &str| format!("sync.salesforce.{f}");
+                    let login_url = c
+                        .login_url
+                        .clone()
+                        .ok_or_else(|| bad(&k("login_url"), "is required with auth and objects"))?;
+                    check_endpoint(&login_url, &k("login_url"))?;
+                    if let Some(u) = &c.instance_url {
+                        check_endpoint(u, &k("instance_url"))?;
+                    }
+                    let credentials = match c.auth.as_ref() {
+                        None => return Err(bad(&k("auth"), "is required with login_url")),
+                        Some(RawSalesforceAuth::Jwt {
+                            consumer_key,
+                            username,
+                            private_key,
+                        }) => {
+                            let pem = secret_text(private_key, &k("auth.private_key"))?;
+                            sync::salesforce::Credentials::jwt_bearer(
+                                consumer_key.clone(),
+                                username.clone(),
+                                &pem,
+                            )
+                            .map_err(|e| bad(&k("auth.private_key"), e.to_string()))?
+                        }
+                        Some(RawSalesforceAuth::ClientCredentials {
+                            client_id,
+                            client_secret,
+                        }) => {
+                            let secret = secret_text(client_secret, &k("auth.client_secret"))?;
+                            sync::salesforce::Credentials::client_credentials(
+                                client_id.clone(),
+                                secret.as_str(),
+                            )
+                        }
+                    };
+                    let mut client_config = sync::salesforce::ClientConfig::new(login_url);
+                    client_config.instance_url = c.instance_url.clone();
+                    if let Some(v) = &c.api_version {
+                        let ok = v.split_once('.').is_some_and(|(a, b)| {
+                            a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok()
+                        });
+                        if !ok {
+                            return Err(bad(&k("api_version"), "must look like 62.0"));
+                        }
+                        client_config.api_version = v.clone();
+                    }
+                    let client =
+                        sync::salesforce::SalesforceClient::new(client_config, credentials)
+                            .map_err(|e| bad(&k("auth"), e.to_string()))?;
+                    let mut objects = Vec::new();
+                    for (i, o) in c.objects.iter().enumerate() {
+                        let name_ok = |n: &str| {
+                            n.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        };
+                        if !name_ok(&o.name)
+                            || objects
+                                .iter()
+                                .any(|p: &sync::flows::PullObject| p.name == o.name)
+                        {
+                            return Err(bad(
+                                &format!("sync.salesforce.objects[{i}].name"),
+                                "must be a unique object API name",
+                            ));
+                        }
+                        if let Some(f) = o.fields.iter().find(|f| !name_ok(f)) {
+                            return Err(bad(
+                                &format!("sync.salesforce.objects[{i}].fields"),
+                                format!("{f:?} is not a field API name"),
+                            ));
+                        }
+                        objects.push(sync::flows::PullObject {
+                            name: o.name.clone(),
+                            fields: o.fields.clone(),
+                        });
+                    }
+                    Some(SalesforceSettings {
+                        client,
+                        objects,
+                        poll_interval_s: c.poll_interval_s.unwrap_or(300).max(1),
+                        look_back_s: c.look_back_s.unwrap_or(60).max(0),
+                    })
+                }
+                _ => None,
+            };
             SyncConfig {
+                salesforce,
                 integration_user_id,
                 mappings: r.mappings.clone(),
                 worker_concurrency: r.worker_concurrency,

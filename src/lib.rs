@@ -200,19 +200,55 @@ pub async fn serve_on(
             resolver_rx,
         ));
     }
+    // The sync worker: handlers for what is configured; idle (no polling) when nothing is.
+    let jobs = sync::jobs::Jobs::new(db.clone());
+    let mut registry = sync::jobs::Registry::new();
+    let (sync_stop, sync_rx) = tokio::sync::watch::channel(false);
+    if let Some(sf) = &config.sync.salesforce {
+        let flows = sync::flows::SalesforceSync::new(
+            db.clone(),
+            sf.client.clone(),
+            sf.objects.clone(),
+            config.sync.integration_user_id.clone(),
+        )
+        .with_look_back(chrono::Duration::seconds(sf.look_back_s));
+        registry = flows.clone().register(registry);
+        tokio::spawn(flows.run_schedule(
+            std::time::Duration::from_secs(sf.poll_interval_s),
+            sync_rx.clone(),
+        ));
+    }
+    let worker = tokio::spawn(sync::jobs::run_worker(
+        jobs.clone(),
+        registry,
+        sync::jobs::WorkerOptions {
+            name: format!(
+                "{}:{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "cashloop".into()),
+                std::process::id()
+            ),
+            concurrency: config.sync.worker_concurrency,
+            lease: std::time::Duration::from_millis(config.sync.lease_ms),
+            idle_poll: std::time::Duration::from_millis(config.sync.idle_poll_ms),
+        },
+        sync_rx,
+    ));
     let state = server::AppState {
         ledger,
         vault,
         payments,
         outbox,
         authnet,
-        jobs: sync::jobs::Jobs::new(db.clone()),
+        jobs,
         db: db.clone(),
         config: std::sync::Arc::new(config),
     };
     let result = server::serve(state, listener, shutdown).await;
     let _ = sealer.send(true);
     let _ = resolver_stop.send(true);
+    let _ = sync_stop.send(true);
+    // In-flight jobs finish (or their leases expire and another server takes them).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), worker).await;
     db.close().await;
     tracing::info!("cashloop stopped");
     result

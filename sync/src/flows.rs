@@ -254,6 +254,67 @@ impl SalesforceSync {
         Ok(ids)
     }
 
+    /// Queues a push for every object with pending outbox rows, deduplicated per `slot`.
+    pub async fn queue_pushes(&self, slot: i64) -> Result<Vec<i64>, JobError> {
+        let objects: Vec<String> = match &self.db {
+            Db::Postgres(p) => sqlx::query_scalar(
+                "SELECT DISTINCT object FROM sync_sf_outbox WHERE status = 'pending' ORDER BY object",
+            )
+            .fetch_all(p)
+            .await
+            .map_err(storage)?,
+            Db::Sqlite(s) => sqlx::query_scalar(
+                "SELECT DISTINCT object FROM sync_sf_outbox WHERE status = 'pending' ORDER BY object",
+            )
+            .fetch_all(&s.pool)
+            .await
+            .map_err(storage)?,
+        };
+        let mut ids = Vec::new();
+        for o in objects {
+            if let Some(id) = self
+                .jobs
+                .enqueue(
+                    NewJob::new(PUSH, json!({"object": o})).dedupe(format!("{PUSH}:{o}:{slot}")),
+                )
+                .await
+                .map_err(storage)?
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Queues pulls and pushes every `interval` until `stop` turns true (one job per object and
+    /// tick across all servers: the tick is part of the dedupe key).
+    pub async fn run_schedule(
+        self,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let secs = interval.as_secs().max(1) as i64;
+        loop {
+            let slot = Utc::now().timestamp() / secs;
+            if let Err(e) = self.queue_pulls(None, slot).await {
+                tracing::warn!(error = ?e, "queueing Salesforce pulls failed");
+            }
+            if let Err(e) = self.queue_pushes(slot).await {
+                tracing::warn!(error = ?e, "queueing Salesforce pushes failed");
+            }
+            // Sleep to the next tick boundary.
+            let next = (slot + 1) * secs;
+            let wait = (next - Utc::now().timestamp()).max(1) as u64;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
     async fn call<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, SalesforceError>>,

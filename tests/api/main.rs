@@ -2315,3 +2315,143 @@ both!(salesforce_events_become_jobs_once, |t| async move {
     assert!(String::from_utf8_lossy(&out.stderr).contains("dead jobs only"));
     app.stop().await;
 });
+
+// Salesforce end to end: a Closed Won in the org reaches cashloop as a signed event and is a
+// queued job within a second; the scheduled pull mirrors the org's Accounts; the CLI runs a
+// round on demand.
+both!(salesforce_closed_won_and_scheduled_pulls, |t| async move {
+    use sync::salesforce::Record;
+    use sync::salesforce::simulator::{Simulator, SimulatorConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, _) = sync_secrets(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sim = Simulator::start(SimulatorConfig {
+        event_webhook_url: Some(format!("{base}/v1/events/salesforce")),
+        event_secret_hex: secret.clone(),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    sim.insert_as_user(
+        "Account",
+        &[
+            Record::new("Account").with("Name", "Acme"),
+            Record::new("Account").with("Name", "Globex"),
+        ],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sf-client-secret"),
+        &sim.config().client_secret,
+    )
+    .unwrap();
+    let section = format!(
+        "\n[sync]\nidle_poll_ms = 20\n[sync.salesforce]\nevent_secret = {{ file = {:?} }}\nlogin_url = {:?}\nauth = {{ kind = \"client_credentials\", client_id = {:?}, client_secret = {{ file = {:?} }} }}\nobjects = [{{ name = \"Account\", fields = [\"Name\"] }}]\npoll_interval_s = 3600\nintegration_user_id = {:?}\n",
+        dir.path().join("event-secret.hex").display().to_string(),
+        sim.base_url(),
+        sim.config().client_id,
+        dir.path().join("sf-client-secret").display().to_string(),
+        sim.config().api_user_id,
+    );
+    let toml = format!("{}{section}", config_toml(&t.url));
+    let app = App::spawn_on(config_with(&t.url, |_| toml.clone()), listener).await;
+    // The scheduler queued a pull at start; the worker mirrors both Accounts.
+    let mut mirrored = 0;
+    for _ in 0..200 {
+        mirrored = db_count(&t, "SELECT COUNT(*) FROM sync_sf_records").await.0;
+        if mirrored == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(mirrored, 2);
+    // Closed Won → signed event → job, within a second.
+    let opp = sim
+        .insert_as_user(
+            "Opportunity",
+            &[Record::new("Opportunity")
+                .with("Name", "Acme renewal")
+                .with("StageName", "Prospecting")
+                .with("CloseDate", "2026-12-15")],
+        )
+        .unwrap()
+        .remove(0);
+    let started = std::time::Instant::now();
+    sim.update_as_user(
+        "Opportunity",
+        &opp,
+        &Record::new("Opportunity").with("StageName", "Closed Won"),
+    )
+    .unwrap();
+    let mut found = None;
+    while started.elapsed() < Duration::from_secs(1) {
+        let (_, list, _) = app
+            .call(
+                "GET",
+                "/v1/sync/jobs?status=pending",
+                Some(ADMIN_KEY),
+                None,
+                None,
+            )
+            .await;
+        found = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["kind"] == "salesforce.event" && j["payload"]["record_id"] == opp.as_str())
+            .cloned();
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let job = found.unwrap_or_else(|| panic!("no job within a second of Closed Won"));
+    assert_eq!(job["payload"]["stage"], "Closed Won");
+    assert_eq!(sim.events_sent().len(), 1);
+    app.stop().await;
+    // The CLI: one round now, for one object.
+    sim.insert_as_user("Account", &[Record::new("Account").with("Name", "Initech")])
+        .unwrap();
+    let path = dir.path().join("cashloop.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "sync",
+            "run",
+            "--once",
+            "--object",
+            "Account",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("pulled Account") && text.contains("1 changes queued"),
+        "{text}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "sync",
+            "run",
+            "--once",
+            "--object",
+            "Contact",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--object"));
+    assert_eq!(
+        db_count(&t, "SELECT COUNT(*) FROM sync_sf_records").await.0,
+        3
+    );
+});
