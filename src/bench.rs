@@ -28,6 +28,27 @@ pub enum BenchCommand {
     /// Tokenize and sale (tokenize + authorize + capture + ledger posting) through the HTTP
     /// API against the sandbox processor, with concurrent clients.
     Gateway(GatewayBenchArgs),
+    /// A Salesforce pull and push of N records against the simulator with injected latency:
+    /// records/s and API calls per record.
+    SyncSalesforce(SyncBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncBenchArgs {
+    /// sqlite, postgres or both.
+    #[arg(long, default_value = "both")]
+    pub backend: String,
+    #[arg(
+        long,
+        env = "CASHLOOP_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pub postgres_url: String,
+    #[arg(long, default_value_t = 100_000)]
+    pub records: usize,
+    /// Injected latency of every simulated Salesforce call.
+    #[arg(long, default_value_t = 20)]
+    pub latency_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +106,7 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
     let args = match cmd {
         BenchCommand::Ledger(a) => a,
         BenchCommand::Gateway(g) => return gateway_bench(config, g).await,
+        BenchCommand::SyncSalesforce(a) => return sync_bench(a).await,
     };
     let backends: Vec<Backend> = match args.backend.as_str() {
         "sqlite" => vec![Backend::Sqlite],
@@ -109,7 +131,8 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
             ("single_50_accounts", 50usize),
             ("single_2_hot_accounts", 2),
         ] {
-            let (db, cleanup) = fresh(backend, &args, tmp.path(), scenario).await?;
+            let (db, cleanup) =
+                fresh(backend, &FreshArgs::from(&args), tmp.path(), scenario).await?;
             let ledger = bench_ledger(&db, args.batch);
             setup_accounts(&ledger, 50).await?;
             let r = single(&ledger, args.writers, args.entries, accounts).await?;
@@ -123,7 +146,7 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
             db.close().await;
             cleanup.await;
         }
-        let (db, cleanup) = fresh(backend, &args, tmp.path(), "batched").await?;
+        let (db, cleanup) = fresh(backend, &FreshArgs::from(&args), tmp.path(), "batched").await?;
         let ledger = bench_ledger(&db, args.batch);
         setup_accounts(&ledger, 50).await?;
         let r = batched(&ledger, args.postings, args.batch).await?;
@@ -226,12 +249,28 @@ fn start_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or(NaiveDate::MIN)
 }
 
+/// Where fresh databases are made.
+#[derive(Debug)]
+pub struct FreshArgs {
+    pub postgres_url: String,
+    pub keep: bool,
+}
+
+impl From<&LedgerBenchArgs> for FreshArgs {
+    fn from(a: &LedgerBenchArgs) -> FreshArgs {
+        FreshArgs {
+            postgres_url: a.postgres_url.clone(),
+            keep: a.keep,
+        }
+    }
+}
+
 type Cleanup = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A fresh migrated database: a new SQLite file, or a new PostgreSQL schema.
 async fn fresh(
     backend: Backend,
-    args: &LedgerBenchArgs,
+    args: &FreshArgs,
     dir: &std::path::Path,
     scenario: &str,
 ) -> anyhow::Result<(Db, Cleanup)> {
@@ -565,7 +604,13 @@ async fn gateway_bench(_config: &Config, args: GatewayBenchArgs) -> anyhow::Resu
     for backend in backends {
         let name = backend.name();
         eprintln!("== {name}");
-        let (db, cleanup) = fresh(backend, &ledger_args, tmp.path(), "gateway").await?;
+        let (db, cleanup) = fresh(
+            backend,
+            &FreshArgs::from(&ledger_args),
+            tmp.path(),
+            "gateway",
+        )
+        .await?;
         let url = match &db {
             Db::Sqlite(s) => format!("sqlite://{}", s.path.display()),
             Db::Postgres(_) => format!(
@@ -681,6 +726,133 @@ async fn gateway_bench(_config: &Config, args: GatewayBenchArgs) -> anyhow::Resu
         server.await??;
         cleanup.await;
         results.insert(name.into(), json!({"tokenize": tok, "sale": sale}));
+    }
+    println!("{}", Value::Object(results));
+    Ok(())
+}
+
+/// `cashloop bench sync-salesforce`: a pull of N Accounts changed in the org, then a push of N
+/// records, through the real client, flows and database against the simulator over loopback
+/// with `latency_ms` added to every call. Reports records/s, API calls, and the minimum calls
+/// the API allows (⌈n/2000⌉ query pages, ⌈n/200⌉ collection calls).
+async fn sync_bench(args: SyncBenchArgs) -> anyhow::Result<()> {
+    use sync::flows::{PullObject, SalesforceSync};
+    use sync::salesforce::simulator::{Simulator, SimulatorConfig};
+    use sync::salesforce::{ClientConfig, Credentials, Record, SalesforceClient};
+    let backends: Vec<Backend> = match args.backend.as_str() {
+        "sqlite" => vec![Backend::Sqlite],
+        "postgres" => vec![Backend::Postgres],
+        "both" => vec![Backend::Sqlite, Backend::Postgres],
+        other => anyhow::bail!("--backend: {other:?} must be sqlite, postgres or both"),
+    };
+    if args.records == 0 {
+        anyhow::bail!("--records: must be at least 1");
+    }
+    let n = args.records;
+    let tmp = tempfile::Builder::new()
+        .prefix("cashloop-bench")
+        .tempdir()?;
+    let mut results = serde_json::Map::new();
+    results.insert("bench".into(), json!("sync-salesforce"));
+    results.insert(
+        "params".into(),
+        json!({"records": n, "latency_ms": args.latency_ms}),
+    );
+    for backend in backends {
+        let name = backend.name();
+        eprintln!("== {name}");
+        let (db, cleanup) = fresh(
+            backend,
+            &FreshArgs {
+                postgres_url: args.postgres_url.clone(),
+                keep: false,
+            },
+            tmp.path(),
+            "sync",
+        )
+        .await?;
+        let sim = Simulator::start(SimulatorConfig {
+            daily_api_limit: 10_000_000,
+            ..SimulatorConfig::default()
+        })
+        .await;
+        // The org: n Accounts a person created.
+        let people: Vec<Record> = (0..n)
+            .map(|i| Record::new("Account").with("Name", format!("Customer {i:07}").as_str()))
+            .collect();
+        for chunk in people.chunks(10_000) {
+            sim.insert_as_user("Account", chunk)
+                .map_err(|e| anyhow::anyhow!("seeding the simulator: {e:?}"))?;
+        }
+        sim.set_latency_ms(args.latency_ms);
+        let creds =
+            Credentials::client_credentials(&sim.config().client_id, &sim.config().client_secret);
+        let client = SalesforceClient::new(ClientConfig::new(sim.base_url()), creds)?;
+        client.login().await?;
+        let flows = SalesforceSync::new(
+            db.clone(),
+            client.clone(),
+            vec![PullObject {
+                name: "Account".into(),
+                fields: vec!["Name".into()],
+            }],
+            Some(sim.config().api_user_id.clone()),
+        );
+        // Pull.
+        let before = client.stats().total;
+        let started = Instant::now();
+        let pull = flows
+            .pull("Account", None)
+            .await
+            .map_err(|e| anyhow::anyhow!("pull: {e:?}"))?;
+        let pull_s = started.elapsed().as_secs_f64();
+        let pull_calls = client.stats().total - before;
+        anyhow::ensure!(pull.records as usize == n, "pulled {} of {n}", pull.records);
+        let pull_min = n.div_ceil(2000) as u64;
+        eprintln!(
+            "pull: {n} records in {pull_s:.2} s = {:.0} records/s; {pull_calls} API calls (minimum {pull_min})",
+            n as f64 / pull_s
+        );
+        // Push: n records to upsert by external id.
+        for i in 0..n {
+            let mut f = serde_json::Map::new();
+            f.insert("Name".into(), json!(format!("Pushed {i:07}")));
+            flows
+                .queue_push("Account", "Sage_Customer_Id__c", &format!("C-{i:07}"), &f)
+                .await?;
+        }
+        let before = client.stats().total;
+        let started = Instant::now();
+        let push = flows
+            .push("Account", None)
+            .await
+            .map_err(|e| anyhow::anyhow!("push: {e:?}"))?;
+        let push_s = started.elapsed().as_secs_f64();
+        let push_calls = client.stats().total - before;
+        anyhow::ensure!(
+            push.done as usize == n,
+            "pushed {} of {n}: {push:?}",
+            push.done
+        );
+        let push_min = n.div_ceil(200) as u64;
+        eprintln!(
+            "push: {n} records in {push_s:.2} s = {:.0} records/s; {push_calls} API calls (minimum {push_min})",
+            n as f64 / push_s
+        );
+        results.insert(
+            name.into(),
+            json!({
+                "pull": {"records": n, "seconds": pull_s, "records_per_s": n as f64 / pull_s,
+                         "api_calls": pull_calls, "min_api_calls": pull_min,
+                         "calls_per_record": pull_calls as f64 / n as f64},
+                "push": {"records": n, "seconds": push_s, "records_per_s": n as f64 / push_s,
+                         "api_calls": push_calls, "min_api_calls": push_min,
+                         "calls_per_record": push_calls as f64 / n as f64},
+            }),
+        );
+        drop(sim);
+        db.close().await;
+        cleanup.await;
     }
     println!("{}", Value::Object(results));
     Ok(())

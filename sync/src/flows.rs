@@ -29,7 +29,12 @@ use crate::cursor::{Cursors, Position};
 use crate::jobs::{BoxFuture, Handler, Job, JobError, Jobs, NewJob, Registry};
 use crate::review::Review;
 use crate::salesforce::soql::{datetime_literal, parse_datetime};
-use crate::salesforce::{Record, SalesforceClient, SalesforceError, Value};
+use crate::salesforce::{
+    COLLECTION_MAX_RECORDS, Record, SalesforceClient, SalesforceError, SaveResult, Value,
+};
+
+/// Collection calls a push keeps in flight.
+const PUSH_CONCURRENCY: usize = 4;
 
 pub const PULL: &str = "salesforce.pull";
 pub const PUSH: &str = "salesforce.push";
@@ -539,12 +544,34 @@ impl SalesforceSync {
                         rec
                     })
                     .collect();
-                let results = self
-                    .call(self.client.upsert_many(object, field, &records))
-                    .await?;
-                report.sent += records.len() as u64;
+                // Up to PUSH_CONCURRENCY collection calls in flight: Salesforce serves
+                // concurrent calls, and the latency per call dominates a push.
+                let mut answers: Vec<Result<Vec<SaveResult>, JobError>> = Vec::new();
+                for window in records.chunks(COLLECTION_MAX_RECORDS * PUSH_CONCURRENCY) {
+                    let mut calls: Vec<BoxFuture<'_, Result<Vec<SaveResult>, JobError>>> =
+                        Vec::new();
+                    for chunk in window.chunks(COLLECTION_MAX_RECORDS) {
+                        calls.push(Box::pin(
+                            self.call(self.client.upsert_many(object, field, chunk)),
+                        ));
+                    }
+                    answers.extend(futures_util::future::join_all(calls).await);
+                }
+                let mut first_error = None;
+                let mut results: Vec<(&Row, SaveResult)> = Vec::with_capacity(group.len());
+                for (rows, answer) in group.chunks(COLLECTION_MAX_RECORDS).zip(answers) {
+                    match answer {
+                        Ok(saved) => {
+                            report.sent += rows.len() as u64;
+                            results.extend(rows.iter().copied().zip(saved));
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
                 let mut tx = self.db.begin().await.map_err(storage)?;
-                for (row, result) in group.iter().zip(&results) {
+                for (row, result) in &results {
                     let (status, error) = if result.success {
                         ("done", None)
                     } else {
@@ -589,7 +616,7 @@ impl SalesforceSync {
                     }
                 }
                 tx.commit().await.map_err(storage)?;
-                for (row, result) in group.iter().zip(&results) {
+                for (row, result) in &results {
                     let ambiguous = result
                         .errors
                         .iter()
@@ -605,6 +632,10 @@ impl SalesforceSync {
                             .await
                             .map_err(storage)?;
                     }
+                }
+                // What succeeded is recorded; the failed calls' rows stay pending for the retry.
+                if let Some(e) = first_error {
+                    return Err(e);
                 }
             }
             if let Some(job) = job
