@@ -365,6 +365,8 @@ impl SalesforceSync {
             report.pages += 1;
             let mut tx = self.db.begin().await.map_err(storage)?;
             let mut last: Option<Position> = None;
+            let mut mirror: Vec<MirrorRow> = Vec::with_capacity(records.len());
+            let mut downstream: Vec<(Json, String)> = Vec::new();
             for r in &records {
                 report.records += 1;
                 let id = r
@@ -395,34 +397,29 @@ impl SalesforceSync {
                     .iter()
                     .map(|(k, v)| (k.clone(), to_json(v)))
                     .collect();
-                mirror_in(
-                    &mut tx,
-                    object,
-                    id,
-                    &Json::Object(mirrored).to_string(),
+                mirror.push(MirrorRow {
+                    id: id.to_owned(),
+                    fields: Json::Object(mirrored).to_string(),
                     modified,
-                    by,
+                    by: by.map(str::to_owned),
                     deleted,
-                )
-                .await
-                .map_err(storage)?;
+                });
                 if echo {
                     report.echoes += 1;
                 } else {
-                    let queued = Jobs::enqueue_in(
-                        &mut tx,
-                        NewJob::new(
-                            CHANGED,
-                            json!({"object": object, "id": id, "modified_at": ts(modified), "deleted": deleted}),
-                        )
-                        .dedupe(format!("{CHANGED}:{object}:{id}:{}", ts(modified))),
-                    )
-                    .await
-                    .map_err(storage)?;
-                    report.queued += u64::from(queued.is_some());
+                    downstream.push((
+                        json!({"object": object, "id": id, "modified_at": ts(modified), "deleted": deleted}),
+                        format!("{CHANGED}:{object}:{id}:{}", ts(modified)),
+                    ));
                 }
                 last = Some(here);
             }
+            mirror_many_in(&mut tx, object, &mirror)
+                .await
+                .map_err(storage)?;
+            report.queued += Jobs::enqueue_many_in(&mut tx, CHANGED, &downstream)
+                .await
+                .map_err(storage)?;
             if let Some(p) = &last {
                 Cursors::advance_in(&mut tx, SYSTEM, object, p)
                     .await
@@ -571,6 +568,7 @@ impl SalesforceSync {
                     }
                 }
                 let mut tx = self.db.begin().await.map_err(storage)?;
+                let mut outcomes = Vec::with_capacity(results.len());
                 for (row, result) in &results {
                     let (status, error) = if result.success {
                         ("done", None)
@@ -594,21 +592,23 @@ impl SalesforceSync {
                             _ => ("failed", Some(message)),
                         }
                     };
-                    let changed = set_outbox_in(
-                        &mut tx,
-                        row.0,
-                        row.4,
+                    outcomes.push(OutboxOutcome {
+                        id: row.0,
+                        version: row.4,
                         status,
-                        result.id.as_deref(),
-                        error.as_deref(),
-                    )
+                        salesforce_id: result.id.clone(),
+                        error,
+                    });
+                }
+                let changed = set_outbox_many_in(&mut tx, &outcomes)
                     .await
                     .map_err(storage)?;
-                    if !changed {
+                for o in &outcomes {
+                    if !changed.contains(&o.id) {
                         report.superseded += 1;
                         continue;
                     }
-                    match status {
+                    match o.status {
                         "done" => report.done += 1,
                         "failed" => report.failed += 1,
                         "review" => report.review += 1,
@@ -654,94 +654,129 @@ impl SalesforceSync {
     }
 }
 
-async fn mirror_in(
+/// One pulled record's mirror row.
+struct MirrorRow {
+    id: String,
+    fields: String,
+    modified: DateTime<Utc>,
+    by: Option<String>,
+    deleted: bool,
+}
+
+/// Writes a page's mirror rows: one statement on PostgreSQL (arrays), a prepared statement
+/// per row on SQLite (in-process, no round trips). A row never goes back in time.
+async fn mirror_many_in(
     tx: &mut DbTx,
     object: &str,
-    id: &str,
-    fields: &str,
-    modified: DateTime<Utc>,
-    by: Option<&str>,
-    deleted: bool,
+    rows: &[MirrorRow],
 ) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let now = Utc::now();
     match tx {
         DbTx::Postgres(t) => {
             sqlx::query(
                 "INSERT INTO sync_sf_records (object, id, fields, modified_at, last_modified_by, is_deleted, pulled_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (object, id) DO UPDATE SET fields = excluded.fields, \
+                 SELECT $1, u.id, u.fields, u.modified_at, u.by, u.deleted, $7 \
+                 FROM UNNEST($2::TEXT[], $3::TEXT[], $4::TIMESTAMPTZ[], $5::TEXT[], $6::BOOLEAN[]) AS u(id, fields, modified_at, by, deleted) \
+                 ON CONFLICT (object, id) DO UPDATE SET fields = excluded.fields, \
                  modified_at = excluded.modified_at, last_modified_by = excluded.last_modified_by, is_deleted = excluded.is_deleted, \
                  pulled_at = excluded.pulled_at WHERE sync_sf_records.modified_at <= excluded.modified_at",
             )
             .bind(object)
-            .bind(id)
-            .bind(fields)
-            .bind(modified)
-            .bind(by)
-            .bind(deleted)
+            .bind(rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.fields.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.modified).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.by.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.deleted).collect::<Vec<_>>())
             .bind(now)
             .execute(&mut **t)
             .await?;
         }
         DbTx::Sqlite(t) => {
-            sqlx::query(
-                "INSERT INTO sync_sf_records (object, id, fields, modified_at, last_modified_by, is_deleted, pulled_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (object, id) DO UPDATE SET fields = excluded.fields, \
-                 modified_at = excluded.modified_at, last_modified_by = excluded.last_modified_by, is_deleted = excluded.is_deleted, \
-                 pulled_at = excluded.pulled_at WHERE sync_sf_records.modified_at <= excluded.modified_at",
-            )
-            .bind(object)
-            .bind(id)
-            .bind(fields)
-            .bind(ts(modified))
-            .bind(by)
-            .bind(deleted)
-            .bind(ts(now))
-            .execute(&mut **t)
-            .await?;
+            for r in rows {
+                sqlx::query(
+                    "INSERT INTO sync_sf_records (object, id, fields, modified_at, last_modified_by, is_deleted, pulled_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (object, id) DO UPDATE SET fields = excluded.fields, \
+                     modified_at = excluded.modified_at, last_modified_by = excluded.last_modified_by, is_deleted = excluded.is_deleted, \
+                     pulled_at = excluded.pulled_at WHERE sync_sf_records.modified_at <= excluded.modified_at",
+                )
+                .bind(object)
+                .bind(&r.id)
+                .bind(&r.fields)
+                .bind(ts(r.modified))
+                .bind(&r.by)
+                .bind(r.deleted)
+                .bind(ts(now))
+                .execute(&mut **t)
+                .await?;
+            }
         }
     }
     Ok(())
 }
 
-/// Records a push outcome for a row, only if its version is the one sent.
-async fn set_outbox_in(
-    tx: &mut DbTx,
+/// What a push decided for one outbox row.
+struct OutboxOutcome {
     id: i64,
     version: i64,
-    status: &str,
-    salesforce_id: Option<&str>,
-    error: Option<&str>,
-) -> Result<bool, sqlx::Error> {
+    status: &'static str,
+    salesforce_id: Option<String>,
+    error: Option<String>,
+}
+
+/// Records push outcomes, each only if the row's version is the one sent; returns the ids
+/// updated. One statement on PostgreSQL.
+async fn set_outbox_many_in(
+    tx: &mut DbTx,
+    outcomes: &[OutboxOutcome],
+) -> Result<std::collections::HashSet<i64>, sqlx::Error> {
     let now = Utc::now();
-    let n = match tx {
-        DbTx::Postgres(t) => sqlx::query(
-            "UPDATE sync_sf_outbox SET status = $1, salesforce_id = COALESCE($2, salesforce_id), last_error = $3, \
-             attempts = attempts + 1, updated_at = $4 WHERE id = $5 AND version = $6",
-        )
-        .bind(status)
-        .bind(salesforce_id)
-        .bind(error)
-        .bind(now)
-        .bind(id)
-        .bind(version)
-        .execute(&mut **t)
-        .await?
-        .rows_affected(),
-        DbTx::Sqlite(t) => sqlx::query(
-            "UPDATE sync_sf_outbox SET status = ?1, salesforce_id = COALESCE(?2, salesforce_id), last_error = ?3, \
-             attempts = attempts + 1, updated_at = ?4 WHERE id = ?5 AND version = ?6",
-        )
-        .bind(status)
-        .bind(salesforce_id)
-        .bind(error)
-        .bind(ts(now))
-        .bind(id)
-        .bind(version)
-        .execute(&mut **t)
-        .await?
-        .rows_affected(),
-    };
-    Ok(n == 1)
+    let mut changed = std::collections::HashSet::new();
+    if outcomes.is_empty() {
+        return Ok(changed);
+    }
+    match tx {
+        DbTx::Postgres(t) => {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "UPDATE sync_sf_outbox AS o SET status = u.status, salesforce_id = COALESCE(u.sfid, o.salesforce_id), \
+                 last_error = u.err, attempts = o.attempts + 1, updated_at = $6 \
+                 FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[]) AS u(id, version, status, sfid, err) \
+                 WHERE o.id = u.id AND o.version = u.version RETURNING o.id",
+            )
+            .bind(outcomes.iter().map(|o| o.id).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| o.version).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| o.status).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| o.salesforce_id.clone()).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| o.error.clone()).collect::<Vec<_>>())
+            .bind(now)
+            .fetch_all(&mut **t)
+            .await?;
+            changed.extend(ids);
+        }
+        DbTx::Sqlite(t) => {
+            for o in outcomes {
+                let n = sqlx::query(
+                    "UPDATE sync_sf_outbox SET status = ?1, salesforce_id = COALESCE(?2, salesforce_id), last_error = ?3, \
+                     attempts = attempts + 1, updated_at = ?4 WHERE id = ?5 AND version = ?6",
+                )
+                .bind(o.status)
+                .bind(&o.salesforce_id)
+                .bind(&o.error)
+                .bind(ts(now))
+                .bind(o.id)
+                .bind(o.version)
+                .execute(&mut **t)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    changed.insert(o.id);
+                }
+            }
+        }
+    }
+    Ok(changed)
 }
 
 fn object_of(job: &Job) -> Result<String, JobError> {

@@ -338,6 +338,44 @@ impl Jobs {
         Ok(id)
     }
 
+    /// Queues many jobs of one kind in the caller's transaction (payload, dedupe key each);
+    /// returns how many were new. One statement on PostgreSQL.
+    pub async fn enqueue_many_in(
+        tx: &mut db::DbTx,
+        kind: &str,
+        jobs: &[(serde_json::Value, String)],
+    ) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        match tx {
+            db::DbTx::Postgres(t) => {
+                let now = Utc::now();
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "INSERT INTO sync_jobs (kind, payload, dedupe_key, status, attempts, max_attempts, run_at, created_at, updated_at) \
+                     SELECT $1, u.payload, u.key, 'pending', 0, $4, $5, $5, $5 FROM UNNEST($2::TEXT[], $3::TEXT[]) AS u(payload, key) \
+                     ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+                )
+                .bind(kind)
+                .bind(jobs.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>())
+                .bind(jobs.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>())
+                .bind(DEFAULT_MAX_ATTEMPTS)
+                .bind(now)
+                .fetch_all(&mut **t)
+                .await?;
+                Ok(ids.len() as u64)
+            }
+            db::DbTx::Sqlite(_) => {
+                let mut n = 0;
+                for (payload, key) in jobs {
+                    let job = NewJob::new(kind, payload.clone()).dedupe(key.clone());
+                    n += u64::from(Jobs::enqueue_in(tx, job).await?.is_some());
+                }
+                Ok(n)
+            }
+        }
+    }
+
     /// Claims up to `max` due jobs (and jobs whose lease expired) of the given `kinds` for
     /// `worker`, each leased for `lease`. A job of a kind no running worker handles waits (a
     /// later release, or another process, may handle it) rather than failing.
