@@ -74,6 +74,10 @@ pub enum SyncCommand {
         once: bool,
         #[arg(long)]
         object: Option<String>,
+        /// A historical load through Bulk API 2.0 for objects never pulled before (then REST
+        /// pulls continue from its cursor).
+        #[arg(long)]
+        initial_bulk: bool,
     },
     /// Runs a dead job again (audited).
     Retry { job: i64 },
@@ -132,7 +136,11 @@ pub async fn sync_command(config: &Config, cmd: SyncCommand) -> anyhow::Result<(
                     );
                 }
             }
-            SyncCommand::Run { once, object } => {
+            SyncCommand::Run {
+                once,
+                object,
+                initial_bulk,
+            } => {
                 if !once {
                     anyhow::bail!("--once: `sync run` does one round; `cashloop serve` runs on a schedule");
                 }
@@ -152,6 +160,17 @@ pub async fn sync_command(config: &Config, cmd: SyncCommand) -> anyhow::Result<(
                 )
                 .with_look_back(chrono::Duration::seconds(sf.look_back_s));
                 for o in sf.objects.iter().filter(|p| object.as_ref().is_none_or(|n| n == &p.name)) {
+                    if initial_bulk {
+                        let r = flows
+                            .initial_load_bulk(&o.name)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("initial load {}: {e:?}", o.name))?;
+                        println!(
+                            "loaded {:<24} {} records through Bulk API 2.0 ({} result pages): {} changes queued",
+                            o.name, r.records, r.pages, r.queued
+                        );
+                        continue;
+                    }
                     let r = flows
                         .pull(&o.name, None)
                         .await

@@ -444,7 +444,119 @@ impl SalesforceSync {
         Ok(report)
     }
 
-    /// Queues a record to upsert into Salesforce by `external_id_field` = `external_id`.
+    /// A historical load through Bulk API 2.0 (a `queryAll` job), for an object that has no
+    /// cursor yet: the same mirror rows, downstream jobs and cursor as a pull, written 2,000
+    /// rows a transaction in (SystemModstamp, Id) order. Later pulls continue from its cursor.
+    pub async fn initial_load_bulk(&self, object: &str) -> Result<PullReport, JobError> {
+        let spec = self
+            .objects
+            .iter()
+            .find(|o| o.name == object)
+            .ok_or_else(|| JobError::Permanent(format!("{object} is not a configured object")))?;
+        let cursors = Cursors::new(self.db.clone());
+        if cursors
+            .get(SYSTEM, object)
+            .await
+            .map_err(storage)?
+            .is_some()
+        {
+            return Err(JobError::Permanent(format!(
+                "{object} already has a cursor: the initial load is for objects never pulled"
+            )));
+        }
+        let mut fields: Vec<&str> = SYSTEM_FIELDS.to_vec();
+        for f in &spec.fields {
+            if !fields.contains(&f.as_str()) {
+                fields.push(f);
+            }
+        }
+        let soql = format!("SELECT {} FROM {object}", fields.join(", "));
+        let outcome = self
+            .call(self.client.bulk_query(&soql, true, 50_000))
+            .await?;
+        // Bulk results come in no promised order: sort, so the cursor can follow.
+        let mut rows: Vec<(Position, std::collections::BTreeMap<String, String>)> = Vec::new();
+        for row in outcome.table.maps() {
+            let id = row.get("Id").cloned().unwrap_or_default();
+            let modified = row
+                .get("SystemModstamp")
+                .and_then(|t| parse_datetime(t))
+                .ok_or_else(|| {
+                    JobError::Permanent(format!("{object} {id}: unreadable SystemModstamp"))
+                })?;
+            rows.push((
+                Position {
+                    modified_at: modified,
+                    last_id: id,
+                },
+                row,
+            ));
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut report = PullReport {
+            pages: u64::from(outcome.pages),
+            ..PullReport::default()
+        };
+        for chunk in rows.chunks(2_000) {
+            let mut tx = self.db.begin().await.map_err(storage)?;
+            let mut mirror = Vec::with_capacity(chunk.len());
+            let mut downstream = Vec::new();
+            for (pos, row) in chunk {
+                report.records += 1;
+                let by = row.get("LastModifiedById").filter(|s| !s.is_empty());
+                let deleted = row.get("IsDeleted").is_some_and(|v| v == "true");
+                let echo = self
+                    .integration_user_id
+                    .as_deref()
+                    .is_some_and(|u| crate::mapping::is_echo(by.map(String::as_str), u));
+                // CSV carries text: empty is null.
+                let values: Map<String, Json> = row
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            if v.is_empty() {
+                                Json::Null
+                            } else {
+                                Json::String(v.clone())
+                            },
+                        )
+                    })
+                    .collect();
+                mirror.push(MirrorRow {
+                    id: pos.last_id.clone(),
+                    fields: Json::Object(values).to_string(),
+                    modified: pos.modified_at,
+                    by: by.cloned(),
+                    deleted,
+                });
+                if echo {
+                    report.echoes += 1;
+                } else {
+                    downstream.push((
+                        json!({"object": object, "id": pos.last_id, "modified_at": ts(pos.modified_at), "deleted": deleted}),
+                        format!("{CHANGED}:{object}:{}:{}", pos.last_id, ts(pos.modified_at)),
+                    ));
+                }
+            }
+            mirror_many_in(&mut tx, object, &mirror)
+                .await
+                .map_err(storage)?;
+            report.queued += Jobs::enqueue_many_in(&mut tx, CHANGED, &downstream)
+                .await
+                .map_err(storage)?;
+            if let Some((last, _)) = chunk.last() {
+                Cursors::advance_in(&mut tx, SYSTEM, object, last)
+                    .await
+                    .map_err(storage)?;
+            }
+            tx.commit().await.map_err(storage)?;
+        }
+        Ok(report)
+    }
+
+    /// Queues a record to upsert into Salesforce by `external_id_field` = `external_id`. The
+    /// same values already pushed are not queued again (a write that changes nothing).
     pub async fn queue_push(
         &self,
         object: &str,
@@ -460,7 +572,8 @@ impl SalesforceSync {
                     "INSERT INTO sync_sf_outbox (object, external_id_field, external_id, fields, status, version, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, 'pending', 1, $5, $5) \
                      ON CONFLICT (object, external_id_field, external_id) DO UPDATE SET fields = excluded.fields, status = 'pending', \
-                     version = sync_sf_outbox.version + 1, attempts = 0, last_error = NULL, updated_at = excluded.updated_at",
+                     version = sync_sf_outbox.version + 1, attempts = 0, last_error = NULL, updated_at = excluded.updated_at \
+                     WHERE sync_sf_outbox.fields <> excluded.fields OR sync_sf_outbox.status <> 'done'",
                 )
                 .bind(object)
                 .bind(external_id_field)
@@ -475,7 +588,8 @@ impl SalesforceSync {
                     "INSERT INTO sync_sf_outbox (object, external_id_field, external_id, fields, status, version, created_at, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, 'pending', 1, ?5, ?5) \
                      ON CONFLICT (object, external_id_field, external_id) DO UPDATE SET fields = excluded.fields, status = 'pending', \
-                     version = sync_sf_outbox.version + 1, attempts = 0, last_error = NULL, updated_at = excluded.updated_at",
+                     version = sync_sf_outbox.version + 1, attempts = 0, last_error = NULL, updated_at = excluded.updated_at \
+                     WHERE sync_sf_outbox.fields <> excluded.fields OR sync_sf_outbox.status <> 'done'",
                 )
                 .bind(object)
                 .bind(external_id_field)

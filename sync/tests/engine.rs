@@ -791,6 +791,13 @@ both_backends!(a_killed_push_never_duplicates, |t| async move {
     assert_eq!((open.len(), open[0].kind.as_str()), (1, "multiple_match"));
     let err = count(&t.db, "SELECT COUNT(*) FROM sync_sf_outbox WHERE status = 'failed' AND last_error LIKE 'REQUIRED_FIELD_MISSING%'").await;
     assert_eq!(err, 1);
+    // The same values again are a write that changes nothing: not queued, not sent.
+    let mut same = serde_json::Map::new();
+    same.insert("Name".into(), json!("Customer 5"));
+    sync.queue_push("Account", "Sage_Customer_Id__c", "C-0005", &same)
+        .await
+        .unwrap();
+    assert_eq!(sync.push("Account", None).await.unwrap().sent, 0);
     // A newer change to a done record goes out again.
     let mut renamed = serde_json::Map::new();
     renamed.insert("Name".into(), json!("Customer 7 renamed"));
@@ -899,4 +906,38 @@ both_backends!(the_worker_runs_salesforce_jobs, |t| async move {
         .await,
         1
     );
+});
+
+// A historical load through Bulk API 2.0 sets the mirror, the downstream jobs and the cursor;
+// the next REST pull continues from there.
+both_backends!(a_bulk_initial_load_then_incremental_pulls, |t| async move {
+    let (sim, client) = salesforce().await;
+    let people: Vec<Record> = (0..4_500)
+        .map(|i| Record::new("Account").with("Name", format!("Old {i:05}").as_str()))
+        .collect();
+    sim.insert_as_user("Account", &people).unwrap();
+    let ours = [Record::new("Account").with("Name", "Our own")];
+    client.create_many(&ours).await.unwrap();
+    let sync = flows(&t, &sim, &client);
+    let r = sync.initial_load_bulk("Account").await.unwrap();
+    assert_eq!((r.records, r.queued, r.echoes), (4_501, 4_500, 1), "{r:?}");
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) FROM sync_sf_records").await,
+        4_501
+    );
+    assert!(
+        sim.calls().keys().any(|k| k.contains("/jobs/query")),
+        "went through Bulk 2.0"
+    );
+    // Only once per object.
+    assert!(matches!(
+        sync.initial_load_bulk("Account").await,
+        Err(JobError::Permanent(_))
+    ));
+    let next = sync.pull("Account", None).await.unwrap();
+    assert_eq!(next.queued, 0, "{next:?}");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    sim.insert_as_user("Account", &[Record::new("Account").with("Name", "New one")])
+        .unwrap();
+    assert_eq!(sync.pull("Account", None).await.unwrap().queued, 1);
 });
