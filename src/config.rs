@@ -1147,6 +1147,26 @@ mod tests {
             Some("sync.worker_concurrency"),
         );
         check(
+            "[sync.salesforce]\nlogin_url = \"https://login.salesforce.com\"",
+            Some("sync.salesforce.auth"),
+        );
+        check(
+            "[sync.salesforce]\nlogin_url = \"http://login.example.com\"\nauth = { kind = \"client_credentials\", client_id = \"x\", client_secret = { env = \"PATH\" } }",
+            Some("sync.salesforce.login_url"),
+        );
+        check(
+            "[sync.salesforce]\nlogin_url = \"https://login.salesforce.com\"\nauth = { kind = \"client_credentials\", client_id = \"x\", client_secret = { env = \"PATH\" } }\nobjects = [{ name = \"Bad Name\" }]",
+            Some("sync.salesforce.objects[0].name"),
+        );
+        check(
+            "[sync.salesforce]\nlogin_url = \"https://login.salesforce.com\"\nauth = { kind = \"jwt\", consumer_key = \"k\", username = \"u\", private_key = { env = \"PATH\" } }",
+            Some("sync.salesforce.auth.private_key"),
+        );
+        check(
+            "[sync.salesforce]\nlogin_url = \"https://login.salesforce.com\"\nauth = { kind = \"client_credentials\", client_id = \"x\", client_secret = { env = \"PATH\" } }\nobjects = [{ name = \"Account\", fields = [\"Name\"] }]",
+            None,
+        );
+        check(
             "[sync.salesforce]\noutbound_token = { env = \"NOPE_NOT_SET_X\" }",
             Some("sync.salesforce.outbound_token"),
         );
