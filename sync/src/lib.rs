@@ -10,6 +10,7 @@
 
 pub mod cursor;
 pub mod flows;
+pub mod intacct;
 pub mod jobs;
 pub mod mapping;
 pub mod outbound;

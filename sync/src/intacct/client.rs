@@ -1,0 +1,828 @@
+//! `IntacctClient`: requests in Intacct's DTD 3.0 envelope over one POST endpoint.
+//!
+//! - **Sessions**: with user credentials, the first call runs `getAPISession` alone in its
+//!   request and moves every later call to the `endpoint` it returns, authenticated by the
+//!   `sessionid`. When Intacct refuses the session (expired, invalidated) the client logs in
+//!   again once and resends; a second refusal is returned.
+//! - **Batches**: [`IntacctClient::execute`] sends many functions in one request
+//!   (`transaction="true|false"`) and returns one [`FunctionResult`] per function, in order.
+//! - **Idempotency**: writes are sent with `uniqueid=true` and a caller-chosen function
+//!   `controlid` (derive it from the Salesforce id and operation), so a resend after a lost
+//!   answer is refused by Intacct instead of writing twice.
+//! - **Concurrency**: at most [`IntacctConfig::max_concurrent`] requests in flight per client
+//!   (one client per company; Intacct answers 429 `GW-0010` beyond its limit).
+//! - The client does not retry on its own: errors say whether they are retryable
+//!   ([`IntacctError::retryable`]), the job engine decides.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{Datelike, NaiveDate};
+use rust_decimal::Decimal;
+use tokio::sync::{Mutex, Semaphore};
+
+use super::error::IntacctError;
+use super::wire::{self, FunctionResult, Response, ResultStatus};
+use super::xml::{self, Element};
+
+/// The SDKs' default endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://api.intacct.com/ia/xml/xmlgw.phtml";
+/// `readByQuery` page size limit.
+pub const READ_BY_QUERY_PAGE_MAX: u32 = 1_000;
+/// `query` page size limit.
+pub const QUERY_PAGE_MAX: u32 = 2_000;
+/// `read` takes at most this many keys.
+pub const READ_KEYS_MAX: usize = 100;
+/// Longest function `controlid` Intacct accepts.
+pub const CONTROLID_MAX_CHARS: usize = 256;
+/// Requests in flight per company, by default.
+pub const DEFAULT_MAX_CONCURRENT: usize = 2;
+/// The SDKs' request timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
+
+/// A credential that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How the user signs in.
+#[derive(Clone, Debug)]
+pub enum UserAuth {
+    /// Web Services user: the client gets a session with `getAPISession`.
+    Login { user_id: String, password: Secret },
+    /// An existing session, used at `endpoint` (or the configured URL); not renewable.
+    Session {
+        session_id: Secret,
+        endpoint: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct IntacctConfig {
+    pub endpoint_url: String,
+    pub sender_id: String,
+    pub sender_password: Secret,
+    pub company_id: String,
+    pub auth: UserAuth,
+    /// The entity (`locationid`); `None`: top level.
+    pub entity: Option<String>,
+    pub timeout_ms: u64,
+    pub max_concurrent: usize,
+}
+
+impl IntacctConfig {
+    pub fn new(
+        sender_id: impl Into<String>,
+        sender_password: Secret,
+        company_id: impl Into<String>,
+        auth: UserAuth,
+    ) -> IntacctConfig {
+        IntacctConfig {
+            endpoint_url: DEFAULT_ENDPOINT.into(),
+            sender_id: sender_id.into(),
+            sender_password,
+            company_id: company_id.into(),
+            auth,
+            entity: None,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Session {
+    id: Secret,
+    endpoint: String,
+}
+
+/// One `<function controlid="…">` and its body (`<readByQuery>…`, `<create>…`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    pub controlid: String,
+    pub body: Element,
+}
+
+/// A `query` with equality filters (joined with `and`).
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    pub object: String,
+    pub fields: Vec<String>,
+    /// `(field, value)`: `<equalto><field/><value/></equalto>`.
+    pub equal_to: Vec<(String, String)>,
+    /// `(field, ascending)`.
+    pub order_by: Vec<(String, bool)>,
+    pub pagesize: u32,
+    pub offset: u64,
+}
+
+/// A page of `query`.
+#[derive(Clone, Debug)]
+pub struct QueryPage {
+    pub records: Vec<Element>,
+    pub totalcount: u64,
+    pub offset: u64,
+    pub numremaining: u64,
+}
+
+/// A `create_invoice` (legacy, fixed element order; the only way to create an AR invoice).
+#[derive(Clone, Debug)]
+pub struct NewInvoice {
+    pub customer_id: String,
+    pub date_created: NaiveDate,
+    pub date_due: Option<NaiveDate>,
+    pub term_name: Option<String>,
+    pub invoice_no: Option<String>,
+    pub description: Option<String>,
+    pub currency: Option<String>,
+    pub exch_rate_type: Option<String>,
+    pub lines: Vec<InvoiceLine>,
+}
+
+#[derive(Clone, Debug)]
+pub struct InvoiceLine {
+    pub gl_account_no: String,
+    /// Exact decimal in the invoice currency.
+    pub amount: Decimal,
+    pub memo: Option<String>,
+    pub location_id: Option<String>,
+    pub department_id: Option<String>,
+}
+
+fn legacy_date(name: &str, d: NaiveDate) -> Element {
+    Element::new(name)
+        .with_leaf("year", d.year().to_string())
+        .with_leaf("month", format!("{:02}", d.month()))
+        .with_leaf("day", format!("{:02}", d.day()))
+}
+
+fn opt_leaf(el: Element, name: &str, v: Option<&String>) -> Element {
+    match v {
+        Some(v) => el.with_leaf(name, v),
+        None => el,
+    }
+}
+
+impl Function {
+    pub fn new(controlid: impl Into<String>, body: Element) -> Function {
+        Function {
+            controlid: controlid.into(),
+            body,
+        }
+    }
+
+    /// `readByQuery` (`fields` empty: `*`; `query` empty: all records).
+    pub fn read_by_query(
+        controlid: impl Into<String>,
+        object: &str,
+        fields: &[&str],
+        query: &str,
+        pagesize: u32,
+    ) -> Function {
+        let fields = if fields.is_empty() {
+            "*".to_owned()
+        } else {
+            fields.join(",")
+        };
+        Function::new(
+            controlid,
+            Element::new("readByQuery")
+                .with_leaf("object", object)
+                .with_leaf("fields", fields)
+                .with_leaf("query", query)
+                .with_leaf("pagesize", pagesize.to_string())
+                .with_leaf("returnFormat", "xml"),
+        )
+    }
+
+    pub fn read_more(controlid: impl Into<String>, result_id: &str) -> Function {
+        Function::new(
+            controlid,
+            Element::new("readMore").with_leaf("resultId", result_id),
+        )
+    }
+
+    pub fn query(controlid: impl Into<String>, q: &Query) -> Function {
+        let mut select = Element::new("select");
+        for f in &q.fields {
+            select = select.with_leaf("field", f);
+        }
+        let mut body = Element::new("query")
+            .with_leaf("object", &q.object)
+            .with(select);
+        let equal: Vec<Element> = q
+            .equal_to
+            .iter()
+            .map(|(f, v)| {
+                Element::new("equalto")
+                    .with_leaf("field", f)
+                    .with_leaf("value", v)
+            })
+            .collect();
+        match equal.len() {
+            0 => {}
+            1 => body = body.with(Element::new("filter").with(equal[0].clone())),
+            _ => {
+                let mut and = Element::new("and");
+                and.children = equal;
+                body = body.with(Element::new("filter").with(and));
+            }
+        }
+        if !q.order_by.is_empty() {
+            let mut orderby = Element::new("orderby");
+            for (f, asc) in &q.order_by {
+                let dir = if *asc { "ascending" } else { "descending" };
+                orderby = orderby.with(
+                    Element::new("order")
+                        .with_leaf("field", f)
+                        .with(Element::new(dir)),
+                );
+            }
+            body = body.with(orderby);
+        }
+        Function::new(
+            controlid,
+            body.with_leaf("pagesize", q.pagesize.to_string())
+                .with_leaf("offset", q.offset.to_string()),
+        )
+    }
+
+    /// `read` by RECORDNOs (`fields` empty: `*`).
+    pub fn read(
+        controlid: impl Into<String>,
+        object: &str,
+        keys: &[&str],
+        fields: &[&str],
+    ) -> Function {
+        let fields = if fields.is_empty() {
+            "*".to_owned()
+        } else {
+            fields.join(",")
+        };
+        Function::new(
+            controlid,
+            Element::new("read")
+                .with_leaf("object", object)
+                .with_leaf("keys", keys.join(","))
+                .with_leaf("fields", fields)
+                .with_leaf("returnFormat", "xml"),
+        )
+    }
+
+    /// Generic `create` of records named by their object (`<CUSTOMER>…</CUSTOMER>`).
+    pub fn create(controlid: impl Into<String>, records: Vec<Element>) -> Function {
+        let mut body = Element::new("create");
+        body.children = records;
+        Function::new(controlid, body)
+    }
+
+    /// Generic `update`: each record carries its key (`RECORDNO` or the natural id).
+    pub fn update(controlid: impl Into<String>, records: Vec<Element>) -> Function {
+        let mut body = Element::new("update");
+        body.children = records;
+        Function::new(controlid, body)
+    }
+
+    pub fn delete(controlid: impl Into<String>, object: &str, keys: &[&str]) -> Function {
+        Function::new(
+            controlid,
+            Element::new("delete")
+                .with_leaf("object", object)
+                .with_leaf("keys", keys.join(",")),
+        )
+    }
+
+    pub fn create_invoice(controlid: impl Into<String>, inv: &NewInvoice) -> Function {
+        let mut el = Element::new("create_invoice")
+            .with_leaf("customerid", &inv.customer_id)
+            .with(legacy_date("datecreated", inv.date_created));
+        if let Some(d) = inv.date_due {
+            el = el.with(legacy_date("datedue", d));
+        }
+        el = opt_leaf(el, "termname", inv.term_name.as_ref());
+        el = opt_leaf(el, "invoiceno", inv.invoice_no.as_ref());
+        el = opt_leaf(el, "description", inv.description.as_ref());
+        el = opt_leaf(el, "currency", inv.currency.as_ref());
+        el = opt_leaf(el, "exchratetype", inv.exch_rate_type.as_ref());
+        let mut items = Element::new("invoiceitems");
+        for l in &inv.lines {
+            let mut li = Element::new("lineitem")
+                .with_leaf("glaccountno", &l.gl_account_no)
+                .with_leaf("amount", l.amount.to_string());
+            li = opt_leaf(li, "memo", l.memo.as_ref());
+            li = opt_leaf(li, "locationid", l.location_id.as_ref());
+            li = opt_leaf(li, "departmentid", l.department_id.as_ref());
+            items = items.with(li);
+        }
+        Function::new(controlid, el.with(items))
+    }
+
+    fn get_api_session(controlid: impl Into<String>, entity: Option<&str>) -> Function {
+        let mut body = Element::new("getAPISession");
+        if let Some(e) = entity {
+            body = body.with_leaf("locationid", e);
+        }
+        Function::new(controlid, body)
+    }
+}
+
+/// A random id (request and read controlids).
+pub fn random_controlid() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("OS random source");
+    hex::encode(b)
+}
+
+pub struct IntacctClient {
+    config: IntacctConfig,
+    http: reqwest::Client,
+    session: Mutex<Option<Session>>,
+    permits: Arc<Semaphore>,
+    requests_sent: AtomicU64,
+    logins: AtomicU64,
+}
+
+impl std::fmt::Debug for IntacctClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntacctClient")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options of one request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// `operation transaction="true"`: all functions commit or none.
+    pub transaction: bool,
+    /// `control uniqueid=true`: a function controlid seen before is refused.
+    pub uniqueid: bool,
+}
+
+impl IntacctClient {
+    pub fn new(config: IntacctConfig) -> Result<IntacctClient, IntacctError> {
+        if config.max_concurrent == 0 {
+            return Err(IntacctError::Invalid("max_concurrent must be ≥ 1".into()));
+        }
+        let http = gateway::http::client_builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .build()
+            .map_err(|e| IntacctError::Transport {
+                message: e.to_string(),
+            })?;
+        let session = match &config.auth {
+            UserAuth::Session {
+                session_id,
+                endpoint,
+            } => Some(Session {
+                id: session_id.clone(),
+                endpoint: endpoint
+                    .clone()
+                    .unwrap_or_else(|| config.endpoint_url.clone()),
+            }),
+            UserAuth::Login { .. } => None,
+        };
+        Ok(IntacctClient {
+            permits: Arc::new(Semaphore::new(config.max_concurrent)),
+            config,
+            http,
+            session: Mutex::new(session),
+            requests_sent: AtomicU64::new(0),
+            logins: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &IntacctConfig {
+        &self.config
+    }
+
+    /// HTTP requests sent so far (logins included).
+    pub fn requests_sent(&self) -> u64 {
+        self.requests_sent.load(Ordering::Relaxed)
+    }
+
+    /// `getAPISession` calls made so far.
+    pub fn logins(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
+    }
+
+    /// The endpoint the current session talks to (`None` before the first login).
+    pub async fn session_endpoint(&self) -> Option<String> {
+        self.session
+            .lock()
+            .await
+            .as_ref()
+            .map(|s| s.endpoint.clone())
+    }
+
+    fn envelope(&self, auth: Element, functions: &[Function], opts: Options) -> String {
+        let control = Element::new("control")
+            .with_leaf("senderid", &self.config.sender_id)
+            .with_leaf("password", self.config.sender_password.expose())
+            .with_leaf("controlid", random_controlid())
+            .with_leaf("uniqueid", opts.uniqueid.to_string())
+            .with_leaf("dtdversion", "3.0")
+            .with_leaf("includewhitespace", "false");
+        let mut content = Element::new("content");
+        for f in functions {
+            content = content.with(
+                Element::new("function")
+                    .with_attr("controlid", &f.controlid)
+                    .with(f.body.clone()),
+            );
+        }
+        let operation = Element::new("operation")
+            .with_attr("transaction", opts.transaction.to_string())
+            .with(Element::new("authentication").with(auth))
+            .with(content);
+        xml::document(&Element::new("request").with(control).with(operation))
+    }
+
+    /// One POST, under a concurrency permit; HTTP errors and unparsable bodies as errors.
+    async fn post(&self, url: &str, body: String) -> Result<Response, IntacctError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| IntacctError::Invalid(e.to_string()))?;
+        self.requests_sent.fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/xml")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| IntacctError::Transport {
+                message: e.without_url().to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| IntacctError::Transport {
+            message: e.without_url().to_string(),
+        })?;
+        if status >= 400 {
+            let errors = match wire::parse_response(&text) {
+                Ok(Response::ControlFailure(errors))
+                | Ok(Response::AuthenticationFailure(errors)) => errors,
+                _ => Vec::new(),
+            };
+            return Err(IntacctError::Http { status, errors });
+        }
+        match wire::parse_response(&text) {
+            Ok(Response::ControlFailure(errors)) => Err(IntacctError::Control { errors }),
+            Ok(r) => Ok(r),
+            Err(detail) => Err(IntacctError::MalformedResponse { status, detail }),
+        }
+    }
+
+    async fn login(&self) -> Result<Session, IntacctError> {
+        let UserAuth::Login { user_id, password } = &self.config.auth else {
+            return Err(IntacctError::Invalid(
+                "the configured session was refused and there are no user credentials".into(),
+            ));
+        };
+        let mut login = Element::new("login")
+            .with_leaf("userid", user_id)
+            .with_leaf("companyid", &self.config.company_id)
+            .with_leaf("password", password.expose());
+        if let Some(e) = &self.config.entity {
+            login = login.with_leaf("locationid", e);
+        }
+        let f = Function::get_api_session(random_controlid(), self.config.entity.as_deref());
+        let body = self.envelope(login, &[f], Options::default());
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        let results = match self.post(&self.config.endpoint_url, body).await? {
+            Response::AuthenticationFailure(errors) => {
+                return Err(IntacctError::Authentication { errors });
+            }
+            Response::Operation { results, .. } => results,
+            other => {
+                return Err(IntacctError::MalformedResponse {
+                    status: 200,
+                    detail: format!("unexpected answer to getAPISession: {other:?}"),
+                });
+            }
+        };
+        let r = single(results)?;
+        let api = r.data.as_ref().and_then(|d| d.child("api"));
+        let id = api.and_then(|a| a.text_at("sessionid")).unwrap_or_default();
+        let endpoint = api.and_then(|a| a.text_at("endpoint")).unwrap_or_default();
+        if id.is_empty() {
+            return Err(IntacctError::MalformedResponse {
+                status: 200,
+                detail: "getAPISession answered without a sessionid".into(),
+            });
+        }
+        Ok(Session {
+            id: Secret::new(id),
+            endpoint: if endpoint.is_empty() {
+                self.config.endpoint_url.clone()
+            } else {
+                endpoint.to_owned()
+            },
+        })
+    }
+
+    async fn current_session(&self, refused: Option<&Secret>) -> Result<Session, IntacctError> {
+        let mut guard = self.session.lock().await;
+        if let Some(s) = guard.as_ref()
+            && Some(&s.id) != refused
+        {
+            return Ok(s.clone());
+        }
+        *guard = None;
+        let s = self.login().await?;
+        *guard = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Sends the functions in one request and returns their results in order. A function's
+    /// failure is in its result, not an `Err`: see [`IntacctClient::execute_one`].
+    pub async fn execute(
+        &self,
+        functions: &[Function],
+        opts: Options,
+    ) -> Result<Vec<FunctionResult>, IntacctError> {
+        if functions.is_empty() {
+            return Err(IntacctError::Invalid("no functions to send".into()));
+        }
+        for f in functions {
+            let n = f.controlid.chars().count();
+            if n == 0 || n > CONTROLID_MAX_CHARS {
+                return Err(IntacctError::Invalid(format!(
+                    "function controlid must be 1..={CONTROLID_MAX_CHARS} characters, got {n}"
+                )));
+            }
+        }
+        let mut refused: Option<Secret> = None;
+        loop {
+            let session = self.current_session(refused.as_ref()).await?;
+            let auth = Element::leaf("sessionid", session.id.expose());
+            let body = self.envelope(auth, functions, opts);
+            match self.post(&session.endpoint, body).await? {
+                Response::Operation { results, .. } => {
+                    if results.len() != functions.len() {
+                        return Err(IntacctError::MalformedResponse {
+                            status: 200,
+                            detail: format!(
+                                "{} functions sent, {} results received",
+                                functions.len(),
+                                results.len()
+                            ),
+                        });
+                    }
+                    return Ok(results);
+                }
+                Response::AuthenticationFailure(errors) => {
+                    let renewable = matches!(self.config.auth, UserAuth::Login { .. });
+                    if !renewable || refused.is_some() {
+                        return Err(IntacctError::Authentication { errors });
+                    }
+                    tracing::info!("intacct session refused; signing in again");
+                    refused = Some(session.id);
+                }
+                other => {
+                    return Err(IntacctError::MalformedResponse {
+                        status: 200,
+                        detail: format!("unexpected answer: {other:?}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One function; a `failure` / `aborted` result becomes [`IntacctError::Function`].
+    pub async fn execute_one(
+        &self,
+        function: Function,
+        opts: Options,
+    ) -> Result<FunctionResult, IntacctError> {
+        single(self.execute(&[function], opts).await?)
+    }
+
+    /// `readByQuery` then `readMore` by `resultId`, page by page.
+    pub fn read_by_query(
+        &self,
+        object: &str,
+        fields: &[&str],
+        query: &str,
+        pagesize: u32,
+    ) -> ReadByQueryPager<'_> {
+        ReadByQueryPager {
+            client: self,
+            object: object.to_owned(),
+            fields: fields.iter().map(|s| (*s).to_owned()).collect(),
+            query: query.to_owned(),
+            pagesize,
+            result_id: None,
+            done: false,
+        }
+    }
+
+    /// All records of a `readByQuery`.
+    pub async fn read_by_query_all(
+        &self,
+        object: &str,
+        fields: &[&str],
+        query: &str,
+        pagesize: u32,
+    ) -> Result<Vec<Element>, IntacctError> {
+        let mut pager = self.read_by_query(object, fields, query, pagesize);
+        let mut all = Vec::new();
+        while let Some(page) = pager.next_page().await? {
+            all.extend(page);
+        }
+        Ok(all)
+    }
+
+    /// One `query` page (offset paging; each offset is a new query, not a snapshot).
+    pub async fn query(&self, q: &Query) -> Result<QueryPage, IntacctError> {
+        if q.pagesize == 0 || q.pagesize > QUERY_PAGE_MAX {
+            return Err(IntacctError::Invalid(format!(
+                "query pagesize must be 1..={QUERY_PAGE_MAX}"
+            )));
+        }
+        let r = self
+            .execute_one(Function::query(random_controlid(), q), Options::default())
+            .await?;
+        Ok(QueryPage {
+            totalcount: r.data_count("totalcount").unwrap_or(0),
+            offset: r.data_count("offset").unwrap_or(q.offset),
+            numremaining: r.data_count("numremaining").unwrap_or(0),
+            records: r.records().to_vec(),
+        })
+    }
+
+    /// `read` by RECORDNOs (≤ 100).
+    pub async fn read(
+        &self,
+        object: &str,
+        keys: &[&str],
+        fields: &[&str],
+    ) -> Result<Vec<Element>, IntacctError> {
+        if keys.is_empty() || keys.len() > READ_KEYS_MAX {
+            return Err(IntacctError::Invalid(format!(
+                "read takes 1..={READ_KEYS_MAX} keys, got {}",
+                keys.len()
+            )));
+        }
+        let r = self
+            .execute_one(
+                Function::read(random_controlid(), object, keys, fields),
+                Options::default(),
+            )
+            .await?;
+        Ok(r.records().to_vec())
+    }
+
+    /// Generic `create` (idempotent by `controlid`); returns the written records
+    /// (`<customer><RECORDNO>…</RECORDNO><CUSTOMERID>…</CUSTOMERID></customer>`).
+    pub async fn create(
+        &self,
+        controlid: &str,
+        records: Vec<Element>,
+    ) -> Result<Vec<Element>, IntacctError> {
+        let r = self
+            .execute_one(Function::create(controlid, records), write_options())
+            .await?;
+        Ok(r.records().to_vec())
+    }
+
+    /// Generic `update` (idempotent by `controlid`).
+    pub async fn update(
+        &self,
+        controlid: &str,
+        records: Vec<Element>,
+    ) -> Result<Vec<Element>, IntacctError> {
+        let r = self
+            .execute_one(Function::update(controlid, records), write_options())
+            .await?;
+        Ok(r.records().to_vec())
+    }
+
+    /// Generic `delete` by RECORDNOs (idempotent by `controlid`).
+    pub async fn delete(
+        &self,
+        controlid: &str,
+        object: &str,
+        keys: &[&str],
+    ) -> Result<(), IntacctError> {
+        self.execute_one(Function::delete(controlid, object, keys), write_options())
+            .await?;
+        Ok(())
+    }
+
+    /// Legacy `create_invoice` (idempotent by `controlid`); returns the invoice's `<key>`
+    /// (its RECORDNO).
+    pub async fn create_invoice(
+        &self,
+        controlid: &str,
+        invoice: &NewInvoice,
+    ) -> Result<String, IntacctError> {
+        let r = self
+            .execute_one(
+                Function::create_invoice(controlid, invoice),
+                write_options(),
+            )
+            .await?;
+        r.key.ok_or_else(|| IntacctError::MalformedResponse {
+            status: 200,
+            detail: "create_invoice answered without a <key>".into(),
+        })
+    }
+}
+
+fn write_options() -> Options {
+    Options {
+        transaction: false,
+        uniqueid: true,
+    }
+}
+
+fn single(results: Vec<FunctionResult>) -> Result<FunctionResult, IntacctError> {
+    let mut it = results.into_iter();
+    let r = it.next().ok_or_else(|| IntacctError::MalformedResponse {
+        status: 200,
+        detail: "no result".into(),
+    })?;
+    match r.status {
+        ResultStatus::Success => Ok(r),
+        ResultStatus::Failure | ResultStatus::Aborted => Err(IntacctError::Function {
+            status: if r.status == ResultStatus::Failure {
+                "failure".into()
+            } else {
+                "aborted".into()
+            },
+            function: r.function,
+            controlid: r.controlid,
+            errors: r.errors,
+        }),
+    }
+}
+
+/// Pages of a `readByQuery`: the first call sends `readByQuery`, later ones `readMore` with
+/// the `resultId`, until `numremaining` is 0.
+#[derive(Debug)]
+pub struct ReadByQueryPager<'a> {
+    client: &'a IntacctClient,
+    object: String,
+    fields: Vec<String>,
+    query: String,
+    pagesize: u32,
+    result_id: Option<String>,
+    done: bool,
+}
+
+impl ReadByQueryPager<'_> {
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Element>>, IntacctError> {
+        if self.done {
+            return Ok(None);
+        }
+        let f = match &self.result_id {
+            None => {
+                if self.pagesize == 0 || self.pagesize > READ_BY_QUERY_PAGE_MAX {
+                    return Err(IntacctError::Invalid(format!(
+                        "readByQuery pagesize must be 1..={READ_BY_QUERY_PAGE_MAX}"
+                    )));
+                }
+                let fields: Vec<&str> = self.fields.iter().map(String::as_str).collect();
+                Function::read_by_query(
+                    random_controlid(),
+                    &self.object,
+                    &fields,
+                    &self.query,
+                    self.pagesize,
+                )
+            }
+            Some(id) => Function::read_more(random_controlid(), id),
+        };
+        let r = self.client.execute_one(f, Options::default()).await?;
+        let remaining = r.data_count("numremaining").unwrap_or(0);
+        let id = r
+            .data
+            .as_ref()
+            .and_then(|d| d.attr("resultId"))
+            .unwrap_or_default();
+        if remaining == 0 || id.is_empty() {
+            self.done = true;
+        } else {
+            self.result_id = Some(id.to_owned());
+        }
+        Ok(Some(r.records().to_vec()))
+    }
+}

@@ -1,0 +1,23 @@
+//! Sage Intacct XML Web Services (DTD 3.0): the client ([`IntacctClient`]), the response
+//! envelope ([`wire`]), the XML toolkit ([`xml`]), typed errors ([`IntacctError`]) and a
+//! protocol-faithful simulator ([`simulator`]) the tests drive the client against.
+//!
+//! What is there (issue 5, core): `getAPISession` and the session endpoint, many functions
+//! per request with results at the control / authentication / function levels,
+//! `readByQuery` + `readMore`, `query` with equality filters and offset paging, `read`,
+//! generic `create` / `update` / `delete`, legacy `create_invoice`, idempotent writes by
+//! function `controlid` with `uniqueid=true`, and a per-company concurrency limit.
+
+pub mod client;
+pub mod error;
+pub mod simulator;
+pub mod wire;
+pub mod xml;
+
+pub use client::{
+    DEFAULT_ENDPOINT, Function, IntacctClient, IntacctConfig, InvoiceLine, NewInvoice, Options,
+    Query, QueryPage, ReadByQueryPager, Secret, UserAuth,
+};
+pub use error::IntacctError;
+pub use wire::{ErrorDetail, FunctionResult, Response, ResultStatus, parse_response};
+pub use xml::Element;

@@ -1,0 +1,719 @@
+//! The simulated company: records per object, the write rules and the query subset.
+
+use std::collections::BTreeMap;
+
+use chrono::{NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+use crate::intacct::wire::ErrorDetail;
+use crate::intacct::xml::Element;
+
+/// One object the simulator knows.
+#[derive(Clone, Copy, Debug)]
+pub struct ObjectSpec {
+    pub name: &'static str,
+    /// The natural key (unique when present); empty: RECORDNO only.
+    pub key: &'static str,
+    /// Required fields, `/` for nested ones.
+    pub required: &'static [&'static str],
+    /// How Intacct names the object in messages.
+    pub label: &'static str,
+}
+
+pub const OBJECTS: &[ObjectSpec] = &[
+    ObjectSpec {
+        name: "CUSTOMER",
+        key: "CUSTOMERID",
+        required: &["CUSTOMERID", "NAME", "DISPLAYCONTACT/PRINTAS"],
+        label: "Customer",
+    },
+    ObjectSpec {
+        name: "CONTACT",
+        key: "CONTACTNAME",
+        required: &["CONTACTNAME", "PRINTAS"],
+        label: "Contact",
+    },
+    ObjectSpec {
+        name: "ITEM",
+        key: "ITEMID",
+        required: &["ITEMID", "NAME"],
+        label: "Item",
+    },
+    ObjectSpec {
+        name: "ARINVOICE",
+        key: "RECORDID",
+        required: &["CUSTOMERID"],
+        label: "Invoice",
+    },
+    ObjectSpec {
+        name: "ARPYMT",
+        key: "",
+        required: &["CUSTOMERID", "PAYMENTMETHOD", "RECEIPTDATE"],
+        label: "AR Payment",
+    },
+    ObjectSpec {
+        name: "CURRENCY",
+        key: "CODE",
+        required: &["CODE"],
+        label: "Currency",
+    },
+];
+
+/// A function's errors.
+#[derive(Debug)]
+pub struct FnError(pub Vec<ErrorDetail>);
+
+impl FnError {
+    pub fn one(errorno: &str, description2: &str) -> FnError {
+        FnError(vec![ErrorDetail::new(errorno, "", description2, "")])
+    }
+}
+
+fn spec(object: &str) -> Result<&'static ObjectSpec, FnError> {
+    OBJECTS
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(object))
+        .ok_or_else(|| {
+            FnError::one(
+                "DL02000001",
+                &format!("Object definition {object} not found"),
+            )
+        })
+}
+
+fn now_datetime() -> String {
+    Utc::now().format("%m/%d/%Y %H:%M:%S").to_string()
+}
+
+fn field<'a>(r: &'a Element, path: &str) -> Option<&'a str> {
+    r.find(path).map(|e| e.text.as_str())
+}
+
+#[derive(Clone, Debug)]
+pub struct Company {
+    records: BTreeMap<&'static str, BTreeMap<u64, Element>>,
+    next_recordno: u64,
+}
+
+impl Company {
+    pub fn new() -> Company {
+        let mut c = Company {
+            records: BTreeMap::new(),
+            next_recordno: 1,
+        };
+        for (code, name) in [
+            ("USD", "US Dollar"),
+            ("EUR", "Euro"),
+            ("GBP", "Pound Sterling"),
+            ("CAD", "Canadian Dollar"),
+        ] {
+            c.insert_raw(
+                "CURRENCY",
+                Element::new("CURRENCY")
+                    .with_leaf("CODE", code)
+                    .with_leaf("NAME", name),
+                "",
+            );
+        }
+        c
+    }
+
+    /// Stores a record as is (plus RECORDNO and stamps); returns its RECORDNO.
+    pub fn insert_raw(&mut self, object: &str, mut rec: Element, location: &str) -> u64 {
+        let spec = spec(object).map(|s| s.name).unwrap_or("CUSTOMER");
+        let no = self.next_recordno;
+        self.next_recordno += 1;
+        rec.name = spec.to_owned();
+        rec.children.retain(|c| !c.is("RECORDNO"));
+        rec.children
+            .insert(0, Element::leaf("RECORDNO", no.to_string()));
+        let stamp = now_datetime();
+        if rec.child("WHENCREATED").is_none() {
+            rec.set_leaf("WHENCREATED", &stamp);
+        }
+        rec.set_leaf("WHENMODIFIED", stamp);
+        if rec.child("MEGAENTITYID").is_none() {
+            rec.set_leaf("MEGAENTITYID", location);
+        }
+        self.records.entry(spec).or_default().insert(no, rec);
+        no
+    }
+
+    pub fn all(&self, object: &str) -> Vec<Element> {
+        let Ok(spec) = spec(object) else {
+            return Vec::new();
+        };
+        self.records
+            .get(spec.name)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn by_key(&self, spec: &ObjectSpec, value: &str) -> Option<u64> {
+        if spec.key.is_empty() || value.is_empty() {
+            return None;
+        }
+        self.records
+            .get(spec.name)?
+            .iter()
+            .find_map(|(no, r)| (field(r, spec.key) == Some(value)).then_some(*no))
+    }
+
+    /// Records matching a readByQuery `query`, projected to `fields`, optionally with the
+    /// lowercase element name readByQuery uses.
+    pub fn select(
+        &self,
+        object: &str,
+        query: &str,
+        fields: &str,
+        lowercase: bool,
+    ) -> Result<Vec<Element>, FnError> {
+        let spec = spec(object)?;
+        let conds = parse_query(query)?;
+        let rows = self.records.get(spec.name);
+        Ok(rows
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|r| conds.iter().all(|(f, v)| field(r, f) == Some(v.as_str())))
+            .map(|r| project(r, fields, lowercase))
+            .collect())
+    }
+
+    /// The `query` function: `equalto` filters (alone or under `and`), orderby, offset.
+    pub fn query(&self, body: &Element) -> Result<Element, FnError> {
+        let object = body.text_at("object").unwrap_or_default();
+        let spec = spec(object)?;
+        let fields: Vec<&str> = body
+            .child("select")
+            .map(|s| s.children_named("field").map(|f| f.text.as_str()).collect())
+            .unwrap_or_default();
+        if fields.is_empty() {
+            return Err(FnError::one(
+                "Query Failed",
+                "select must name at least one field",
+            ));
+        }
+        let mut conds = Vec::new();
+        if let Some(filter) = body.child("filter") {
+            for op in &filter.children {
+                collect_filter(op, &mut conds)?;
+            }
+        }
+        let pagesize: usize = body
+            .text_at("pagesize")
+            .unwrap_or("100")
+            .parse()
+            .map_err(|_| FnError::one("Query Failed", "Invalid pagesize"))?;
+        let offset: usize = body
+            .text_at("offset")
+            .unwrap_or("0")
+            .parse()
+            .map_err(|_| FnError::one("Query Failed", "Invalid offset"))?;
+        if !(1..=2_000).contains(&pagesize) {
+            return Err(FnError::one(
+                "Query Failed",
+                "pagesize must be between 1 and 2000",
+            ));
+        }
+        let mut rows: Vec<&Element> = self
+            .records
+            .get(spec.name)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|r| conds.iter().all(|(f, v)| field(r, f) == Some(v.as_str())))
+            .collect();
+        if let Some(ob) = body.child("orderby") {
+            for order in ob
+                .children_named("order")
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                let f = order.text_at("field").unwrap_or_default().to_owned();
+                let desc = order.child("descending").is_some();
+                rows.sort_by(|a, b| {
+                    let o = field(a, &f).cmp(&field(b, &f));
+                    if desc { o.reverse() } else { o }
+                });
+            }
+        }
+        let total = rows.len();
+        let page: Vec<Element> = rows
+            .into_iter()
+            .skip(offset)
+            .take(pagesize)
+            .map(|r| project(r, &fields.join(","), false))
+            .collect();
+        let remaining = total.saturating_sub(offset + page.len());
+        let mut data = Element::new("data")
+            .with_attr("listtype", spec.name)
+            .with_attr("totalcount", total.to_string())
+            .with_attr("offset", offset.to_string())
+            .with_attr("count", page.len().to_string())
+            .with_attr("numremaining", remaining.to_string());
+        data.children = page;
+        Ok(data)
+    }
+
+    pub fn read(&self, object: &str, keys: &str, fields: &str) -> Result<Vec<Element>, FnError> {
+        let spec = spec(object)?;
+        let map = self.records.get(spec.name);
+        let mut out = Vec::new();
+        for k in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            let no: u64 = k
+                .parse()
+                .map_err(|_| FnError::one("BL01001973", &format!("Invalid key {k}")))?;
+            if let Some(r) = map.and_then(|m| m.get(&no)) {
+                out.push(project(r, fields, false));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Generic create / update of several records; the function is all-or-nothing here.
+    pub fn write(
+        &mut self,
+        create: bool,
+        records: &[Element],
+        location: &str,
+    ) -> Result<Vec<Element>, FnError> {
+        let before = self.clone();
+        let result = self.write_inner(create, records, location);
+        if result.is_err() {
+            *self = before;
+        }
+        result
+    }
+
+    fn write_inner(
+        &mut self,
+        create: bool,
+        records: &[Element],
+        location: &str,
+    ) -> Result<Vec<Element>, FnError> {
+        let verb = if create { "create" } else { "update" };
+        let mut written = Vec::new();
+        for rec in records {
+            let spec = spec(&rec.name)?;
+            let could_not = |label: &str| {
+                [
+                    ErrorDetail::new(
+                        "BL01001973",
+                        "",
+                        &format!("Could not {verb} {} record!", label.to_ascii_lowercase()),
+                        "",
+                    ),
+                    ErrorDetail::new(
+                        "BL01001973",
+                        "",
+                        &format!("Could not {verb} {label} record!"),
+                        "",
+                    ),
+                ]
+            };
+            let no = if create {
+                for req in spec.required {
+                    if field(rec, req).is_none_or(str::is_empty) {
+                        let mut errors = vec![ErrorDetail::new(
+                            "PL03000130",
+                            "",
+                            &format!("Required field {} is missing", req.replace('/', ".")),
+                            &format!("Provide a value for {}.", req.replace('/', ".")),
+                        )];
+                        errors.extend(could_not(spec.label));
+                        return Err(FnError(errors));
+                    }
+                }
+                let key = if spec.key.is_empty() {
+                    ""
+                } else {
+                    field(rec, spec.key).unwrap_or_default()
+                };
+                if self.by_key(spec, key).is_some() {
+                    let mut errors = vec![ErrorDetail::new(
+                        "BL34000061",
+                        "",
+                        &format!(
+                            "Another {} with the given value(s) {key}  already exists",
+                            spec.label
+                        ),
+                        "Use a unique value instead.",
+                    )];
+                    errors.extend(could_not(spec.label));
+                    return Err(FnError(errors));
+                }
+                if spec.name == "ARPYMT" {
+                    self.apply_payment(rec)?;
+                }
+                self.insert_raw(spec.name, rec.clone(), location)
+            } else {
+                let by_no = field(rec, "RECORDNO").and_then(|n| n.parse::<u64>().ok());
+                let key = if spec.key.is_empty() {
+                    ""
+                } else {
+                    field(rec, spec.key).unwrap_or_default()
+                };
+                let found = by_no
+                    .filter(|n| {
+                        self.records
+                            .get(spec.name)
+                            .is_some_and(|m| m.contains_key(n))
+                    })
+                    .or_else(|| self.by_key(spec, key));
+                let Some(no) = found else {
+                    let (kf, kv) = match by_no {
+                        Some(n) => ("RECORDNO".to_owned(), n.to_string()),
+                        None => (spec.key.to_owned(), key.to_owned()),
+                    };
+                    let mut errors = vec![ErrorDetail::new(
+                        "BL01001973",
+                        "",
+                        &format!("Cannot update non-existing {} with {kf}={kv}.", spec.name),
+                        "",
+                    )];
+                    errors.extend(could_not(spec.label));
+                    return Err(FnError(errors));
+                };
+                let stored = self
+                    .records
+                    .get_mut(spec.name)
+                    .and_then(|m| m.get_mut(&no))
+                    .ok_or_else(|| FnError::one("BL01001973", "record vanished"))?;
+                for c in &rec.children {
+                    if c.is("RECORDNO") {
+                        continue;
+                    }
+                    match stored.child_mut(&c.name) {
+                        Some(existing) => *existing = c.clone(),
+                        None => stored.children.push(c.clone()),
+                    }
+                }
+                stored.set_leaf("WHENMODIFIED", now_datetime());
+                no
+            };
+            let stored = &self.records[spec.name][&no];
+            let mut out =
+                Element::new(spec.name.to_ascii_lowercase()).with_leaf("RECORDNO", no.to_string());
+            if !spec.key.is_empty() {
+                out = out.with_leaf(spec.key, field(stored, spec.key).unwrap_or_default());
+            }
+            written.push(out);
+        }
+        Ok(written)
+    }
+
+    /// Applies `ARPYMTDETAILS/ARPYMTDETAIL{RECORDKEY, TRX_PAYMENTAMOUNT}` to invoices.
+    fn apply_payment(&mut self, rec: &Element) -> Result<(), FnError> {
+        let Some(details) = rec.child("ARPYMTDETAILS") else {
+            return Ok(());
+        };
+        for d in details.children_named("ARPYMTDETAIL") {
+            let key: u64 = field(d, "RECORDKEY")
+                .and_then(|k| k.parse().ok())
+                .ok_or_else(|| FnError::one("BL01001973", "ARPYMTDETAIL needs a RECORDKEY"))?;
+            let amount: Decimal = field(d, "TRX_PAYMENTAMOUNT")
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| FnError::one("BL01001973", "Invalid TRX_PAYMENTAMOUNT"))?;
+            let inv = self
+                .records
+                .get_mut("ARINVOICE")
+                .and_then(|m| m.get_mut(&key))
+                .ok_or_else(|| {
+                    FnError::one("BL01001973", &format!("Invalid invoice RECORDKEY {key}"))
+                })?;
+            let dec = |f: &str| -> Decimal {
+                field(inv, f)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_default()
+            };
+            let due = dec("TOTALDUE");
+            if amount > due || amount <= Decimal::ZERO {
+                return Err(FnError::one(
+                    "BL01001973",
+                    &format!("Payment amount {amount} exceeds the amount due {due}"),
+                ));
+            }
+            let paid = dec("TOTALPAID") + amount;
+            inv.set_leaf("TOTALDUE", (due - amount).to_string());
+            inv.set_leaf("TOTALPAID", paid.to_string());
+            if due == amount {
+                inv.set_leaf("STATE", "Paid");
+            } else {
+                inv.set_leaf("STATE", "Partially Paid");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn delete(&mut self, object: &str, keys: &str) -> Result<(), FnError> {
+        let spec = spec(object)?;
+        let mut nos = Vec::new();
+        for k in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            let no = k.parse::<u64>().ok().filter(|n| {
+                self.records
+                    .get(spec.name)
+                    .is_some_and(|m| m.contains_key(n))
+            });
+            let Some(no) = no else {
+                return Err(FnError::one(
+                    "BL01001973",
+                    &format!(
+                        "Cannot delete non-existing {} with RECORDNO={k}.",
+                        spec.name
+                    ),
+                ));
+            };
+            nos.push(no);
+        }
+        if let Some(m) = self.records.get_mut(spec.name) {
+            for n in nos {
+                m.remove(&n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Legacy `create_invoice`: an ARINVOICE with its lines; returns the RECORDNO (`<key>`).
+    pub fn create_invoice(&mut self, body: &Element, location: &str) -> Result<u64, FnError> {
+        let fail = |msg: &str| {
+            FnError(vec![
+                ErrorDetail::new("BL01001973", "", msg, ""),
+                ErrorDetail::new("BL01001973", "", "Could not create Invoice record!", ""),
+            ])
+        };
+        let customer_id = body.text_at("customerid").unwrap_or_default();
+        let customer = self
+            .by_key(spec("CUSTOMER")?, customer_id)
+            .map(|no| self.records["CUSTOMER"][&no].clone())
+            .ok_or_else(|| fail(&format!("Invalid Customer {customer_id} specified.")))?;
+        let date = |name: &str| -> Result<Option<NaiveDate>, FnError> {
+            let Some(d) = body.child(name) else {
+                return Ok(None);
+            };
+            let part = |p: &str| d.text_at(p).and_then(|v| v.parse::<u32>().ok());
+            let ymd = (part("year"), part("month"), part("day"));
+            match ymd {
+                (Some(y), Some(m), Some(dd)) => i32::try_from(y)
+                    .ok()
+                    .and_then(|y| NaiveDate::from_ymd_opt(y, m, dd))
+                    .map(Some)
+                    .ok_or_else(|| fail(&format!("Invalid {name}"))),
+                _ => Err(fail(&format!("Invalid {name}"))),
+            }
+        };
+        let created =
+            date("datecreated")?.ok_or_else(|| fail("Required field datecreated is missing"))?;
+        let due = date("datedue")?;
+        let currency = body.text_at("currency").unwrap_or("USD").to_owned();
+        if self.by_key(spec("CURRENCY")?, &currency).is_none() {
+            return Err(fail(&format!("Invalid currency {currency}")));
+        }
+        let mut total = Decimal::ZERO;
+        let mut items = Element::new("ARINVOICEITEMS");
+        let lines: Vec<&Element> = body
+            .child("invoiceitems")
+            .map(|i| i.children_named("lineitem").collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            return Err(fail("An invoice needs at least one line item"));
+        }
+        for (i, l) in lines.iter().enumerate() {
+            let account = l.text_at("glaccountno").unwrap_or_default();
+            if account.is_empty() {
+                return Err(fail(&format!("Line {}: glaccountno is required", i + 1)));
+            }
+            let amount: Decimal = l
+                .text_at("amount")
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| fail(&format!("Line {}: invalid amount", i + 1)))?;
+            total += amount;
+            items = items.with(
+                Element::new("arinvoiceitem")
+                    .with_leaf("LINE_NO", i.to_string())
+                    .with_leaf("ACCOUNTNO", account)
+                    .with_leaf("AMOUNT", amount.to_string())
+                    .with_leaf("ENTRYDESCRIPTION", l.text_at("memo").unwrap_or_default())
+                    .with_leaf("LOCATIONID", l.text_at("locationid").unwrap_or_default())
+                    .with_leaf(
+                        "DEPARTMENTID",
+                        l.text_at("departmentid").unwrap_or_default(),
+                    ),
+            );
+        }
+        let invoice_no = body.text_at("invoiceno").unwrap_or_default();
+        if !invoice_no.is_empty() && self.by_key(spec("ARINVOICE")?, invoice_no).is_some() {
+            return Err(FnError(vec![
+                ErrorDetail::new(
+                    "BL34000061",
+                    "",
+                    &format!(
+                        "Another Invoice with the given value(s) {invoice_no}  already exists"
+                    ),
+                    "Use a unique value instead.",
+                ),
+                ErrorDetail::new("BL01001973", "", "Could not create Invoice record!", ""),
+            ]));
+        }
+        let rec = Element::new("ARINVOICE")
+            .with_leaf("RECORDID", invoice_no)
+            .with_leaf("RECORDTYPE", "ri")
+            .with_leaf("CUSTOMERID", customer_id)
+            .with_leaf("CUSTOMERNAME", field(&customer, "NAME").unwrap_or_default())
+            .with_leaf("STATE", "Posted")
+            .with_leaf(
+                "DESCRIPTION",
+                body.text_at("description").unwrap_or_default(),
+            )
+            .with_leaf("TERMNAME", body.text_at("termname").unwrap_or_default())
+            .with_leaf("WHENCREATED", created.format("%m/%d/%Y").to_string())
+            .with_leaf(
+                "WHENDUE",
+                due.map(|d| d.format("%m/%d/%Y").to_string())
+                    .unwrap_or_default(),
+            )
+            .with_leaf("TOTALENTERED", total.to_string())
+            .with_leaf("TOTALDUE", total.to_string())
+            .with_leaf("TOTALPAID", "0")
+            .with_leaf("CURRENCY", &currency)
+            .with_leaf(
+                "EXCH_RATE_TYPE_ID",
+                body.text_at("exchratetype").unwrap_or_default(),
+            )
+            .with_leaf("MODULEKEY", "4.AR")
+            .with(items);
+        let no = self.insert_raw("ARINVOICE", rec, location);
+        if invoice_no.is_empty()
+            && let Some(r) = self
+                .records
+                .get_mut("ARINVOICE")
+                .and_then(|m| m.get_mut(&no))
+        {
+            r.set_leaf("RECORDID", no.to_string());
+        }
+        Ok(no)
+    }
+}
+
+fn collect_filter(op: &Element, out: &mut Vec<(String, String)>) -> Result<(), FnError> {
+    if op.is("and") {
+        for c in &op.children {
+            collect_filter(c, out)?;
+        }
+        return Ok(());
+    }
+    if op.is("equalto") {
+        let f = op.text_at("field").unwrap_or_default().to_owned();
+        let v = op.text_at("value").unwrap_or_default().to_owned();
+        out.push((f, v));
+        return Ok(());
+    }
+    Err(FnError::one(
+        "Query Failed",
+        &format!(
+            "The simulator supports equalto and and filters, not {}",
+            op.name
+        ),
+    ))
+}
+
+/// `FIELD = 'value'` conditions joined by `AND`; an empty query matches everything.
+fn parse_query(q: &str) -> Result<Vec<(String, String)>, FnError> {
+    let q = q.trim();
+    if q.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut rest = q;
+    loop {
+        let (cond, tail) = split_and(rest);
+        let (f, v) = cond
+            .split_once('=')
+            .ok_or_else(|| FnError::one("Query Failed", &format!("Unsupported query: {q}")))?;
+        let v = v.trim();
+        let v = if let Some(inner) = v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+            inner.replace("\\'", "'")
+        } else {
+            v.to_owned()
+        };
+        let f = f.trim();
+        if f.is_empty() || f.contains(' ') {
+            return Err(FnError::one(
+                "Query Failed",
+                &format!("Unsupported query: {q}"),
+            ));
+        }
+        out.push((f.to_owned(), v));
+        match tail {
+            Some(t) => rest = t,
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Splits at the first ` AND ` outside quotes.
+fn split_and(s: &str) -> (&str, Option<&str>) {
+    let bytes = s.as_bytes();
+    let mut quoted = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'\'' => quoted = !quoted,
+            b' ' if !quoted
+                && s.get(i..i + 5)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(" and ")) =>
+            {
+                return (&s[..i], Some(&s[i + 5..]));
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    (s, None)
+}
+
+fn project(r: &Element, fields: &str, lowercase: bool) -> Element {
+    let mut out = if fields.trim() == "*" || fields.trim().is_empty() {
+        r.clone()
+    } else {
+        let mut e = Element::new(&r.name);
+        for f in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            match r.child(f) {
+                Some(c) => e.children.push(c.clone()),
+                None => e.children.push(Element::new(f.to_ascii_uppercase())),
+            }
+        }
+        e
+    };
+    if lowercase {
+        out.name = out.name.to_ascii_lowercase();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_query(q: &str, expected: &[(&str, &str)]) {
+        let got = parse_query(q).unwrap();
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn query_subset() {
+        check_query("", &[]);
+        check_query("CUSTOMERID = 'C1'", &[("CUSTOMERID", "C1")]);
+        check_query(
+            "NAME = 'Ben and Jerry\\'s' AND STATUS = 'active'",
+            &[("NAME", "Ben and Jerry's"), ("STATUS", "active")],
+        );
+        check_query("RECORDNO = 8", &[("RECORDNO", "8")]);
+        assert!(parse_query("RECORDNO < 2").is_err());
+    }
+}
