@@ -335,7 +335,7 @@ async fn query_with_equality_filter_and_offset_paging() {
         fields: vec!["CUSTOMERID".into(), "STATUS".into()],
         equal_to: vec![("STATUS".into(), "active".into())],
         order_by: vec![("CUSTOMERID".into(), false)],
-        pagesize: 8,
+        pagesize: Some(8),
         offset: 0,
     };
     let mut seen = Vec::new();
@@ -756,5 +756,113 @@ fn malformed_responses_are_errors() {
     assert!(parse_response("<html>502</html>").is_err());
     assert!(
         parse_response("<response><control><status>success</status></control></response>").is_err()
+    );
+}
+
+// ---- requests against the SDK's request fixtures, element by element ----
+
+#[track_caller]
+fn check_request(built: &Element, fixture_name: &str) {
+    let expected =
+        sync::intacct::xml::parse(&fixture(&format!("requests/{fixture_name}"))).unwrap();
+    assert_eq!(
+        built,
+        &expected,
+        "\nbuilt:    {}\nexpected: {}",
+        built.to_xml(),
+        expected.to_xml()
+    );
+}
+
+#[test]
+fn functions_are_written_as_the_sdk_writes_them() {
+    check_request(
+        &Function::read_by_query("unittest", "CLASS", &[], "RECORDNO < 2", 1_000).to_element(),
+        "read_by_query.xml",
+    );
+    check_request(
+        &Function::read_more("unittest", "6465763031VyprCMCoHYQAAGr@aRsAAAAU4").to_element(),
+        "read_more.xml",
+    );
+    check_request(
+        &Function::read("unittest", "CLASS", &[], &[]).to_element(),
+        "read.xml",
+    );
+    check_request(
+        &Function::query(
+            "unittest",
+            &Query {
+                object: "ARINVOICE".into(),
+                fields: vec!["CUSTOMERID".into(), "RECORDNO".into()],
+                order_by: vec![("TOTALDUE".into(), true), ("RECORDNO".into(), false)],
+                ..Query::default()
+            },
+        )
+        .to_element(),
+        "query_order_by.xml",
+    );
+    check_request(
+        &Function::create(
+            "unittest",
+            vec![
+                Element::new("CONTACT")
+                    .with_leaf("CONTACTNAME", "hello")
+                    .with_leaf("PRINTAS", "world"),
+            ],
+        )
+        .to_element(),
+        "contact_create.xml",
+    );
+    let invoice = NewInvoice {
+        customer_id: "CUSTOMER1".into(),
+        date_created: NaiveDate::from_ymd_opt(2015, 6, 30).unwrap(),
+        date_due: None,
+        term_name: Some("N30".into()),
+        invoice_no: None,
+        description: None,
+        currency: None,
+        exch_rate_type: None,
+        lines: vec![InvoiceLine {
+            gl_account_no: String::new(),
+            amount: "76343.43".parse().unwrap(),
+            memo: None,
+            location_id: None,
+            department_id: None,
+        }],
+    };
+    check_request(
+        &Function::create_invoice("unittest", &invoice).to_element(),
+        "create_invoice.xml",
+    );
+    check_request(
+        &Function::get_api_session("unittest", Some("100")).to_element(),
+        "get_api_session.xml",
+    );
+}
+
+#[test]
+fn envelope_and_login_are_written_as_the_sdk_writes_them() {
+    use sync::intacct::client::{login_element, request_document};
+    let doc = request_document(
+        "testsenderid",
+        &Secret::new("pass123!"),
+        "unittest",
+        Element::leaf("sessionid", "testsession.."),
+        &[],
+        Options::default(),
+    );
+    check_request(
+        &sync::intacct::xml::parse(&doc).unwrap(),
+        "request_block.xml",
+    );
+    let login = login_element(
+        "testuser",
+        "testcompany",
+        &Secret::new("testpass"),
+        Some("testentity"),
+    );
+    check_request(
+        &Element::new("authentication").with(login),
+        "login_with_entity.xml",
     );
 }

@@ -127,7 +127,9 @@ pub struct Query {
     pub equal_to: Vec<(String, String)>,
     /// `(field, ascending)`.
     pub order_by: Vec<(String, bool)>,
-    pub pagesize: u32,
+    /// `None`: Intacct's default (100).
+    pub pagesize: Option<u32>,
+    /// Rows to skip (0 is not sent).
     pub offset: u64,
 }
 
@@ -186,6 +188,13 @@ impl Function {
         }
     }
 
+    /// `<function controlid="…">body</function>`.
+    pub fn to_element(&self) -> Element {
+        Element::new("function")
+            .with_attr("controlid", &self.controlid)
+            .with(self.body.clone())
+    }
+
     /// `readByQuery` (`fields` empty: `*`; `query` empty: all records).
     pub fn read_by_query(
         controlid: impl Into<String>,
@@ -203,8 +212,8 @@ impl Function {
             controlid,
             Element::new("readByQuery")
                 .with_leaf("object", object)
-                .with_leaf("fields", fields)
                 .with_leaf("query", query)
+                .with_leaf("fields", fields)
                 .with_leaf("pagesize", pagesize.to_string())
                 .with_leaf("returnFormat", "xml"),
         )
@@ -217,14 +226,15 @@ impl Function {
         )
     }
 
+    /// `query`, elements in the SDK's order: select, object, filter, orderby, pagesize, offset.
     pub fn query(controlid: impl Into<String>, q: &Query) -> Function {
         let mut select = Element::new("select");
         for f in &q.fields {
             select = select.with_leaf("field", f);
         }
         let mut body = Element::new("query")
-            .with_leaf("object", &q.object)
-            .with(select);
+            .with(select)
+            .with_leaf("object", &q.object);
         let equal: Vec<Element> = q
             .equal_to
             .iter()
@@ -255,11 +265,13 @@ impl Function {
             }
             body = body.with(orderby);
         }
-        Function::new(
-            controlid,
-            body.with_leaf("pagesize", q.pagesize.to_string())
-                .with_leaf("offset", q.offset.to_string()),
-        )
+        if let Some(n) = q.pagesize {
+            body = body.with_leaf("pagesize", n.to_string());
+        }
+        if q.offset > 0 {
+            body = body.with_leaf("offset", q.offset.to_string());
+        }
+        Function::new(controlid, body)
     }
 
     /// `read` by RECORDNOs (`fields` empty: `*`).
@@ -332,7 +344,7 @@ impl Function {
         Function::new(controlid, el.with(items))
     }
 
-    fn get_api_session(controlid: impl Into<String>, entity: Option<&str>) -> Function {
+    pub fn get_api_session(controlid: impl Into<String>, entity: Option<&str>) -> Function {
         let mut body = Element::new("getAPISession");
         if let Some(e) = entity {
             body = body.with_leaf("locationid", e);
@@ -431,26 +443,14 @@ impl IntacctClient {
     }
 
     fn envelope(&self, auth: Element, functions: &[Function], opts: Options) -> String {
-        let control = Element::new("control")
-            .with_leaf("senderid", &self.config.sender_id)
-            .with_leaf("password", self.config.sender_password.expose())
-            .with_leaf("controlid", random_controlid())
-            .with_leaf("uniqueid", opts.uniqueid.to_string())
-            .with_leaf("dtdversion", "3.0")
-            .with_leaf("includewhitespace", "false");
-        let mut content = Element::new("content");
-        for f in functions {
-            content = content.with(
-                Element::new("function")
-                    .with_attr("controlid", &f.controlid)
-                    .with(f.body.clone()),
-            );
-        }
-        let operation = Element::new("operation")
-            .with_attr("transaction", opts.transaction.to_string())
-            .with(Element::new("authentication").with(auth))
-            .with(content);
-        xml::document(&Element::new("request").with(control).with(operation))
+        request_document(
+            &self.config.sender_id,
+            &self.config.sender_password,
+            &random_controlid(),
+            auth,
+            functions,
+            opts,
+        )
     }
 
     /// One POST, under a concurrency permit; HTTP errors and unparsable bodies as errors.
@@ -496,13 +496,12 @@ impl IntacctClient {
                 "the configured session was refused and there are no user credentials".into(),
             ));
         };
-        let mut login = Element::new("login")
-            .with_leaf("userid", user_id)
-            .with_leaf("companyid", &self.config.company_id)
-            .with_leaf("password", password.expose());
-        if let Some(e) = &self.config.entity {
-            login = login.with_leaf("locationid", e);
-        }
+        let login = login_element(
+            user_id,
+            &self.config.company_id,
+            password,
+            self.config.entity.as_deref(),
+        );
         let f = Function::get_api_session(random_controlid(), self.config.entity.as_deref());
         let body = self.envelope(login, &[f], Options::default());
         self.logins.fetch_add(1, Ordering::Relaxed);
@@ -652,7 +651,7 @@ impl IntacctClient {
 
     /// One `query` page (offset paging; each offset is a new query, not a snapshot).
     pub async fn query(&self, q: &Query) -> Result<QueryPage, IntacctError> {
-        if q.pagesize == 0 || q.pagesize > QUERY_PAGE_MAX {
+        if q.pagesize.is_some_and(|n| n == 0 || n > QUERY_PAGE_MAX) {
             return Err(IntacctError::Invalid(format!(
                 "query pagesize must be 1..={QUERY_PAGE_MAX}"
             )));
@@ -744,6 +743,48 @@ impl IntacctClient {
             status: 200,
             detail: "create_invoice answered without a <key>".into(),
         })
+    }
+}
+
+/// The request document (DTD 3.0), element order as the SDK writes it (protocols.md §1.2).
+pub fn request_document(
+    sender_id: &str,
+    sender_password: &Secret,
+    request_controlid: &str,
+    auth: Element,
+    functions: &[Function],
+    opts: Options,
+) -> String {
+    let control = Element::new("control")
+        .with_leaf("senderid", sender_id)
+        .with_leaf("password", sender_password.expose())
+        .with_leaf("controlid", request_controlid)
+        .with_leaf("uniqueid", opts.uniqueid.to_string())
+        .with_leaf("dtdversion", "3.0")
+        .with_leaf("includewhitespace", "false");
+    let mut content = Element::new("content");
+    content.children = functions.iter().map(Function::to_element).collect();
+    let operation = Element::new("operation")
+        .with_attr("transaction", opts.transaction.to_string())
+        .with(Element::new("authentication").with(auth))
+        .with(content);
+    xml::document(&Element::new("request").with(control).with(operation))
+}
+
+/// `<login>` (inside `<authentication>`); `entity` `None`: no `<locationid>`.
+pub fn login_element(
+    user_id: &str,
+    company_id: &str,
+    password: &Secret,
+    entity: Option<&str>,
+) -> Element {
+    let login = Element::new("login")
+        .with_leaf("userid", user_id)
+        .with_leaf("companyid", company_id)
+        .with_leaf("password", password.expose());
+    match entity {
+        Some(e) => login.with_leaf("locationid", e),
+        None => login,
     }
 }
 
