@@ -866,3 +866,76 @@ fn envelope_and_login_are_written_as_the_sdk_writes_them() {
         "login_with_entity.xml",
     );
 }
+
+#[tokio::test]
+async fn gateway_401_unparsable_request_and_transport_errors() {
+    let sim = sim().await;
+    let c = client(&sim);
+    sim.fail_next(1, Fault::GatewaySignIn);
+    let err = c.read("CUSTOMER", &["1"], &[]).await.unwrap_err();
+    let IntacctError::Http {
+        status: 401,
+        errors,
+    } = &err
+    else {
+        panic!("expected HTTP 401, got {err:?}");
+    };
+    assert_eq!(errors[0].errorno, "XMLGW_JPP0002");
+    assert_eq!(
+        errors[0].description,
+        "Sign-in information is incorrect. Please check your request."
+    );
+    assert!(!err.retryable());
+
+    // A document that is not XML is a control failure.
+    let body = gateway::http::client()
+        .post(sim.endpoint_url())
+        .body("<request><control>")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let Response::ControlFailure(errors) = parse_response(&body).unwrap() else {
+        panic!("expected a control failure: {body}");
+    };
+    assert_eq!(errors[0].errorno, "XL03000003");
+
+    // An unknown function fails alone.
+    let r = c
+        .execute(
+            &[
+                Function::new("x", Element::new("frobnicate")),
+                Function::read("y", "CURRENCY", &["1"], &[]),
+            ],
+            Options::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0].status, ResultStatus::Failure);
+    assert_eq!(r[1].status, ResultStatus::Success);
+
+    // No server: a retryable transport error.
+    let url = sim.endpoint_url();
+    drop(sim);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut cfg = IntacctConfig::new(
+        "s",
+        Secret::new("p"),
+        "c",
+        UserAuth::Session {
+            session_id: Secret::new("x"),
+            endpoint: None,
+        },
+    );
+    cfg.endpoint_url = url;
+    cfg.timeout_ms = 2_000;
+    let err = IntacctClient::new(cfg)
+        .unwrap()
+        .read("CUSTOMER", &["1"], &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IntacctError::Transport { .. }), "{err:?}");
+    assert!(err.retryable());
+}

@@ -66,6 +66,9 @@ pub enum Fault {
     Status(u16),
     /// HTTP 429 with a `GW-0010` error body.
     RateLimit,
+    /// HTTP 401 with the gateway's `XMLGW_JPP0002` body (intacct-sdk-php
+    /// `RequestHandlerTest::testMock400LevelErrorWithXmlResponse`).
+    GatewaySignIn,
 }
 
 /// How the simulated company is set up.
@@ -357,6 +360,18 @@ async fn handle(
                 StatusCode::TOO_MANY_REQUESTS,
                 &control_failure("", "", &[err]),
             );
+        }
+        Some(Fault::GatewaySignIn) => {
+            let err = ErrorDetail::new(
+                "XMLGW_JPP0002",
+                "Sign-in information is incorrect. Please check your request.",
+                "",
+                "",
+            );
+            let body = Element::new("response")
+                .with(Element::new("control").with_leaf("status", "failure"))
+                .with(error_message(&[err]));
+            return xml_response(StatusCode::UNAUTHORIZED, &body);
         }
         None => {}
     }
