@@ -939,3 +939,84 @@ async fn gateway_401_unparsable_request_and_transport_errors() {
     assert!(matches!(err, IntacctError::Transport { .. }), "{err:?}");
     assert!(err.retryable());
 }
+
+#[tokio::test]
+async fn change_capture_by_whenmodified_and_recordno() {
+    let sim = sim().await;
+    let c = client(&sim);
+    sim.insert(
+        "CUSTOMER",
+        (0..6).map(|i| customer(&format!("C{i}"), "n")).collect(),
+    );
+    let all = c
+        .read_by_query_all("CUSTOMER", &["RECORDNO", "WHENMODIFIED"], "", 100)
+        .await
+        .unwrap();
+    let third: u64 = all[2].text_at("RECORDNO").unwrap().parse().unwrap();
+    let after = c
+        .read_by_query_all(
+            "CUSTOMER",
+            &["RECORDNO"],
+            &format!("RECORDNO > {third}"),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 3);
+    let stamp = all
+        .iter()
+        .map(|r| r.text_at("WHENMODIFIED").unwrap().to_owned())
+        .max()
+        .unwrap();
+    let q = |op: &str| format!("WHENMODIFIED {op} '{stamp}'");
+    assert_eq!(
+        c.read_by_query_all("CUSTOMER", &[], &q(">="), 100)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+    assert!(
+        c.read_by_query_all("CUSTOMER", &[], &q(">"), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let old = "WHENMODIFIED > '01/01/2000 00:00:00' AND STATUS != 'inactive'";
+    assert_eq!(
+        c.read_by_query_all("CUSTOMER", &[], old, 100)
+            .await
+            .unwrap()
+            .len(),
+        0,
+        "no STATUS field: no match"
+    );
+
+    // The query function with comparison filters and numeric ordering.
+    let mut body = Function::query(
+        "q",
+        &Query {
+            object: "CUSTOMER".into(),
+            fields: vec!["RECORDNO".into()],
+            order_by: vec![("RECORDNO".into(), false)],
+            ..Query::default()
+        },
+    )
+    .body;
+    let filter = Element::new("filter").with(
+        Element::new("greaterthan")
+            .with_leaf("field", "RECORDNO")
+            .with_leaf("value", third.to_string()),
+    );
+    body.children.insert(2, filter);
+    let r = c
+        .execute_one(Function::new("q", body), Options::default())
+        .await
+        .unwrap();
+    let nos: Vec<u64> = r
+        .records()
+        .iter()
+        .map(|e| e.text_at("RECORDNO").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(nos, vec![third + 3, third + 2, third + 1]);
+}

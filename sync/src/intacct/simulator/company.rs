@@ -174,7 +174,7 @@ impl Company {
         Ok(rows
             .into_iter()
             .flat_map(|m| m.values())
-            .filter(|r| conds.iter().all(|(f, v)| field(r, f) == Some(v.as_str())))
+            .filter(|r| conds.iter().all(|c| c.matches(r)))
             .map(|r| project(r, fields, lowercase))
             .collect())
     }
@@ -220,7 +220,7 @@ impl Company {
             .get(spec.name)
             .into_iter()
             .flat_map(|m| m.values())
-            .filter(|r| conds.iter().all(|(f, v)| field(r, f) == Some(v.as_str())))
+            .filter(|r| conds.iter().all(|c| c.matches(r)))
             .collect();
         if let Some(ob) = body.child("orderby") {
             for order in ob
@@ -232,7 +232,10 @@ impl Company {
                 let f = order.text_at("field").unwrap_or_default().to_owned();
                 let desc = order.child("descending").is_some();
                 rows.sort_by(|a, b| {
-                    let o = field(a, &f).cmp(&field(b, &f));
+                    let o = compare(
+                        field(a, &f).unwrap_or_default(),
+                        field(b, &f).unwrap_or_default(),
+                    );
                     if desc { o.reverse() } else { o }
                 });
             }
@@ -594,55 +597,140 @@ impl Company {
     }
 }
 
-fn collect_filter(op: &Element, out: &mut Vec<(String, String)>) -> Result<(), FnError> {
+/// A comparison operator of the query subset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// `FIELD op value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cond {
+    pub field: String,
+    pub op: Op,
+    pub value: String,
+}
+
+/// Intacct's `MM/DD/YYYY` or `MM/DD/YYYY HH:MM:SS`.
+fn parse_intacct_datetime(s: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDateTime::parse_from_str(s, "%m/%d/%Y %H:%M:%S")
+        .ok()
+        .or_else(|| {
+            NaiveDate::parse_from_str(s, "%m/%d/%Y")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+}
+
+/// Compares as numbers when both are decimals, as datetimes when both are Intacct dates,
+/// else as text.
+fn compare(a: &str, b: &str) -> std::cmp::Ordering {
+    if let (Ok(x), Ok(y)) = (a.parse::<Decimal>(), b.parse::<Decimal>()) {
+        return x.cmp(&y);
+    }
+    if let (Some(x), Some(y)) = (parse_intacct_datetime(a), parse_intacct_datetime(b)) {
+        return x.cmp(&y);
+    }
+    a.cmp(b)
+}
+
+impl Cond {
+    fn matches(&self, r: &Element) -> bool {
+        let Some(v) = field(r, &self.field) else {
+            return false;
+        };
+        let o = compare(v, &self.value);
+        match self.op {
+            Op::Eq => o.is_eq(),
+            Op::Ne => o.is_ne(),
+            Op::Lt => o.is_lt(),
+            Op::Le => o.is_le(),
+            Op::Gt => o.is_gt(),
+            Op::Ge => o.is_ge(),
+        }
+    }
+}
+
+fn collect_filter(op: &Element, out: &mut Vec<Cond>) -> Result<(), FnError> {
     if op.is("and") {
         for c in &op.children {
             collect_filter(c, out)?;
         }
         return Ok(());
     }
-    if op.is("equalto") {
-        let f = op.text_at("field").unwrap_or_default().to_owned();
-        let v = op.text_at("value").unwrap_or_default().to_owned();
-        out.push((f, v));
-        return Ok(());
-    }
-    Err(FnError::one(
-        "Query Failed",
-        &format!(
-            "The simulator supports equalto and and filters, not {}",
-            op.name
-        ),
-    ))
+    let kind = [
+        ("equalto", Op::Eq),
+        ("notequalto", Op::Ne),
+        ("lessthan", Op::Lt),
+        ("lessthanorequalto", Op::Le),
+        ("greaterthan", Op::Gt),
+        ("greaterthanorequalto", Op::Ge),
+    ]
+    .into_iter()
+    .find(|(name, _)| op.is(name));
+    let Some((_, kind)) = kind else {
+        return Err(FnError::one(
+            "Query Failed",
+            &format!(
+                "The simulator supports comparison filters under and, not {}",
+                op.name
+            ),
+        ));
+    };
+    out.push(Cond {
+        field: op.text_at("field").unwrap_or_default().to_owned(),
+        op: kind,
+        value: op.text_at("value").unwrap_or_default().to_owned(),
+    });
+    Ok(())
 }
 
-/// `FIELD = 'value'` conditions joined by `AND`; an empty query matches everything.
-fn parse_query(q: &str) -> Result<Vec<(String, String)>, FnError> {
+/// `FIELD op value` conditions (`= != <> < <= > >=`, values quoted or bare) joined by
+/// `AND`; an empty query matches everything.
+fn parse_query(q: &str) -> Result<Vec<Cond>, FnError> {
     let q = q.trim();
     if q.is_empty() {
         return Ok(Vec::new());
     }
+    let unsupported = || FnError::one("Query Failed", &format!("Unsupported query: {q}"));
     let mut out = Vec::new();
     let mut rest = q;
     loop {
         let (cond, tail) = split_and(rest);
-        let (f, v) = cond
-            .split_once('=')
-            .ok_or_else(|| FnError::one("Query Failed", &format!("Unsupported query: {q}")))?;
+        let idx = cond.find(['<', '>', '=', '!']).ok_or_else(unsupported)?;
+        let f = cond[..idx].trim();
+        let after = &cond[idx..];
+        let (op, v) = [
+            (">=", Op::Ge),
+            ("<=", Op::Le),
+            ("!=", Op::Ne),
+            ("<>", Op::Ne),
+            ("=", Op::Eq),
+            (">", Op::Gt),
+            ("<", Op::Lt),
+        ]
+        .into_iter()
+        .find_map(|(tok, op)| after.strip_prefix(tok).map(|v| (op, v)))
+        .ok_or_else(unsupported)?;
         let v = v.trim();
         let v = if let Some(inner) = v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
             inner.replace("\\'", "'")
         } else {
             v.to_owned()
         };
-        let f = f.trim();
         if f.is_empty() || f.contains(' ') {
-            return Err(FnError::one(
-                "Query Failed",
-                &format!("Unsupported query: {q}"),
-            ));
+            return Err(unsupported());
         }
-        out.push((f.to_owned(), v));
+        out.push(Cond {
+            field: f.to_owned(),
+            op,
+            value: v,
+        });
         match tail {
             Some(t) => rest = t,
             None => return Ok(out),
@@ -696,11 +784,15 @@ mod tests {
     use super::*;
 
     #[track_caller]
-    fn check_query(q: &str, expected: &[(&str, &str)]) {
+    fn check_query(q: &str, expected: &[(&str, Op, &str)]) {
         let got = parse_query(q).unwrap();
-        let expected: Vec<(String, String)> = expected
+        let expected: Vec<Cond> = expected
             .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .map(|(f, op, v)| Cond {
+                field: (*f).to_owned(),
+                op: *op,
+                value: (*v).to_owned(),
+            })
             .collect();
         assert_eq!(got, expected);
     }
@@ -708,12 +800,32 @@ mod tests {
     #[test]
     fn query_subset() {
         check_query("", &[]);
-        check_query("CUSTOMERID = 'C1'", &[("CUSTOMERID", "C1")]);
+        check_query("CUSTOMERID = 'C1'", &[("CUSTOMERID", Op::Eq, "C1")]);
         check_query(
             "NAME = 'Ben and Jerry\\'s' AND STATUS = 'active'",
-            &[("NAME", "Ben and Jerry's"), ("STATUS", "active")],
+            &[
+                ("NAME", Op::Eq, "Ben and Jerry's"),
+                ("STATUS", Op::Eq, "active"),
+            ],
         );
-        check_query("RECORDNO = 8", &[("RECORDNO", "8")]);
-        assert!(parse_query("RECORDNO < 2").is_err());
+        check_query("RECORDNO < 2", &[("RECORDNO", Op::Lt, "2")]);
+        check_query(
+            "WHENMODIFIED >= '01/02/2024 10:00:00' and RECORDNO<>7",
+            &[
+                ("WHENMODIFIED", Op::Ge, "01/02/2024 10:00:00"),
+                ("RECORDNO", Op::Ne, "7"),
+            ],
+        );
+        assert!(parse_query("NAME like 'A%'").is_err());
+        assert!(parse_query("A B = 1").is_err());
+    }
+
+    #[test]
+    fn comparisons_by_type() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare("10", "9"), Greater);
+        assert_eq!(compare("02/01/2024", "12/31/2023 23:59:59"), Greater);
+        assert_eq!(compare("01/02/2024 10:00:00", "01/02/2024 10:00:00"), Equal);
+        assert_eq!(compare("b", "a"), Greater);
     }
 }

@@ -14,9 +14,11 @@
 //!   entities) or a session id (sliding expiry); failure is `<authentication><status>failure`
 //!   with `XL03000006` "Sign-in information is incorrect" inside `<operation>`.
 //! - **Functions** (one `<result>` per function, in order, echoing `function` and
-//!   `controlid`): `getAPISession`, `readByQuery` (query subset: empty, or `FIELD = 'v'`
-//!   joined with `AND`; pagesize ≤ 1000) and `readMore` by `resultId` (unknown / expired:
-//!   `readMore failed`), `query` (`equalto` filters under `and`, `orderby`, pagesize ≤ 2000,
+//!   `controlid`): `getAPISession`, `readByQuery` (query subset: empty, or `FIELD op value`
+//!   with `= != <> < <= > >=` joined with `AND`, compared as numbers, `MM/DD/YYYY[ HH:MM:SS]`
+//!   datetimes or text; pagesize ≤ 1000) and `readMore` by `resultId` (unknown / expired:
+//!   `readMore failed`), `query` (`equalto`, `notequalto`, `lessthan[orequalto]`,
+//!   `greaterthan[orequalto]` filters under `and`, `orderby`, pagesize ≤ 2000,
 //!   offset), `read` by RECORDNOs, generic `create` / `update` / `delete`, legacy
 //!   `create_invoice` (answers `<key>`).
 //! - **Objects**: CUSTOMER, CONTACT, ITEM, ARINVOICE, ARPYMT, CURRENCY (USD, EUR, GBP, CAD
