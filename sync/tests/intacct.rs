@@ -7,8 +7,8 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use sync::intacct::simulator::{Fault, Simulator, SimulatorConfig};
 use sync::intacct::{
-    Element, Function, IntacctClient, IntacctConfig, IntacctError, InvoiceLine, NewInvoice,
-    Options, Query, Response, ResultStatus, Secret, UserAuth, parse_response,
+    Compare, Condition, Element, Function, IntacctClient, IntacctConfig, IntacctError, InvoiceLine,
+    NewInvoice, Options, Query, Response, ResultStatus, Secret, UserAuth, parse_response,
 };
 
 async fn sim() -> Simulator {
@@ -333,7 +333,7 @@ async fn query_with_equality_filter_and_offset_paging() {
     let mut q = Query {
         object: "CUSTOMER".into(),
         fields: vec!["CUSTOMERID".into(), "STATUS".into()],
-        equal_to: vec![("STATUS".into(), "active".into())],
+        filters: vec![Condition::eq("STATUS", "active")],
         order_by: vec![("CUSTOMERID".into(), false)],
         pagesize: Some(8),
         offset: 0,
@@ -358,7 +358,7 @@ async fn query_with_equality_filter_and_offset_paging() {
     assert_eq!(sim.function_count("query"), 3);
 
     // Two equality filters (an `and`).
-    q.equal_to.push(("CUSTOMERID".into(), "C07".into()));
+    q.filters.push(Condition::eq("CUSTOMERID", "C07"));
     q.offset = 0;
     let page = c.query(&q).await.unwrap();
     assert_eq!(page.records.len(), 1);
@@ -802,6 +802,22 @@ fn functions_are_written_as_the_sdk_writes_them() {
         "query_order_by.xml",
     );
     check_request(
+        &Function::query(
+            "unittest",
+            &Query {
+                object: "ARINVOICE".into(),
+                fields: vec!["CUSTOMERID".into(), "RECORDNO".into()],
+                filters: vec![
+                    Condition::new("RECORDNO", Compare::GreaterThanOrEqualTo, "1"),
+                    Condition::new("RECORDNO", Compare::LessThanOrEqualTo, "100"),
+                ],
+                ..Query::default()
+            },
+        )
+        .to_element(),
+        "query_filter_and.xml",
+    );
+    check_request(
         &Function::create(
             "unittest",
             vec![
@@ -993,28 +1009,22 @@ async fn change_capture_by_whenmodified_and_recordno() {
     );
 
     // The query function with comparison filters and numeric ordering.
-    let mut body = Function::query(
-        "q",
-        &Query {
+    let page = c
+        .query(&Query {
             object: "CUSTOMER".into(),
             fields: vec!["RECORDNO".into()],
+            filters: vec![Condition::new(
+                "RECORDNO",
+                Compare::GreaterThan,
+                third.to_string(),
+            )],
             order_by: vec![("RECORDNO".into(), false)],
             ..Query::default()
-        },
-    )
-    .body;
-    let filter = Element::new("filter").with(
-        Element::new("greaterthan")
-            .with_leaf("field", "RECORDNO")
-            .with_leaf("value", third.to_string()),
-    );
-    body.children.insert(2, filter);
-    let r = c
-        .execute_one(Function::new("q", body), Options::default())
+        })
         .await
         .unwrap();
-    let nos: Vec<u64> = r
-        .records()
+    let nos: Vec<u64> = page
+        .records
         .iter()
         .map(|e| e.text_at("RECORDNO").unwrap().parse().unwrap())
         .collect();

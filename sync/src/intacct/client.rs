@@ -118,13 +118,59 @@ pub struct Function {
     pub body: Element,
 }
 
-/// A `query` with equality filters (joined with `and`).
+/// A `query` comparison operator (the element name Intacct uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    EqualTo,
+    NotEqualTo,
+    LessThan,
+    LessThanOrEqualTo,
+    GreaterThan,
+    GreaterThanOrEqualTo,
+}
+
+impl Compare {
+    pub fn element_name(self) -> &'static str {
+        match self {
+            Compare::EqualTo => "equalto",
+            Compare::NotEqualTo => "notequalto",
+            Compare::LessThan => "lessthan",
+            Compare::LessThanOrEqualTo => "lessthanorequalto",
+            Compare::GreaterThan => "greaterthan",
+            Compare::GreaterThanOrEqualTo => "greaterthanorequalto",
+        }
+    }
+}
+
+/// `<op><field/><value/></op>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub field: String,
+    pub op: Compare,
+    pub value: String,
+}
+
+impl Condition {
+    pub fn new(field: impl Into<String>, op: Compare, value: impl Into<String>) -> Condition {
+        Condition {
+            field: field.into(),
+            op,
+            value: value.into(),
+        }
+    }
+
+    pub fn eq(field: impl Into<String>, value: impl Into<String>) -> Condition {
+        Condition::new(field, Compare::EqualTo, value)
+    }
+}
+
+/// A `query` with comparison filters (joined with `and`).
 #[derive(Clone, Debug, Default)]
 pub struct Query {
     pub object: String,
     pub fields: Vec<String>,
-    /// `(field, value)`: `<equalto><field/><value/></equalto>`.
-    pub equal_to: Vec<(String, String)>,
+    /// All must hold (`<filter><and>…</and></filter>`; a single one stands alone).
+    pub filters: Vec<Condition>,
     /// `(field, ascending)`.
     pub order_by: Vec<(String, bool)>,
     /// `None`: Intacct's default (100).
@@ -236,12 +282,12 @@ impl Function {
             .with(select)
             .with_leaf("object", &q.object);
         let equal: Vec<Element> = q
-            .equal_to
+            .filters
             .iter()
-            .map(|(f, v)| {
-                Element::new("equalto")
-                    .with_leaf("field", f)
-                    .with_leaf("value", v)
+            .map(|c| {
+                Element::new(c.op.element_name())
+                    .with_leaf("field", &c.field)
+                    .with_leaf("value", &c.value)
             })
             .collect();
         match equal.len() {

@@ -4,7 +4,7 @@
 //!
 //! What is there (issue 5, core): `getAPISession` and the session endpoint, many functions
 //! per request with results at the control / authentication / function levels,
-//! `readByQuery` + `readMore`, `query` with equality filters and offset paging, `read`,
+//! `readByQuery` + `readMore`, `query` with comparison filters (under `and`) and offset paging, `read`,
 //! generic `create` / `update` / `delete`, legacy `create_invoice`, idempotent writes by
 //! function `controlid` with `uniqueid=true`, and a per-company concurrency limit.
 
@@ -15,8 +15,8 @@ pub mod wire;
 pub mod xml;
 
 pub use client::{
-    DEFAULT_ENDPOINT, Function, IntacctClient, IntacctConfig, InvoiceLine, NewInvoice, Options,
-    Query, QueryPage, ReadByQueryPager, Secret, UserAuth,
+    Compare, Condition, DEFAULT_ENDPOINT, Function, IntacctClient, IntacctConfig, InvoiceLine,
+    NewInvoice, Options, Query, QueryPage, ReadByQueryPager, Secret, UserAuth,
 };
 pub use error::IntacctError;
 pub use wire::{ErrorDetail, FunctionResult, Response, ResultStatus, parse_response};
