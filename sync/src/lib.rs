@@ -6,7 +6,8 @@
 //! with the conflict rule ([`review`]), Salesforce Outbound Messages ([`outbound`]), field
 //! mappings with system-of-record rules, transforms and echo suppression ([`mapping`]), the
 //! Salesforce REST / Bulk 2.0 client with its protocol-faithful simulator ([`salesforce`]), and
-//! the Salesforce pull / push flows on the job queue ([`flows`]).
+//! the Salesforce pull / push flows on the job queue ([`flows`]). Issue 5 (in progress): the Sage
+//! Intacct XML Web Services client core and its simulator ([`intacct`]), not yet wired to flows.
 
 pub mod cursor;
 pub mod flows;
