@@ -941,3 +941,120 @@ both_backends!(a_bulk_initial_load_then_incremental_pulls, |t| async move {
         .unwrap();
     assert_eq!(sync.pull("Account", None).await.unwrap().queued, 1);
 });
+
+// ---- Intacct: a customer per Salesforce account, never two ----
+
+use sync::intacct::client::{Secret as IntacctSecret, UserAuth};
+use sync::intacct::customers::{Account, EnsureError, Found, customer_id_for, ensure_customer};
+use sync::intacct::simulator::{Simulator as IntacctSim, SimulatorConfig as IntacctSimConfig};
+use sync::intacct::{Element, IntacctClient, IntacctConfig};
+
+both_backends!(
+    intacct_customers_are_linked_not_duplicated,
+    |t| async move {
+        let sim = IntacctSim::start(IntacctSimConfig::default()).await;
+        let c = sim.config();
+        let (user, pass) = c.users[0].clone();
+        let mut cfg = IntacctConfig::new(
+            &c.sender_id,
+            IntacctSecret::new(&c.sender_password),
+            &c.company_id,
+            UserAuth::Login {
+                user_id: user,
+                password: IntacctSecret::new(pass),
+            },
+        );
+        cfg.endpoint_url = sim.endpoint_url();
+        let client = IntacctClient::new(cfg).unwrap();
+        let xref = Xref::new(t.db.clone());
+        let review = Review::new(t.db.clone());
+        let acme = Account {
+            salesforce_id: "001000000000001AAA".into(),
+            name: "Acme & Sons".into(),
+        };
+        // New: created under a deterministic id, then found through the cross-reference.
+        let (id, how) = ensure_customer(&client, &xref, &review, &acme, "US01")
+            .await
+            .unwrap();
+        assert_eq!(
+            (id.as_str(), how),
+            (
+                customer_id_for(&acme.salesforce_id).as_str(),
+                Found::Created
+            )
+        );
+        let (again, how) = ensure_customer(&client, &xref, &review, &acme, "US01")
+            .await
+            .unwrap();
+        assert_eq!((again, how), (id.clone(), Found::Xref));
+        // Already in Intacct under the same name (entered by hand): linked, not duplicated.
+        sim.insert(
+            "CUSTOMER",
+            vec![
+                Element::new("CUSTOMER")
+                    .with_leaf("CUSTOMERID", "C-0042")
+                    .with_leaf("NAME", "Globex"),
+            ],
+        );
+        let globex = Account {
+            salesforce_id: "001000000000002AAA".into(),
+            name: "Globex".into(),
+        };
+        let (id, how) = ensure_customer(&client, &xref, &review, &globex, "US01")
+            .await
+            .unwrap();
+        assert_eq!((id.as_str(), how), ("C-0042", Found::Matched));
+        // A crash after the create, before the cross-reference: the retry finds it by name.
+        let initech = Account {
+            salesforce_id: "001000000000003AAA".into(),
+            name: "Initech".into(),
+        };
+        sim.insert(
+            "CUSTOMER",
+            vec![
+                Element::new("CUSTOMER")
+                    .with_leaf("CUSTOMERID", customer_id_for(&initech.salesforce_id))
+                    .with_leaf("NAME", "Initech"),
+            ],
+        );
+        let (_, how) = ensure_customer(&client, &xref, &review, &initech, "US01")
+            .await
+            .unwrap();
+        assert_eq!(how, Found::Matched);
+        assert_eq!(
+            sim.records("CUSTOMER").len(),
+            3,
+            "no second customer anywhere"
+        );
+        // Two customers share a name: a person decides.
+        sim.insert(
+            "CUSTOMER",
+            vec![
+                Element::new("CUSTOMER")
+                    .with_leaf("CUSTOMERID", "C-7")
+                    .with_leaf("NAME", "Twins"),
+                Element::new("CUSTOMER")
+                    .with_leaf("CUSTOMERID", "C-8")
+                    .with_leaf("NAME", "Twins"),
+            ],
+        );
+        let twins = Account {
+            salesforce_id: "001000000000004AAA".into(),
+            name: "Twins".into(),
+        };
+        let e = ensure_customer(&client, &xref, &review, &twins, "US01")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EnsureError::Ambiguous { count: 2, .. }), "{e}");
+        assert_eq!(
+            review.open_items(10).await.unwrap()[0].kind,
+            "multiple_match"
+        );
+        assert!(
+            xref.by_salesforce("Account", &twins.salesforce_id, "intacct")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+);

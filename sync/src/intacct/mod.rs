@@ -9,6 +9,7 @@
 //! function `controlid` with `uniqueid=true`, and a per-company concurrency limit.
 
 pub mod client;
+pub mod customers;
 pub mod error;
 pub mod simulator;
 pub mod wire;
