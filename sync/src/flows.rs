@@ -3,7 +3,7 @@
 //! **Pull** (`salesforce.pull`, one job per object): reads changes since the object's cursor
 //! (minus a look-back) with `queryAll` — deletes included — ordered by `(SystemModstamp, Id)`,
 //! page by page. Each page is written in one transaction: the mirror rows
-//! (`sync_sf_records`), a `salesforce.changed` job per record a person changed (changes made by
+//! (`sync_sf_records`), a `salesforce.changed:<Object>` job per record a person changed (changes made by
 //! the integration user are our own writes coming back and are not passed on), and the cursor
 //! moved to the page's last record. A worker killed mid-pull leaves the cursor at the last
 //! committed page; the rerun resumes there and re-reads nothing twice into downstream jobs
@@ -38,8 +38,15 @@ const PUSH_CONCURRENCY: usize = 4;
 
 pub const PULL: &str = "salesforce.pull";
 pub const PUSH: &str = "salesforce.push";
-/// Queued per changed record by a pull; handled by the flows to Sage (issue 5).
+/// Queued per changed record by a pull, as the kind `salesforce.changed:<Object>` (see
+/// [`changed_kind`]), so the flows to Sage register a handler per object and the changes of an
+/// object nobody handles yet wait.
 pub const CHANGED: &str = "salesforce.changed";
+
+/// The job kind of a change to a record of `object`: `salesforce.changed:Account`.
+pub fn changed_kind(object: &str) -> String {
+    format!("{CHANGED}:{object}")
+}
 pub const SYSTEM: &str = "salesforce";
 
 /// Fields every pull reads besides the configured ones.
@@ -417,7 +424,7 @@ impl SalesforceSync {
             mirror_many_in(&mut tx, object, &mirror)
                 .await
                 .map_err(storage)?;
-            report.queued += Jobs::enqueue_many_in(&mut tx, CHANGED, &downstream)
+            report.queued += Jobs::enqueue_many_in(&mut tx, &changed_kind(object), &downstream)
                 .await
                 .map_err(storage)?;
             if let Some(p) = &last {
@@ -542,7 +549,7 @@ impl SalesforceSync {
             mirror_many_in(&mut tx, object, &mirror)
                 .await
                 .map_err(storage)?;
-            report.queued += Jobs::enqueue_many_in(&mut tx, CHANGED, &downstream)
+            report.queued += Jobs::enqueue_many_in(&mut tx, &changed_kind(object), &downstream)
                 .await
                 .map_err(storage)?;
             if let Some((last, _)) = chunk.last() {

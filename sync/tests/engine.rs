@@ -573,7 +573,7 @@ both_backends!(review_items_wait_for_a_person, |t| async move {
 
 // ---- Salesforce flows against the simulator ----
 
-use sync::flows::{CHANGED, CircuitBreaker, PULL, PUSH, PullObject, SalesforceSync};
+use sync::flows::{CircuitBreaker, PULL, PUSH, PullObject, SalesforceSync, changed_kind};
 use sync::salesforce::simulator::{Simulator, SimulatorConfig};
 use sync::salesforce::{ClientConfig, Credentials, Record, SalesforceClient};
 
@@ -657,7 +657,7 @@ both_backends!(a_killed_pull_resumes_from_its_cursor, |t| async move {
     assert_eq!(
         count(
             &t.db,
-            "SELECT COUNT(*) FROM sync_jobs WHERE kind = 'salesforce.changed'"
+            "SELECT COUNT(*) FROM sync_jobs WHERE kind = 'salesforce.changed:Account'"
         )
         .await,
         5_000,
@@ -699,7 +699,7 @@ both_backends!(a_killed_pull_resumes_from_its_cursor, |t| async move {
     );
     let jobs = Jobs::new(t.db.clone());
     let changed = jobs.list(Some("pending"), 10).await.unwrap();
-    assert!(changed.iter().all(|j| j.kind == CHANGED));
+    assert!(changed.iter().all(|j| j.kind == changed_kind("Account")));
     assert!(
         changed
             .iter()
@@ -901,7 +901,7 @@ both_backends!(the_worker_runs_salesforce_jobs, |t| async move {
     assert_eq!(
         count(
             &t.db,
-            "SELECT COUNT(*) FROM sync_jobs WHERE kind = 'salesforce.changed'"
+            "SELECT COUNT(*) FROM sync_jobs WHERE kind = 'salesforce.changed:Account'"
         )
         .await,
         1
