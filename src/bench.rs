@@ -108,12 +108,7 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Gateway(g) => return gateway_bench(config, g).await,
         BenchCommand::SyncSalesforce(a) => return sync_bench(a).await,
     };
-    let backends: Vec<Backend> = match args.backend.as_str() {
-        "sqlite" => vec![Backend::Sqlite],
-        "postgres" => vec![Backend::Postgres],
-        "both" => vec![Backend::Sqlite, Backend::Postgres],
-        other => anyhow::bail!("--backend: {other:?} must be sqlite, postgres or both"),
-    };
+    let backends = parse_backends(&args.backend)?;
     let tmp = tempfile::Builder::new()
         .prefix("cashloop-bench")
         .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
@@ -247,6 +242,16 @@ fn rate(n: u64, seconds: f64) -> f64 {
 
 fn start_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or(NaiveDate::MIN)
+}
+
+/// `--backend sqlite|postgres|both`.
+fn parse_backends(arg: &str) -> anyhow::Result<Vec<Backend>> {
+    Ok(match arg {
+        "sqlite" => vec![Backend::Sqlite],
+        "postgres" => vec![Backend::Postgres],
+        "both" => vec![Backend::Sqlite, Backend::Postgres],
+        other => anyhow::bail!("--backend: {other:?} must be sqlite, postgres or both"),
+    })
 }
 
 /// Where fresh databases are made.
@@ -570,12 +575,7 @@ where
 }
 
 async fn gateway_bench(_config: &Config, args: GatewayBenchArgs) -> anyhow::Result<()> {
-    let backends: Vec<Backend> = match args.backend.as_str() {
-        "sqlite" => vec![Backend::Sqlite],
-        "postgres" => vec![Backend::Postgres],
-        "both" => vec![Backend::Sqlite, Backend::Postgres],
-        other => anyhow::bail!("--backend: {other:?} must be sqlite, postgres or both"),
-    };
+    let backends = parse_backends(&args.backend)?;
     let tmp = tempfile::tempdir()?;
     for name in ["kek-1.hex", "fingerprint-1.hex", "api-secret.hex"] {
         std::fs::write(
@@ -739,12 +739,7 @@ async fn sync_bench(args: SyncBenchArgs) -> anyhow::Result<()> {
     use sync::flows::{PullObject, SalesforceSync};
     use sync::salesforce::simulator::{Simulator, SimulatorConfig};
     use sync::salesforce::{ClientConfig, Credentials, Record, SalesforceClient};
-    let backends: Vec<Backend> = match args.backend.as_str() {
-        "sqlite" => vec![Backend::Sqlite],
-        "postgres" => vec![Backend::Postgres],
-        "both" => vec![Backend::Sqlite, Backend::Postgres],
-        other => anyhow::bail!("--backend: {other:?} must be sqlite, postgres or both"),
-    };
+    let backends = parse_backends(&args.backend)?;
     if args.records == 0 {
         anyhow::bail!("--records: must be at least 1");
     }

@@ -118,7 +118,7 @@ pub async fn sync_command(config: &Config, cmd: SyncCommand) -> anyhow::Result<(
             }
             SyncCommand::Jobs { status, limit } => {
                 if let Some(s) = status.as_deref()
-                    && !matches!(s, "pending" | "running" | "succeeded" | "dead" | "resolved")
+                    && !sync::jobs::STATUSES.contains(&s)
                 {
                     anyhow::bail!(
                         "--status: must be pending, running, succeeded, dead or resolved"

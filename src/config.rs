@@ -478,6 +478,16 @@ pub enum ProcessorConfig {
     },
 }
 
+/// An HMAC-SHA256 key (64 hex characters) from a file or an environment variable.
+fn hmac_key(src: &RawSecret, key: &str) -> Result<gateway::crypto::FingerprintKey, ConfigError> {
+    match (&src.file, &src.env) {
+        (Some(f), None) => gateway::crypto::FingerprintKey::from_file(1, f),
+        (None, Some(e)) => gateway::crypto::FingerprintKey::from_env(1, e),
+        _ => return Err(bad(key, "give exactly one of `file` or `env`")),
+    }
+    .map_err(|e| bad(key, e.to_string()))
+}
+
 /// A secret's text from a file (trimmed) or an environment variable.
 fn secret_text(src: &RawSecret, key: &str) -> Result<zeroize::Zeroizing<String>, ConfigError> {
     let text = match (&src.file, &src.env) {
@@ -718,20 +728,7 @@ impl Config {
                 ));
             }
             None => None,
-            Some(sec) => {
-                let k = match (&sec.file, &sec.env) {
-                    (Some(f), None) => gateway::crypto::FingerprintKey::from_file(1, f),
-                    (None, Some(e)) => gateway::crypto::FingerprintKey::from_env(1, e),
-                    _ => {
-                        return Err(bad(
-                            "server.api_key_secret",
-                            "give exactly one of `file` or `env`",
-                        ));
-                    }
-                }
-                .map_err(|e| bad("server.api_key_secret", e.to_string()))?;
-                Some(std::sync::Arc::new(k))
-            }
+            Some(sec) => Some(std::sync::Arc::new(hmac_key(sec, "server.api_key_secret")?)),
         };
         let log_format = match raw.log.format.as_str() {
             "text" => LogFormat::Text,
@@ -906,12 +903,7 @@ impl Config {
             if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
                 return Err(bad(&key("url"), "must be an http(s) URL"));
             }
-            let secret = match (&w.secret.file, &w.secret.env) {
-                (Some(f), None) => gateway::crypto::FingerprintKey::from_file(1, f),
-                (None, Some(e)) => gateway::crypto::FingerprintKey::from_env(1, e),
-                _ => return Err(bad(&key("secret"), "give exactly one of `file` or `env`")),
-            }
-            .map_err(|e| bad(&key("secret"), e.to_string()))?;
+            let secret = hmac_key(&w.secret, &key("secret"))?;
             webhooks.push(gateway::webhooks::Subscriber {
                 name: w.name.clone(),
                 url: w.url.clone(),
@@ -929,17 +921,10 @@ impl Config {
             let sf = r.salesforce.as_ref();
             let event_secret = match sf.and_then(|s| s.event_secret.as_ref()) {
                 None => None,
-                Some(src) => {
-                    let k = "sync.salesforce.event_secret";
-                    Some(std::sync::Arc::new(
-                        match (&src.file, &src.env) {
-                            (Some(f), None) => gateway::crypto::FingerprintKey::from_file(1, f),
-                            (None, Some(e)) => gateway::crypto::FingerprintKey::from_env(1, e),
-                            _ => return Err(bad(k, "give exactly one of `file` or `env`")),
-                        }
-                        .map_err(|e| bad(k, e.to_string()))?,
-                    ))
-                }
+                Some(src) => Some(std::sync::Arc::new(hmac_key(
+                    src,
+                    "sync.salesforce.event_secret",
+                )?)),
             };
             let outbound_token = match sf.and_then(|s| s.outbound_token.as_ref()) {
                 None => None,

@@ -136,15 +136,7 @@ pub async fn serve_on(
         Some(config::GatewayConfig {
             processor: config::ProcessorConfig::AuthorizeNet { client, .. },
             ..
-        }) => Some(gateway::authnet::AuthorizeNet::new(
-            gateway::authnet::AuthorizeNetConfig {
-                endpoint: client.endpoint.clone(),
-                api_login_id: client.api_login_id.clone(),
-                transaction_key: client.transaction_key.clone(),
-                timeout_ms: client.timeout_ms,
-                lookup_days: client.lookup_days,
-            },
-        )?),
+        }) => Some(gateway::authnet::AuthorizeNet::new((**client).clone())?),
         _ => None,
     };
     let payments = match (&config.gateway, &vault) {

@@ -766,7 +766,7 @@ async fn sync_jobs(
 ) -> Result<Response, AppError> {
     require(&caller, &[Role::Admin, Role::Finance, Role::Auditor])?;
     if let Some(s) = q.status.as_deref()
-        && !matches!(s, "pending" | "running" | "succeeded" | "dead" | "resolved")
+        && !sync::jobs::STATUSES.contains(&s)
     {
         return Err(invalid(
             "status",

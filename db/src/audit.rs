@@ -2,7 +2,7 @@
 //! vault access, from every crate. Append-only (triggers on both backends); never holds a
 //! secret (callers pass descriptions, not payloads).
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::Db;
 
@@ -37,7 +37,7 @@ pub async fn record_in(tx: &mut crate::DbTx, r: AuditRecord<'_>) -> Result<(), s
             sqlx::query(
                 "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
             )
-            .bind(r.at.to_rfc3339_opts(SecondsFormat::Micros, true))
+            .bind(crate::sqlite_ts(r.at))
             .bind(r.actor)
             .bind(r.action)
             .bind(r.subject)
@@ -66,7 +66,7 @@ pub async fn record(db: &Db, r: AuditRecord<'_>) -> Result<(), sqlx::Error> {
             sqlx::query(
                 "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
             )
-            .bind(r.at.to_rfc3339_opts(SecondsFormat::Micros, true))
+            .bind(crate::sqlite_ts(r.at))
             .bind(r.actor)
             .bind(r.action)
             .bind(r.subject)

@@ -288,6 +288,12 @@ pub fn constraint_name(err: &sqlx::Error) -> Option<String> {
     }
 }
 
+/// A timestamp as SQLite columns hold it (TEXT): RFC 3339 in UTC with microseconds and `Z`,
+/// one fixed width, so comparing the text compares the times.
+pub fn sqlite_ts(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// A 64-bit advisory-lock key for `name`, stable across processes and releases
 /// (FNV-1a; `std`'s hasher is randomly seeded, so unusable here).
 pub fn lock_key(name: &str) -> i64 {

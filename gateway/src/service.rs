@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use db::{Db, DbTx};
 use ledger::{
     AccountCode, Currency, CustomerId, Direction, EntityCode, EntryHeader, IdempotencyKey, Ledger,
@@ -138,9 +138,7 @@ impl From<db::DbError> for PaymentError {
 
 pub type Result<T, E = PaymentError> = std::result::Result<T, E>;
 
-fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use db::sqlite_ts as ts;
 
 /// The payment service.
 #[derive(Clone, Debug)]

@@ -209,9 +209,7 @@ fn now() -> DateTime<Utc> {
     chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
 }
 
-fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
+use db::sqlite_ts as ts;
 
 impl Vault {
     pub fn new(db: Db, keys: Arc<VaultKeys>) -> Vault {

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use db::{Db, DbTx};
 use serde::Serialize;
 
@@ -85,9 +85,7 @@ pub fn verify(
     crate::crypto::ct_eq(&want, &v1)
 }
 
-fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use db::sqlite_ts as ts;
 
 /// Capped exponential backoff with jitter: 2^attempts seconds (≤ 1 h), ±25%.
 fn backoff_s(attempts: i64) -> i64 {

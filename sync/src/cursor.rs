@@ -3,7 +3,7 @@
 //! committed late with an earlier timestamp is still seen; reading it again is harmless because
 //! every write is idempotent) and the cursor moves only forward, only after the writes commit.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use db::{Db, DbTx};
 
 /// A position in a system's change stream: order by (modified_at, id).
@@ -18,9 +18,7 @@ pub struct Cursors {
     db: Db,
 }
 
-fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use db::sqlite_ts as ts;
 
 impl Cursors {
     pub fn new(db: Db) -> Cursors {

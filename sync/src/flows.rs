@@ -21,7 +21,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use db::{Db, DbTx};
 use serde_json::{Map, Value as Json, json};
 
@@ -57,6 +57,19 @@ const SYSTEM_FIELDS: [&str; 4] = ["Id", "SystemModstamp", "LastModifiedById", "I
 pub struct PullObject {
     pub name: String,
     pub fields: Vec<String>,
+}
+
+impl PullObject {
+    /// The fields a pull reads: the system fields, then the configured ones (no repeats).
+    fn select_fields(&self) -> Vec<&str> {
+        let mut fields: Vec<&str> = SYSTEM_FIELDS.to_vec();
+        for f in &self.fields {
+            if !fields.contains(&f.as_str()) {
+                fields.push(f);
+            }
+        }
+        fields
+    }
 }
 
 /// Stops calls after `threshold` consecutive retryable failures, for `cooldown`.
@@ -155,9 +168,7 @@ pub struct SalesforceSync {
     push_batch: i64,
 }
 
-fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use db::sqlite_ts as ts;
 
 fn job_error(e: &SalesforceError) -> JobError {
     if e.retryable() {
@@ -346,12 +357,7 @@ impl SalesforceSync {
             .ok_or_else(|| JobError::Permanent(format!("{object} is not a configured object")))?;
         let cursors = Cursors::new(self.db.clone());
         let mut position = cursors.get(SYSTEM, object).await.map_err(storage)?;
-        let mut fields: Vec<&str> = SYSTEM_FIELDS.to_vec();
-        for f in &spec.fields {
-            if !fields.contains(&f.as_str()) {
-                fields.push(f);
-            }
-        }
+        let fields = spec.select_fields();
         let filter = match &position {
             Some(p) => format!(
                 " WHERE SystemModstamp > {}",
@@ -471,12 +477,7 @@ impl SalesforceSync {
                 "{object} already has a cursor: the initial load is for objects never pulled"
             )));
         }
-        let mut fields: Vec<&str> = SYSTEM_FIELDS.to_vec();
-        for f in &spec.fields {
-            if !fields.contains(&f.as_str()) {
-                fields.push(f);
-            }
-        }
+        let fields = spec.select_fields();
         let soql = format!("SELECT {} FROM {object}", fields.join(", "));
         let outcome = self
             .call(self.client.bulk_query(&soql, true, 50_000))

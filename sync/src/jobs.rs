@@ -17,12 +17,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use db::Db;
 use serde::Serialize;
 
 /// A boxed future, so handlers can sit behind `dyn Handler`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Every job status, in lifecycle order.
+pub const STATUSES: [&str; 5] = ["pending", "running", "succeeded", "dead", "resolved"];
 
 /// Default attempts before a retryable job goes to the error queue.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 8;
@@ -184,9 +187,7 @@ pub struct Jobs {
     backoff: Backoff,
 }
 
-fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use db::sqlite_ts as ts;
 
 fn parse_ts(text: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)

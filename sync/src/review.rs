@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use db::Db;
 use serde::Serialize;
 use serde_json::Value;
@@ -63,9 +63,7 @@ pub struct Review {
     db: Db,
 }
 
-fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use db::sqlite_ts as ts;
 
 type Row = (
     i64,

@@ -3,7 +3,7 @@
 //! customer or order; it also keeps the field values last synced, for echo suppression and
 //! conflict detection.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use db::Db;
 use serde::Serialize;
 
@@ -36,9 +36,7 @@ pub struct Xref {
     db: Db,
 }
 
-fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use db::sqlite_ts as ts;
 
 type Row = (String, String, String, String, String, Option<String>);
 

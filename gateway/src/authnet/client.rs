@@ -58,6 +58,7 @@ const PAGE_LIMIT: u32 = 1000;
 const MAX_PAGES: u32 = 20;
 
 /// Where and as whom to call Authorize.Net.
+#[derive(Clone)]
 pub struct AuthorizeNetConfig {
     /// The full endpoint, e.g. `https://apitest.authorize.net/xml/v1/request.api`.
     pub endpoint: String,

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
@@ -20,9 +20,7 @@ const MAX_ROWS_PER_INSERT: usize = 3000;
 
 /// Timestamps are stored as fixed-width RFC 3339 UTC text with microseconds, so that text
 /// order is time order and the value round-trips exactly.
-pub(crate) fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+pub(crate) use db::sqlite_ts as ts;
 
 pub(crate) fn parse_ts(s: &str) -> std::result::Result<DateTime<Utc>, sqlx::Error> {
     DateTime::parse_from_rfc3339(s)
