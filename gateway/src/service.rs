@@ -102,6 +102,13 @@ pub struct Payment {
     entity: String,
 }
 
+impl Payment {
+    /// Bumped by every change (the optimistic-lock counter).
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+}
+
 /// Why a payment operation did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
@@ -149,6 +156,19 @@ pub struct Payments {
     processor: Arc<dyn Processor>,
     accounts: Arc<HashMap<Currency, PostingAccounts>>,
     outbox: Option<crate::webhooks::Outbox>,
+    observer: Option<Arc<dyn PaymentObserver>>,
+}
+
+/// Told of every payment change that moves money (a posting), inside the transaction that
+/// records it: a follower (the sync engine) queues its own work atomically with the change, so
+/// a crash can neither lose the follow-up nor run it for a change that rolled back.
+pub trait PaymentObserver: Send + Sync + std::fmt::Debug {
+    fn changed<'a>(
+        &'a self,
+        tx: &'a mut DbTx,
+        payment: &'a Payment,
+        kind: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'a>>;
 }
 
 const COLUMNS: &str = "id, token, method_kind, amount_minor, currency, status, authorized_minor, captured_minor, refunded_minor, capture_requested, representments, processor, processor_ref, failure_code, failure_message, entity, opportunity_id, account_id, invoice_refs, metadata, version, created_at, updated_at";
@@ -168,7 +188,15 @@ impl Payments {
             processor,
             accounts: Arc::new(accounts),
             outbox: None,
+            observer: None,
         }
+    }
+
+    /// Tells `observer` of every change that posts to the ledger (collected, refunded,
+    /// returned), in the same transaction.
+    pub fn with_observer(mut self, observer: Arc<dyn PaymentObserver>) -> Payments {
+        self.observer = Some(observer);
+        self
     }
 
     /// Announces every payment change to the outbox's subscribers (`payment.updated`),
@@ -928,6 +956,11 @@ impl Payments {
         });
         self.event_in(&mut tx, &p, kind, amount, entry_id, at)
             .await?;
+        if let Some(observer) = &self.observer
+            && !t.postings.is_empty()
+        {
+            observer.changed(&mut tx, &p, kind).await?;
+        }
         if let Some(outbox) = &self.outbox {
             let payload =
                 serde_json::to_value(&p).map_err(|e| PaymentError::Corrupt(e.to_string()))?;

@@ -932,3 +932,31 @@ impl Handler for PushHandler {
         })
     }
 }
+
+/// The mirrored fields of one Salesforce record (`sync_sf_records`), if pulled.
+pub async fn mirrored(
+    db: &Db,
+    object: &str,
+    id: &str,
+) -> Result<Option<Map<String, Json>>, sqlx::Error> {
+    let text: Option<String> = match db {
+        Db::Postgres(p) => {
+            sqlx::query_scalar("SELECT fields FROM sync_sf_records WHERE object = $1 AND id = $2")
+                .bind(object)
+                .bind(id)
+                .fetch_optional(p)
+                .await?
+        }
+        Db::Sqlite(s) => {
+            sqlx::query_scalar("SELECT fields FROM sync_sf_records WHERE object = ?1 AND id = ?2")
+                .bind(object)
+                .bind(id)
+                .fetch_optional(&s.pool)
+                .await?
+        }
+    };
+    Ok(text.and_then(|t| match serde_json::from_str(&t) {
+        Ok(Json::Object(m)) => Some(m),
+        _ => None,
+    }))
+}

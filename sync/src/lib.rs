@@ -15,6 +15,7 @@ pub mod intacct;
 pub mod jobs;
 pub mod mapping;
 pub mod outbound;
+pub mod q2c;
 pub mod review;
 pub mod salesforce;
 pub mod xref;

@@ -1,0 +1,1494 @@
+//! Quote to cash with Sage Intacct: the loop users buy cashloop for.
+//!
+//! - **Closed Won** (`intacct.closed_won`, queued from a Closed Won event or a pulled
+//!   Opportunity change): the Opportunity, its Account and lines are read from Salesforce; the
+//!   entity is chosen by the configured rule; the customer is ensured (cross-reference, then a
+//!   search by name, then a create); each product's ITEM is ensured; the AR invoice is created
+//!   in Intacct with a deterministic number and function controlid; its number, status and
+//!   balance are written back to the Opportunity; the ledger gets Dr AR / Cr revenue and tax.
+//! - **Gateway payment** (`intacct.payment`, queued by [`PaymentJobs`] in the payment's own
+//!   transaction): an AR payment applied to the Opportunity's invoice in Intacct, then the
+//!   payment and the invoice's balance go to Salesforce. The gateway has already posted
+//!   Dr clearing / Cr AR, so nothing more reaches the ledger here.
+//! - **Changes in Intacct** (`intacct.pull`, per entity, by WHENMODIFIED): payments recorded in
+//!   Intacct (a cheque) and credit memos reach the ledger; invoice status and balance reach
+//!   the linked Opportunity.
+//!
+//! Every step is idempotent and resumable: a crash between "created in Intacct" and "linked
+//! in the cross-reference" is recovered by finding the record by its natural key (the invoice
+//! number, the payment's DOCNUMBER) before any create, and writes carry deterministic function
+//! controlids with `uniqueid=true`, so a resent request is refused rather than applied twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveDateTime, Utc};
+use db::Db;
+use ledger::{
+    AccountCode, Currency, CustomerId, Direction, EntityCode, EntryHeader, IdempotencyKey, Ledger,
+    Money, NewEntry, NewPosting, SourceName, Text,
+};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::{Map, Value as Json, json};
+
+use crate::cursor::{Cursors, Position};
+use crate::flows::SalesforceSync;
+use crate::intacct::customers::{Account, EnsureError, SAGE_SYSTEM, ensure_customer};
+use crate::intacct::{Element, IntacctClient, IntacctError, InvoiceLine, NewInvoice};
+use crate::jobs::{BoxFuture, Handler, Job, JobError, Jobs, NewJob, Registry};
+use crate::review::Review;
+use crate::salesforce::{Record, SalesforceError};
+use crate::xref::{Link, Linked, Xref};
+
+pub const CLOSED_WON: &str = "intacct.closed_won";
+pub const PAYMENT: &str = "intacct.payment";
+pub const PULL: &str = "intacct.pull";
+
+/// Which Account field picks the entity, and how.
+#[derive(Clone, Debug)]
+pub struct EntityRule {
+    /// An Account field (`BillingCountry`).
+    pub field: String,
+    /// Field value (compared case-insensitively) → entity id.
+    pub map: BTreeMap<String, String>,
+    pub default: String,
+}
+
+impl EntityRule {
+    pub fn entity_for(&self, account: &Record) -> String {
+        let v = account.get_str(&self.field).unwrap_or("").trim();
+        self.map
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(v))
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| self.default.clone())
+    }
+}
+
+/// One Intacct entity the loop writes to.
+#[derive(Clone, Debug)]
+pub struct EntitySettings {
+    pub client: Arc<IntacctClient>,
+    /// Sales tax on every invoice of this entity, in percent (0: none).
+    pub tax_rate_percent: Decimal,
+}
+
+/// The ledger accounts of one currency's receivables.
+#[derive(Clone, Debug)]
+pub struct LedgerAccounts {
+    pub entity: EntityCode,
+    pub receivable: AccountCode,
+    pub revenue: AccountCode,
+    pub tax: AccountCode,
+    /// Where receipts recorded in Intacct land (undeposited funds).
+    pub cash: AccountCode,
+}
+
+/// How the loop writes to Intacct.
+#[derive(Clone, Debug)]
+pub struct Q2cConfig {
+    pub entity_rule: EntityRule,
+    /// Intacct GL account of revenue lines.
+    pub revenue_gl: String,
+    /// Intacct GL account of tax lines.
+    pub tax_gl: String,
+    /// FINANCIALENTITY (bank account) that gateway receipts are deposited to.
+    pub bank_account: String,
+    /// Prefix of invoice numbers (`SF-` + the Opportunity id).
+    pub invoice_prefix: String,
+    pub exchange_rate_type: String,
+    pub due_days: i64,
+    pub default_currency: String,
+    /// Ledger accounts per currency; a currency without them is a permanent error.
+    pub ledger: HashMap<Currency, LedgerAccounts>,
+}
+
+/// The flows between Salesforce, Intacct and the ledger.
+pub struct Q2c {
+    db: Db,
+    jobs: Jobs,
+    xref: Xref,
+    review: Review,
+    cursors: Cursors,
+    salesforce: SalesforceSync,
+    entities: BTreeMap<String, EntitySettings>,
+    ledger: Ledger,
+    config: Q2cConfig,
+}
+
+impl std::fmt::Debug for Q2c {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Q2c")
+            .field("entities", &self.entities.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a Closed Won run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClosedWonReport {
+    pub entity: String,
+    pub customer_id: String,
+    pub invoice_key: String,
+    pub invoice_no: String,
+    /// False when the invoice was found (created before, or by a run that crashed).
+    pub created: bool,
+}
+
+fn intacct_error(e: &IntacctError) -> JobError {
+    // Intacct's own description and correction reach the error queue verbatim (Display).
+    if e.retryable() {
+        JobError::Retryable(e.to_string())
+    } else {
+        JobError::Permanent(e.to_string())
+    }
+}
+
+fn sf_error(e: &SalesforceError) -> JobError {
+    if e.retryable() {
+        JobError::Retryable(e.to_string())
+    } else {
+        JobError::Permanent(e.to_string())
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> JobError {
+    JobError::Retryable(format!("storage: {e}"))
+}
+
+fn ensure_error(e: EnsureError) -> JobError {
+    match e {
+        EnsureError::Intacct(e) => intacct_error(&e),
+        EnsureError::Storage(e) => storage(e),
+        other => JobError::Permanent(other.to_string()),
+    }
+}
+
+fn ledger_error(e: ledger::LedgerError) -> JobError {
+    match e {
+        ledger::LedgerError::Rejected(r) => JobError::Permanent(format!("ledger: {}", r.message)),
+        other => JobError::Retryable(format!("ledger: {other}")),
+    }
+}
+
+/// A Salesforce id as it may appear inside SOQL (15 or 18 alphanumerics).
+fn sf_id(id: &str, field: &str) -> Result<String, JobError> {
+    if (id.len() == 15 || id.len() == 18) && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(id.to_owned())
+    } else {
+        Err(JobError::Permanent(format!(
+            "{field}: {id:?} is not a Salesforce id"
+        )))
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Whether a create failed only because it had happened before (a duplicate natural key, or
+/// the same function controlid with `uniqueid=true`).
+fn already_done(e: &IntacctError) -> bool {
+    matches!(e, IntacctError::Function { .. })
+        && e.errors().iter().any(|d| {
+            d.errorno == "BL34000061"
+                || d.errorno == "XL03000004"
+                || d.description2.contains("already exists")
+                || d.description2.to_ascii_lowercase().contains("controlid")
+        })
+}
+
+fn dec_at(r: &Element, path: &str) -> Option<Decimal> {
+    r.text_at(path).and_then(|v| v.trim().parse().ok())
+}
+
+/// The amount due in the invoice's own currency (TRX_ when Intacct sends it).
+fn invoice_due(r: &Element) -> Decimal {
+    dec_at(r, "TRX_TOTALDUE")
+        .or_else(|| dec_at(r, "TOTALDUE"))
+        .unwrap_or_default()
+}
+
+fn payment_status(inv: &Element) -> &'static str {
+    let due = invoice_due(inv);
+    let total = dec_at(inv, "TRX_TOTALENTERED")
+        .or_else(|| dec_at(inv, "TOTALENTERED"))
+        .unwrap_or_default();
+    if due <= Decimal::ZERO {
+        "Paid"
+    } else if due < total {
+        "Partially Paid"
+    } else {
+        "Unpaid"
+    }
+}
+
+/// Minor units of `amount` in `currency`, rounded half away from zero (invoice convention).
+fn to_minor(amount: Decimal, currency: Currency, field: &str) -> Result<i64, JobError> {
+    let scaled = (amount * Decimal::from(10i64.pow(currency.exponent())))
+        .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
+    i64::try_from(scaled.mantissa())
+        .ok()
+        .filter(|_| scaled.scale() == 0)
+        .ok_or_else(|| JobError::Permanent(format!("{field}: amount {amount} is out of range")))
+}
+
+fn from_minor(minor: i64, currency: Currency) -> Decimal {
+    Decimal::new(minor, currency.exponent())
+}
+
+/// Intacct's `MM/DD/YYYY HH:MM:SS` stamp.
+fn parse_stamp(s: &str) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(s.trim(), "%m/%d/%Y %H:%M:%S").ok()
+}
+
+/// One invoice line as computed from an OpportunityLineItem.
+#[derive(Clone, Debug)]
+struct Line {
+    product_id: Option<String>,
+    item_id: Option<String>,
+    memo: String,
+    amount_minor: i64,
+}
+
+impl Q2c {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        db: Db,
+        jobs: Jobs,
+        salesforce: SalesforceSync,
+        entities: BTreeMap<String, EntitySettings>,
+        ledger: Ledger,
+        config: Q2cConfig,
+    ) -> Q2c {
+        Q2c {
+            xref: Xref::new(db.clone()),
+            review: Review::new(db.clone()),
+            cursors: Cursors::new(db.clone()),
+            db,
+            jobs,
+            salesforce,
+            entities,
+            ledger,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &Q2cConfig {
+        &self.config
+    }
+
+    /// Handlers: Closed Won (also from `salesforce.event` and pulled Opportunity changes),
+    /// gateway payments, and Intacct pulls.
+    pub fn register(self, registry: Registry) -> Registry {
+        let me = Arc::new(self);
+        registry
+            .register(CLOSED_WON, Arc::new(ClosedWonHandler(me.clone())))
+            .register("salesforce.event", Arc::new(EventHandler(me.clone())))
+            .register(
+                &crate::flows::changed_kind("Opportunity"),
+                Arc::new(OpportunityChangedHandler(me.clone())),
+            )
+            .register(PAYMENT, Arc::new(PaymentHandler(me.clone())))
+            .register(PULL, Arc::new(PullHandler(me)))
+    }
+
+    fn entity(&self, id: &str) -> Result<&EntitySettings, JobError> {
+        self.entities.get(id).ok_or_else(|| {
+            JobError::Permanent(format!(
+                "entity {id:?} is not configured under [sync.intacct.entities]"
+            ))
+        })
+    }
+
+    fn accounts(&self, currency: Currency) -> Result<&LedgerAccounts, JobError> {
+        self.config.ledger.get(&currency).ok_or_else(|| {
+            JobError::Permanent(format!(
+                "currency: no ledger accounts for {currency} under [sync.intacct.ledger.{currency}]"
+            ))
+        })
+    }
+
+    async fn sf_one(&self, soql: &str, what: &str) -> Result<Record, JobError> {
+        let rows = self
+            .salesforce
+            .client()
+            .query_collect(soql)
+            .await
+            .map_err(|e| sf_error(&e))?;
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| JobError::Permanent(format!("{what} was not found in Salesforce")))
+    }
+
+    /// Queues Closed Won for an Opportunity (deduplicated: one invoice per Opportunity).
+    pub async fn queue_closed_won(&self, opportunity_id: &str) -> Result<Option<i64>, JobError> {
+        self.jobs
+            .enqueue(
+                NewJob::new(CLOSED_WON, json!({"opportunity_id": opportunity_id}))
+                    .dedupe(format!("{CLOSED_WON}:{opportunity_id}")),
+            )
+            .await
+            .map_err(storage)
+    }
+
+    /// Writes fields back to a Salesforce record (by Id) and queues the push now, so the
+    /// user sees it in seconds rather than at the next scheduled push.
+    async fn write_back(
+        &self,
+        object: &str,
+        id: &str,
+        fields: Map<String, Json>,
+    ) -> Result<(), JobError> {
+        self.salesforce
+            .queue_push(object, "Id", id, &fields)
+            .await
+            .map_err(storage)?;
+        self.queue_push_now(object).await
+    }
+
+    async fn queue_push_now(&self, object: &str) -> Result<(), JobError> {
+        // One push job per object and 100 ms slot: a burst of write-backs shares one push.
+        let slot = Utc::now().timestamp_millis() / 100;
+        self.jobs
+            .enqueue(
+                NewJob::new(crate::flows::PUSH, json!({"object": object}))
+                    .dedupe(format!("{}:{object}:now:{slot}", crate::flows::PUSH)),
+            )
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// The whole Closed Won step for one Opportunity; see the module docs.
+    pub async fn closed_won(
+        &self,
+        opportunity_id: &str,
+    ) -> Result<Option<ClosedWonReport>, JobError> {
+        let opp_id = sf_id(opportunity_id, "opportunity_id")?;
+        let opp = self
+            .sf_one(
+                &format!(
+                    "SELECT Id, Name, StageName, IsWon, CloseDate, AccountId, Amount, CurrencyIsoCode, Description \
+                     FROM Opportunity WHERE Id = '{opp_id}'"
+                ),
+                &format!("Opportunity {opp_id}"),
+            )
+            .await?;
+        let won = opp.get("IsWon").and_then(|v| v.as_bool()).unwrap_or(false)
+            || opp.get_str("StageName") == Some("Closed Won");
+        if !won {
+            tracing::info!(opportunity = %opp_id, "not Closed Won: nothing to invoice");
+            return Ok(None);
+        }
+        let account_id = opp
+            .get_str("AccountId")
+            .ok_or_else(|| JobError::Permanent(format!("Opportunity {opp_id}: AccountId is empty")))
+            .and_then(|a| sf_id(a, "AccountId"))?;
+        let account = self
+            .sf_one(
+                &format!(
+                    "SELECT Id, Name, BillingCountry, BillingPostalCode, CurrencyIsoCode FROM Account WHERE Id = '{account_id}'"
+                ),
+                &format!("Account {account_id}"),
+            )
+            .await?;
+        let name = account
+            .get_str("Name")
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| JobError::Permanent(format!("Account {account_id}: Name is empty")))?
+            .to_owned();
+        let currency_code = opp
+            .get_str("CurrencyIsoCode")
+            .or(account.get_str("CurrencyIsoCode"))
+            .unwrap_or(&self.config.default_currency)
+            .to_owned();
+        let currency = Currency::parse(&currency_code).map_err(|e| {
+            JobError::Permanent(format!("Opportunity {opp_id}: CurrencyIsoCode: {e}"))
+        })?;
+        let entity_id = self.config.entity_rule.entity_for(&account);
+        let entity = self.entity(&entity_id)?;
+        let accounts = self.accounts(currency)?.clone();
+        let client = entity.client.clone();
+        let close_date = opp
+            .get_str("CloseDate")
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .ok_or_else(|| {
+                JobError::Permanent(format!("Opportunity {opp_id}: CloseDate is not a date"))
+            })?;
+
+        // Lines: quantity × unit price less the discount, rounded once per line.
+        let items = self
+            .salesforce
+            .client()
+            .query_collect(&format!(
+                "SELECT Id, Product2Id, Quantity, UnitPrice, Discount, Description FROM OpportunityLineItem \
+                 WHERE OpportunityId = '{opp_id}' ORDER BY Id"
+            ))
+            .await
+            .map_err(|e| sf_error(&e))?;
+        let mut products: HashMap<String, Record> = HashMap::new();
+        let product_ids: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.get_str("Product2Id"))
+            .map(|p| sf_id(p, "Product2Id"))
+            .collect::<Result<_, _>>()?;
+        if !product_ids.is_empty() {
+            let list = product_ids
+                .iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(",");
+            for p in self
+                .salesforce
+                .client()
+                .query_collect(&format!(
+                    "SELECT Id, Name, ProductCode FROM Product2 WHERE Id IN ({list})"
+                ))
+                .await
+                .map_err(|e| sf_error(&e))?
+            {
+                if let Some(id) = p.id() {
+                    products.insert(id.to_owned(), p.clone());
+                }
+            }
+        }
+        let mut lines = Vec::new();
+        for item in &items {
+            let field = |f: &str| format!("OpportunityLineItem {}: {f}", item.id().unwrap_or("?"));
+            let qty = item
+                .get_decimal("Quantity")
+                .filter(|q| *q > Decimal::ZERO)
+                .ok_or_else(|| {
+                    JobError::Permanent(format!("{} must be a positive number", field("Quantity")))
+                })?;
+            let price = item
+                .get_decimal("UnitPrice")
+                .filter(|p| *p >= Decimal::ZERO)
+                .ok_or_else(|| {
+                    JobError::Permanent(format!("{} is missing or negative", field("UnitPrice")))
+                })?;
+            let discount = item.get_decimal("Discount").unwrap_or_default();
+            if discount < Decimal::ZERO || discount > Decimal::ONE_HUNDRED {
+                return Err(JobError::Permanent(format!(
+                    "{} must be between 0 and 100",
+                    field("Discount")
+                )));
+            }
+            let amount = qty * price * (Decimal::ONE_HUNDRED - discount) / Decimal::ONE_HUNDRED;
+            let product = item.get_str("Product2Id").and_then(|p| products.get(p));
+            let product_name = product
+                .and_then(|p| p.get_str("Name"))
+                .unwrap_or("Line")
+                .to_owned();
+            let item_id = product.map(item_id_for);
+            let mut memo = format!("{product_name} × {} @ {price}", qty.normalize());
+            if !discount.is_zero() {
+                memo.push_str(&format!(" less {}%", discount.normalize()));
+            }
+            lines.push(Line {
+                product_id: product.and_then(|p| p.id()).map(str::to_owned),
+                item_id,
+                memo,
+                amount_minor: to_minor(amount, currency, &field("amount"))?,
+            });
+        }
+        if lines.is_empty() {
+            // No products: one line of the Opportunity's Amount.
+            let amount = opp
+                .get_decimal("Amount")
+                .filter(|a| *a > Decimal::ZERO)
+                .ok_or_else(|| {
+                    JobError::Permanent(format!(
+                        "Opportunity {opp_id}: no line items and no positive Amount to invoice"
+                    ))
+                })?;
+            lines.push(Line {
+                product_id: None,
+                item_id: None,
+                memo: opp.get_str("Name").unwrap_or("Opportunity").to_owned(),
+                amount_minor: to_minor(amount, currency, "Opportunity.Amount")?,
+            });
+        }
+        let subtotal_minor: i64 = lines.iter().map(|l| l.amount_minor).sum();
+        if subtotal_minor <= 0 {
+            return Err(JobError::Permanent(format!(
+                "Opportunity {opp_id}: the lines total {subtotal_minor} minor units; nothing to invoice"
+            )));
+        }
+        let tax_minor = to_minor(
+            from_minor(subtotal_minor, currency) * entity.tax_rate_percent / Decimal::ONE_HUNDRED,
+            currency,
+            "tax",
+        )?;
+
+        // 1. The customer.
+        let (customer_id, _) = ensure_customer(
+            &client,
+            &self.xref,
+            &self.review,
+            &Account {
+                salesforce_id: account_id.clone(),
+                name,
+            },
+            &entity_id,
+        )
+        .await
+        .map_err(ensure_error)?;
+
+        // 2. The items.
+        for l in &lines {
+            if let (Some(pid), Some(item_id)) = (&l.product_id, &l.item_id) {
+                let name = products
+                    .get(pid)
+                    .and_then(|p| p.get_str("Name"))
+                    .unwrap_or(item_id);
+                self.ensure_item(&client, &entity_id, pid, item_id, name)
+                    .await?;
+            }
+        }
+
+        // 3. The invoice: cross-reference, then the invoice number, then create.
+        let invoice_no = format!(
+            "{}{}",
+            self.config.invoice_prefix,
+            opp_id.get(..15).unwrap_or(&opp_id)
+        );
+        let mut created = false;
+        let key = match self
+            .xref
+            .by_salesforce("Opportunity", &opp_id, SAGE_SYSTEM)
+            .await
+            .map_err(storage)?
+        {
+            Some(l) => l.sage_id,
+            None => {
+                let key = match self.find_invoice(&client, &invoice_no).await? {
+                    Some(k) => k,
+                    None => {
+                        let mut inv_lines: Vec<InvoiceLine> = lines
+                            .iter()
+                            .map(|l| InvoiceLine {
+                                gl_account_no: self.config.revenue_gl.clone(),
+                                amount: from_minor(l.amount_minor, currency),
+                                memo: Some(l.memo.clone()),
+                                location_id: None,
+                                department_id: None,
+                            })
+                            .collect();
+                        if tax_minor > 0 {
+                            inv_lines.push(InvoiceLine {
+                                gl_account_no: self.config.tax_gl.clone(),
+                                amount: from_minor(tax_minor, currency),
+                                memo: Some(format!("Tax {}%", entity.tax_rate_percent.normalize())),
+                                location_id: None,
+                                department_id: None,
+                            });
+                        }
+                        let invoice = NewInvoice {
+                            customer_id: customer_id.clone(),
+                            date_created: close_date,
+                            date_due: Some(
+                                close_date + chrono::Duration::days(self.config.due_days),
+                            ),
+                            term_name: None,
+                            invoice_no: Some(invoice_no.clone()),
+                            description: Some(format!(
+                                "Salesforce Opportunity {opp_id}: {}",
+                                opp.get_str("Name").unwrap_or("")
+                            )),
+                            currency: Some(currency.code().to_owned()),
+                            exch_rate_type: Some(self.config.exchange_rate_type.clone()),
+                            lines: inv_lines,
+                        };
+                        match client
+                            .create_invoice(&format!("invoice-{opp_id}"), &invoice)
+                            .await
+                        {
+                            Ok(k) => {
+                                created = true;
+                                k
+                            }
+                            Err(e) if already_done(&e) => self
+                                .find_invoice(&client, &invoice_no)
+                                .await?
+                                .ok_or_else(|| intacct_error(&e))?,
+                            Err(e) => return Err(intacct_error(&e)),
+                        }
+                    }
+                };
+                let link = Link {
+                    object: "Opportunity".into(),
+                    salesforce_id: opp_id.clone(),
+                    sage_system: SAGE_SYSTEM.into(),
+                    sage_entity: entity_id.clone(),
+                    sage_id: key.clone(),
+                    last_values: Some(
+                        json!({"invoice_no": invoice_no, "currency": currency.code(), "account_id": account_id}),
+                    ),
+                };
+                match self.xref.link(&link).await.map_err(storage)? {
+                    Linked::Created | Linked::Existing => {}
+                    Linked::Conflict(other) => {
+                        return Err(JobError::Permanent(format!(
+                            "the cross-reference links Opportunity {opp_id} / ARINVOICE {key} elsewhere ({} ⇄ {})",
+                            other.salesforce_id, other.sage_id
+                        )));
+                    }
+                }
+                key
+            }
+        };
+
+        // 4. The ledger: Dr AR / Cr revenue (and tax), once per Opportunity.
+        let total_minor = subtotal_minor + tax_minor;
+        self.post_invoice(
+            &accounts,
+            &opp_id,
+            &account_id,
+            &invoice_no,
+            close_date,
+            currency,
+            subtotal_minor,
+            tax_minor,
+        )
+        .await?;
+
+        // 5. Back to Salesforce, from what Intacct now holds.
+        let inv = self.read_invoice(&client, &key).await?;
+        let mut fields = Map::new();
+        fields.insert(
+            "Sage_Invoice_Number__c".into(),
+            json!(inv.text_at("RECORDID").unwrap_or(&invoice_no)),
+        );
+        fields.insert(
+            "Sage_Invoice_Status__c".into(),
+            json!(inv.text_at("STATE").unwrap_or("Posted")),
+        );
+        fields.insert(
+            "Balance_Due__c".into(),
+            json!(invoice_due(&inv).to_string()),
+        );
+        fields.insert("Payment_Status__c".into(), json!(payment_status(&inv)));
+        self.write_back("Opportunity", &opp_id, fields).await?;
+        tracing::info!(opportunity = %opp_id, entity = %entity_id, invoice = %invoice_no, total_minor, created, "Closed Won invoiced");
+        Ok(Some(ClosedWonReport {
+            entity: entity_id,
+            customer_id,
+            invoice_key: key,
+            invoice_no,
+            created,
+        }))
+    }
+
+    async fn ensure_item(
+        &self,
+        client: &IntacctClient,
+        entity: &str,
+        product_id: &str,
+        item_id: &str,
+        name: &str,
+    ) -> Result<(), JobError> {
+        if self
+            .xref
+            .by_salesforce("Product2", product_id, SAGE_SYSTEM)
+            .await
+            .map_err(storage)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let found = client
+            .read_by_query_all(
+                "ITEM",
+                &["ITEMID"],
+                &format!("ITEMID = {}", quote(item_id)),
+                10,
+            )
+            .await
+            .map_err(|e| intacct_error(&e))?;
+        if found.is_empty() {
+            let record = Element::new("ITEM")
+                .with_leaf("ITEMID", item_id)
+                .with_leaf("NAME", name)
+                .with_leaf("ITEMTYPE", "Non-Inventory");
+            match client
+                .create(&format!("item-{product_id}"), vec![record])
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if already_done(&e) => {}
+                Err(e) => return Err(intacct_error(&e)),
+            }
+        }
+        let link = Link {
+            object: "Product2".into(),
+            salesforce_id: product_id.into(),
+            sage_system: SAGE_SYSTEM.into(),
+            sage_entity: entity.into(),
+            sage_id: item_id.into(),
+            last_values: None,
+        };
+        match self.xref.link(&link).await.map_err(storage)? {
+            Linked::Conflict(other) => Err(JobError::Permanent(format!(
+                "the cross-reference links Product2 {product_id} / ITEM {item_id} elsewhere ({} ⇄ {})",
+                other.salesforce_id, other.sage_id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn find_invoice(
+        &self,
+        client: &IntacctClient,
+        invoice_no: &str,
+    ) -> Result<Option<String>, JobError> {
+        let rows = client
+            .read_by_query_all(
+                "ARINVOICE",
+                &["RECORDNO", "RECORDID"],
+                &format!("RECORDID = {}", quote(invoice_no)),
+                10,
+            )
+            .await
+            .map_err(|e| intacct_error(&e))?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.text_at("RECORDNO"))
+            .map(str::to_owned))
+    }
+
+    async fn read_invoice(&self, client: &IntacctClient, key: &str) -> Result<Element, JobError> {
+        client
+            .read("ARINVOICE", &[key], &[])
+            .await
+            .map_err(|e| intacct_error(&e))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| JobError::Permanent(format!("ARINVOICE {key} is gone from Intacct")))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn post_invoice(
+        &self,
+        accounts: &LedgerAccounts,
+        opp_id: &str,
+        account_id: &str,
+        invoice_no: &str,
+        date: NaiveDate,
+        currency: Currency,
+        subtotal_minor: i64,
+        tax_minor: i64,
+    ) -> Result<(), JobError> {
+        let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
+        let customer = CustomerId::parse(account_id, "AccountId").map_err(bad)?;
+        let doc = Text::parse(invoice_no, "invoice_no").map_err(bad)?;
+        let leg = |account: &AccountCode, direction, minor: i64| NewPosting {
+            account: account.clone(),
+            direction,
+            amount: Money::from_minor(minor, currency),
+            customer_id: None,
+            document_ref: None,
+            memo: None,
+        };
+        let mut ar = leg(
+            &accounts.receivable,
+            Direction::Debit,
+            subtotal_minor + tax_minor,
+        );
+        ar.customer_id = Some(customer);
+        ar.document_ref = Some(doc);
+        let mut postings = vec![
+            ar,
+            leg(&accounts.revenue, Direction::Credit, subtotal_minor),
+        ];
+        if tax_minor > 0 {
+            postings.push(leg(&accounts.tax, Direction::Credit, tax_minor));
+        }
+        let entry = NewEntry::new(
+            EntryHeader {
+                idempotency_key: IdempotencyKey::parse(&format!("intacct:invoice:{opp_id}"), "key")
+                    .map_err(bad)?,
+                entity: accounts.entity.clone(),
+                effective_date: date,
+                source: SourceName::parse("sage-ar", "source").map_err(bad)?,
+                external_ref: Some(Text::parse(invoice_no, "external_ref").map_err(bad)?),
+                memo: Some(
+                    Text::parse(
+                        &format!("Invoice {invoice_no} for Opportunity {opp_id}"),
+                        "memo",
+                    )
+                    .map_err(bad)?,
+                ),
+            },
+            postings,
+        )
+        .map_err(bad)?;
+        self.ledger.post(entry).await.map_err(ledger_error)?;
+        Ok(())
+    }
+
+    /// A gateway payment's follow-up; see the module docs. `payload` is what
+    /// [`PaymentJobs`] queued.
+    pub async fn payment(&self, payload: &Json) -> Result<(), JobError> {
+        let s = |f: &str| payload.get(f).and_then(Json::as_str);
+        let payment_id = s("payment_id")
+            .ok_or_else(|| JobError::Permanent("payment_id is missing".into()))?
+            .to_owned();
+        let Some(opp_id) = s("opportunity_id") else {
+            return Ok(());
+        };
+        let opp_id = sf_id(opp_id, "opportunity_id")?;
+        let currency = Currency::parse(s("currency").unwrap_or_default())
+            .map_err(|e| JobError::Permanent(format!("currency: {e}")))?;
+        let n = |f: &str| payload.get(f).and_then(Json::as_i64).unwrap_or(0);
+        let collected_minor = n("captured_minor") - n("refunded_minor");
+        let status = s("status").unwrap_or("unknown").to_owned();
+        let link = self
+            .xref
+            .by_salesforce("Opportunity", &opp_id, SAGE_SYSTEM)
+            .await
+            .map_err(storage)?
+            .ok_or_else(|| {
+                JobError::Retryable(format!(
+                    "Opportunity {opp_id} has no Intacct invoice yet (Closed Won not processed)"
+                ))
+            })?;
+        let entity = self.entity(&link.sage_entity)?;
+        let client = entity.client.clone();
+        let invoice = self.read_invoice(&client, &link.sage_id).await?;
+        let invoice_currency = invoice.text_at("CURRENCY").unwrap_or(currency.code());
+        if invoice_currency != currency.code() {
+            self.review
+                .open(
+                    "currency_mismatch",
+                    "Opportunity",
+                    &opp_id,
+                    &json!({"payment_id": payment_id, "payment_currency": currency.code(), "invoice_currency": invoice_currency}),
+                )
+                .await
+                .map_err(storage)?;
+            return Err(JobError::Permanent(format!(
+                "payment {payment_id} is in {currency} but invoice {} is in {invoice_currency}; sent to review",
+                link.sage_id
+            )));
+        }
+        let customer_id = invoice.text_at("CUSTOMERID").unwrap_or_default().to_owned();
+        // Apply what was collected, once per payment (refunds and returns are left to
+        // review: Intacct reverses a receipt with a reversal, not an edit).
+        if collected_minor > 0 {
+            let existing = client
+                .read_by_query_all(
+                    "ARPYMT",
+                    &["RECORDNO"],
+                    &format!("DOCNUMBER = {}", quote(&payment_id)),
+                    10,
+                )
+                .await
+                .map_err(|e| intacct_error(&e))?;
+            if existing.is_empty() {
+                let due = invoice_due(&invoice);
+                let amount = from_minor(collected_minor, currency).min(due);
+                if amount > Decimal::ZERO {
+                    let method = match s("method_kind") {
+                        Some("card") => "Credit Card",
+                        _ => "EFT",
+                    };
+                    let record = Element::new("ARPYMT")
+                        .with_leaf("FINANCIALENTITY", &self.config.bank_account)
+                        .with_leaf("PAYMENTMETHOD", method)
+                        .with_leaf("CUSTOMERID", &customer_id)
+                        .with_leaf("DOCNUMBER", &payment_id)
+                        .with_leaf("DESCRIPTION", format!("cashloop payment {payment_id}"))
+                        .with_leaf("RECEIPTDATE", Utc::now().format("%m/%d/%Y").to_string())
+                        .with_leaf("CURRENCY", currency.code())
+                        .with(
+                            Element::new("ARPYMTDETAILS").with(
+                                Element::new("ARPYMTDETAIL")
+                                    .with_leaf("RECORDKEY", &link.sage_id)
+                                    .with_leaf("TRX_PAYMENTAMOUNT", amount.to_string()),
+                            ),
+                        );
+                    match client
+                        .create(&format!("arpymt-{payment_id}"), vec![record])
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e) if already_done(&e) => {}
+                        Err(e) => return Err(intacct_error(&e)),
+                    }
+                }
+                let over = from_minor(collected_minor, currency) - amount.max(Decimal::ZERO);
+                if over > Decimal::ZERO {
+                    self.review
+                        .open(
+                            "over_payment",
+                            "Opportunity",
+                            &opp_id,
+                            &json!({"payment_id": payment_id, "unapplied": over.to_string(), "currency": currency.code()}),
+                        )
+                        .await
+                        .map_err(storage)?;
+                }
+            }
+        }
+        let inv = self.read_invoice(&client, &link.sage_id).await?;
+        let mut opp_fields = Map::new();
+        opp_fields.insert(
+            "Sage_Invoice_Status__c".into(),
+            json!(inv.text_at("STATE").unwrap_or("")),
+        );
+        opp_fields.insert(
+            "Balance_Due__c".into(),
+            json!(invoice_due(&inv).to_string()),
+        );
+        opp_fields.insert("Payment_Status__c".into(), json!(payment_status(&inv)));
+        self.write_back("Opportunity", &opp_id, opp_fields).await?;
+        let mut pay = Map::new();
+        pay.insert("Name".into(), json!(payment_id));
+        pay.insert("Opportunity__c".into(), json!(opp_id));
+        pay.insert(
+            "Amount__c".into(),
+            json!(from_minor(n("amount_minor"), currency).to_string()),
+        );
+        pay.insert("Currency__c".into(), json!(currency.code()));
+        pay.insert("Status__c".into(), json!(status));
+        pay.insert(
+            "Processed_At__c".into(),
+            json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        );
+        self.salesforce
+            .queue_push(
+                "Cashloop_Payment__c",
+                "Gateway_Payment_Id__c",
+                &payment_id,
+                &pay,
+            )
+            .await
+            .map_err(storage)?;
+        self.queue_push_now("Cashloop_Payment__c").await
+    }
+
+    /// Queues a pull of every entity, deduplicated per `slot`.
+    pub async fn queue_pulls(&self, slot: i64) -> Result<(), JobError> {
+        for e in self.entities.keys() {
+            self.jobs
+                .enqueue(
+                    NewJob::new(PULL, json!({"entity": e})).dedupe(format!("{PULL}:{e}:{slot}")),
+                )
+                .await
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Queues pulls every `interval` until `stop` turns true.
+    pub async fn run_schedule(
+        self: Arc<Self>,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let secs = interval.as_secs().max(1) as i64;
+        loop {
+            let slot = Utc::now().timestamp() / secs;
+            if let Err(e) = self.queue_pulls(slot).await {
+                tracing::warn!(error = ?e, "queueing Intacct pulls failed");
+            }
+            let wait = ((slot + 1) * secs - Utc::now().timestamp()).max(1) as u64;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// What changed in one entity since its cursors: receipts and credit memos made in Intacct
+    /// reach the ledger; invoice status and balance reach the linked Opportunity.
+    pub async fn pull(&self, entity_id: &str) -> Result<PullReport, JobError> {
+        let entity = self.entity(entity_id)?;
+        let client = entity.client.clone();
+        let mut report = PullReport::default();
+        let system = format!("{SAGE_SYSTEM}:{entity_id}");
+        for object in ["ARPYMT", "ARADJUSTMENT", "ARINVOICE"] {
+            let since = self.cursors.get(&system, object).await.map_err(storage)?;
+            let query = match &since {
+                // Seconds resolution: re-read the boundary second, skip what was seen.
+                Some(p) => format!(
+                    "WHENMODIFIED >= '{}'",
+                    p.modified_at.format("%m/%d/%Y %H:%M:%S")
+                ),
+                None => String::new(),
+            };
+            let mut rows = match client.read_by_query_all(object, &[], &query, 1000).await {
+                Ok(r) => r,
+                // Objects a tenant has not subscribed to are skipped, not fatal.
+                Err(e) if e.has_errorno("DL02000001") => continue,
+                Err(e) => return Err(intacct_error(&e)),
+            };
+            let key = |r: &Element| {
+                (
+                    r.text_at("WHENMODIFIED").and_then(parse_stamp),
+                    r.text_at("RECORDNO")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0),
+                )
+            };
+            rows.sort_by_key(key);
+            let mut last = None;
+            for r in &rows {
+                // Intacct stamps to the second, so the boundary second is read again and
+                // its records handled again: every step below is idempotent.
+                let (Some(modified), no) = key(r) else {
+                    continue;
+                };
+                // An entity session sees its own transactions; a top-level one sees all, so
+                // another entity's records are left to that entity's pull.
+                if r.text_at("MEGAENTITYID")
+                    .is_some_and(|m| !m.is_empty() && m != entity_id)
+                {
+                    continue;
+                }
+                let here = Position {
+                    modified_at: modified.and_utc(),
+                    last_id: format!("{no:020}"),
+                };
+                match object {
+                    "ARPYMT" => report.receipts += self.receipt(entity_id, r).await? as u64,
+                    "ARADJUSTMENT" => {
+                        report.credit_memos += self.adjustment(entity_id, r).await? as u64
+                    }
+                    _ => report.invoices += self.invoice_changed(entity_id, r).await? as u64,
+                }
+                last = Some(here);
+            }
+            if let Some(p) = last.filter(|p| since.as_ref().is_none_or(|s| p > s)) {
+                self.cursors
+                    .advance(&system, object, &p)
+                    .await
+                    .map_err(storage)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// A receipt made in Intacct (not one cashloop sent): Dr cash / Cr AR.
+    async fn receipt(&self, entity_id: &str, r: &Element) -> Result<bool, JobError> {
+        if r.text_at("DESCRIPTION")
+            .is_some_and(|d| d.starts_with("cashloop payment "))
+        {
+            return Ok(false);
+        }
+        let no = r.text_at("RECORDNO").unwrap_or_default();
+        let currency_code = r
+            .text_at("CURRENCY")
+            .unwrap_or(&self.config.default_currency);
+        let currency = Currency::parse(currency_code)
+            .map_err(|e| JobError::Permanent(format!("ARPYMT {no}: CURRENCY: {e}")))?;
+        let accounts = self.accounts(currency)?.clone();
+        let mut total = Decimal::ZERO;
+        let mut applied = Vec::new();
+        if let Some(details) = r.child("ARPYMTDETAILS") {
+            for d in details.children_named("ARPYMTDETAIL") {
+                let amount = dec_at(d, "TRX_PAYMENTAMOUNT").unwrap_or_default();
+                total += amount;
+                if let Some(k) = d.text_at("RECORDKEY") {
+                    applied.push(k.to_owned());
+                }
+            }
+        }
+        if total.is_zero() {
+            total = dec_at(r, "TRX_TOTALENTERED")
+                .or_else(|| dec_at(r, "TOTALENTERED"))
+                .or_else(|| dec_at(r, "PAYMENTAMOUNT"))
+                .unwrap_or_default();
+        }
+        let minor = to_minor(total, currency, &format!("ARPYMT {no} amount"))?;
+        if minor <= 0 {
+            return Ok(false);
+        }
+        // The AR side names the Salesforce account (the sub-ledger's customer) when the
+        // customer is linked, else the Intacct CUSTOMERID.
+        let customer = r.text_at("CUSTOMERID").unwrap_or_default();
+        let sub = match self
+            .xref
+            .by_sage(SAGE_SYSTEM, "Account", entity_id, customer)
+            .await
+            .map_err(storage)?
+        {
+            Some(l) => l.salesforce_id,
+            None => customer.to_owned(),
+        };
+        let mut doc = None;
+        for key in &applied {
+            if let Some(l) = self
+                .xref
+                .by_sage(SAGE_SYSTEM, "Opportunity", entity_id, key)
+                .await
+                .map_err(storage)?
+            {
+                doc = l
+                    .last_values
+                    .as_ref()
+                    .and_then(|v| v.get("invoice_no"))
+                    .and_then(Json::as_str)
+                    .map(str::to_owned);
+            }
+        }
+        let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
+        let date = r
+            .text_at("RECEIPTDATE")
+            .and_then(|d| NaiveDate::parse_from_str(d, "%m/%d/%Y").ok())
+            .unwrap_or_else(|| Utc::now().date_naive());
+        let money = Money::from_minor(minor, currency);
+        let entry = NewEntry::new(
+            EntryHeader {
+                idempotency_key: IdempotencyKey::parse(
+                    &format!("intacct:arpymt:{entity_id}:{no}"),
+                    "key",
+                )
+                .map_err(bad)?,
+                entity: accounts.entity.clone(),
+                effective_date: date,
+                source: SourceName::parse("sage-ar", "source").map_err(bad)?,
+                external_ref: r
+                    .text_at("DOCNUMBER")
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Text::parse(d, "DOCNUMBER"))
+                    .transpose()
+                    .map_err(bad)?,
+                memo: Some(
+                    Text::parse(
+                        &format!(
+                            "Receipt {no} recorded in Intacct ({})",
+                            r.text_at("PAYMENTMETHOD").unwrap_or("payment")
+                        ),
+                        "memo",
+                    )
+                    .map_err(bad)?,
+                ),
+            },
+            vec![
+                NewPosting {
+                    account: accounts.cash.clone(),
+                    direction: Direction::Debit,
+                    amount: money,
+                    customer_id: None,
+                    document_ref: None,
+                    memo: None,
+                },
+                NewPosting {
+                    account: accounts.receivable.clone(),
+                    direction: Direction::Credit,
+                    amount: money,
+                    customer_id: Some(CustomerId::parse(&sub, "CUSTOMERID").map_err(bad)?),
+                    document_ref: doc
+                        .as_deref()
+                        .map(|d| Text::parse(d, "invoice"))
+                        .transpose()
+                        .map_err(bad)?,
+                    memo: None,
+                },
+            ],
+        )
+        .map_err(bad)?;
+        let posted = self.post_from_sage(entry, "ARPYMT", entity_id, no).await?;
+        // Its invoices' balance and status to the linked Opportunities now (not waiting for
+        // the invoice's own change to be pulled).
+        let client = self.entity(entity_id)?.client.clone();
+        for key in &applied {
+            if self
+                .xref
+                .by_sage(SAGE_SYSTEM, "Opportunity", entity_id, key)
+                .await
+                .map_err(storage)?
+                .is_some()
+            {
+                let inv = self.read_invoice(&client, key).await?;
+                self.invoice_changed(entity_id, &inv).await?;
+            }
+        }
+        Ok(posted)
+    }
+
+    /// Posts an entry made from a Sage record. A record changed after it was posted
+    /// (same key, other amounts) is not re-posted: it goes to the review queue.
+    async fn post_from_sage(
+        &self,
+        entry: NewEntry,
+        object: &str,
+        entity_id: &str,
+        no: &str,
+    ) -> Result<bool, JobError> {
+        match self.ledger.post(entry).await {
+            Ok(out) => Ok(!out.replayed),
+            Err(ledger::LedgerError::Rejected(r))
+                if r.code == ledger::ErrorCode::IdempotencyKeyReused =>
+            {
+                self.review
+                    .open(
+                        "changed_in_sage",
+                        object,
+                        &format!("{entity_id}:{no}"),
+                        &json!({"message": r.message, "note": "posted before with other amounts; reverse and re-post by hand"}),
+                    )
+                    .await
+                    .map_err(storage)?;
+                Ok(false)
+            }
+            Err(e) => Err(ledger_error(e)),
+        }
+    }
+
+    /// A credit memo (negative total) made in Intacct: Dr revenue / Cr AR.
+    async fn adjustment(&self, entity_id: &str, r: &Element) -> Result<bool, JobError> {
+        let no = r.text_at("RECORDNO").unwrap_or_default();
+        let total = dec_at(r, "TRX_TOTALENTERED")
+            .or_else(|| dec_at(r, "TOTALENTERED"))
+            .unwrap_or_default();
+        if total >= Decimal::ZERO {
+            // Debit memos raise a receivable: not handled by this loop yet; kept for review.
+            return Ok(false);
+        }
+        let currency_code = r
+            .text_at("CURRENCY")
+            .unwrap_or(&self.config.default_currency);
+        let currency = Currency::parse(currency_code)
+            .map_err(|e| JobError::Permanent(format!("ARADJUSTMENT {no}: CURRENCY: {e}")))?;
+        let accounts = self.accounts(currency)?.clone();
+        let minor = to_minor(-total, currency, &format!("ARADJUSTMENT {no} amount"))?;
+        let customer = r.text_at("CUSTOMERID").unwrap_or_default();
+        let sub = match self
+            .xref
+            .by_sage(SAGE_SYSTEM, "Account", entity_id, customer)
+            .await
+            .map_err(storage)?
+        {
+            Some(l) => l.salesforce_id,
+            None => customer.to_owned(),
+        };
+        let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
+        let money = Money::from_minor(minor, currency);
+        let entry = NewEntry::new(
+            EntryHeader {
+                idempotency_key: IdempotencyKey::parse(
+                    &format!("intacct:aradjustment:{entity_id}:{no}"),
+                    "key",
+                )
+                .map_err(bad)?,
+                entity: accounts.entity.clone(),
+                effective_date: Utc::now().date_naive(),
+                source: SourceName::parse("sage-ar", "source").map_err(bad)?,
+                external_ref: r
+                    .text_at("RECORDID")
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Text::parse(d, "RECORDID"))
+                    .transpose()
+                    .map_err(bad)?,
+                memo: Some(
+                    Text::parse(&format!("Credit memo {no} recorded in Intacct"), "memo")
+                        .map_err(bad)?,
+                ),
+            },
+            vec![
+                NewPosting {
+                    account: accounts.revenue.clone(),
+                    direction: Direction::Debit,
+                    amount: money,
+                    customer_id: None,
+                    document_ref: None,
+                    memo: None,
+                },
+                NewPosting {
+                    account: accounts.receivable.clone(),
+                    direction: Direction::Credit,
+                    amount: money,
+                    customer_id: Some(CustomerId::parse(&sub, "CUSTOMERID").map_err(bad)?),
+                    document_ref: None,
+                    memo: None,
+                },
+            ],
+        )
+        .map_err(bad)?;
+        self.post_from_sage(entry, "ARADJUSTMENT", entity_id, no)
+            .await
+    }
+
+    /// An invoice changed in Intacct: its status and balance to the linked Opportunity.
+    async fn invoice_changed(&self, entity_id: &str, r: &Element) -> Result<bool, JobError> {
+        let key = r.text_at("RECORDNO").unwrap_or_default();
+        let Some(link) = self
+            .xref
+            .by_sage(SAGE_SYSTEM, "Opportunity", entity_id, key)
+            .await
+            .map_err(storage)?
+        else {
+            return Ok(false);
+        };
+        let mut fields = Map::new();
+        fields.insert(
+            "Sage_Invoice_Status__c".into(),
+            json!(r.text_at("STATE").unwrap_or("")),
+        );
+        fields.insert("Balance_Due__c".into(), json!(invoice_due(r).to_string()));
+        fields.insert("Payment_Status__c".into(), json!(payment_status(r)));
+        // The outbox skips a push that changes nothing, so re-reading an invoice is cheap.
+        self.write_back("Opportunity", &link.salesforce_id, fields)
+            .await?;
+        Ok(true)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+/// What an Intacct pull found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PullReport {
+    pub receipts: u64,
+    pub credit_memos: u64,
+    pub invoices: u64,
+}
+
+/// ITEMID for a product: its ProductCode, else `SF-` and the id.
+pub fn item_id_for(product: &Record) -> String {
+    match product.get_str("ProductCode").map(str::trim) {
+        Some(code) if !code.is_empty() => code.chars().take(30).collect(),
+        _ => format!(
+            "SF-{}",
+            product.id().and_then(|i| i.get(..15)).unwrap_or("")
+        ),
+    }
+}
+
+struct ClosedWonHandler(Arc<Q2c>);
+impl Handler for ClosedWonHandler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let id = job
+                .payload
+                .get("opportunity_id")
+                .and_then(Json::as_str)
+                .ok_or_else(|| JobError::Permanent("opportunity_id is missing".into()))?;
+            self.0.closed_won(id).await.map(|_| ())
+        })
+    }
+}
+
+/// `salesforce.event` (the Closed Won trigger's callout) → Closed Won.
+struct EventHandler(Arc<Q2c>);
+impl Handler for EventHandler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let p = &job.payload;
+            let object = p.get("object").and_then(Json::as_str).unwrap_or_default();
+            let stage = p
+                .get("stage")
+                .and_then(Json::as_str)
+                .unwrap_or("Closed Won");
+            if object != "Opportunity" || stage != "Closed Won" {
+                return Ok(());
+            }
+            let id = p
+                .get("record_id")
+                .and_then(Json::as_str)
+                .ok_or_else(|| JobError::Permanent("record_id is missing".into()))?;
+            // Run it here (fastest path) under the same dedupe as every other route in.
+            self.0.closed_won(id).await.map(|_| ())
+        })
+    }
+}
+
+/// A pulled Opportunity change → Closed Won, when the mirror says it is won.
+struct OpportunityChangedHandler(Arc<Q2c>);
+impl Handler for OpportunityChangedHandler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let id = job
+                .payload
+                .get("id")
+                .and_then(Json::as_str)
+                .ok_or_else(|| JobError::Permanent("id is missing".into()))?;
+            let won = crate::flows::mirrored(&self.0.db, "Opportunity", id)
+                .await
+                .map_err(storage)?
+                .is_some_and(|f| {
+                    f.get("StageName").and_then(Json::as_str) == Some("Closed Won")
+                        || f.get("IsWon").and_then(Json::as_bool) == Some(true)
+                });
+            if won {
+                self.0.queue_closed_won(id).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+struct PaymentHandler(Arc<Q2c>);
+impl Handler for PaymentHandler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move { self.0.payment(&job.payload).await })
+    }
+}
+
+struct PullHandler(Arc<Q2c>);
+impl Handler for PullHandler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let e = job
+                .payload
+                .get("entity")
+                .and_then(Json::as_str)
+                .ok_or_else(|| JobError::Permanent("entity is missing".into()))?;
+            self.0.pull(e).await.map(|_| ())
+        })
+    }
+}
+
+/// Queues `intacct.payment` for every gateway payment change on an Opportunity, in the
+/// payment's own transaction ([`gateway::service::PaymentObserver`]).
+#[derive(Debug, Default)]
+pub struct PaymentJobs;
+
+impl gateway::service::PaymentObserver for PaymentJobs {
+    fn changed<'a>(
+        &'a self,
+        tx: &'a mut db::DbTx,
+        p: &'a gateway::service::Payment,
+        kind: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            if p.opportunity_id.is_none() {
+                return Ok(());
+            }
+            let payload = json!({
+                "payment_id": p.id,
+                "opportunity_id": p.opportunity_id,
+                "account_id": p.account_id,
+                "method_kind": p.method_kind,
+                "status": p.status,
+                "kind": kind,
+                "currency": p.currency,
+                "amount_minor": p.amount_minor,
+                "captured_minor": p.captured_minor,
+                "refunded_minor": p.refunded_minor,
+            });
+            Jobs::enqueue_in(
+                tx,
+                NewJob::new(PAYMENT, payload).dedupe(format!(
+                    "{PAYMENT}:{}:v{}",
+                    p.id,
+                    p.version()
+                )),
+            )
+            .await
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            Ok(())
+        })
+    }
+}

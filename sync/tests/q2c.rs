@@ -1,0 +1,601 @@
+//! Quote to cash against the Salesforce and Intacct simulators over their sockets, on SQLite
+//! and (with CASHLOOP_TEST_POSTGRES_URL) PostgreSQL: Closed Won → customer, items, invoice →
+//! write-back and ledger; a gateway payment → AR payment; a cheque in Intacct → ledger.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use db::{Db, both_backends};
+use ledger::{
+    AccountCode, AccountType, Currency, Direction, EntityCode, Ledger, LedgerOptions, NewAccount,
+    Text,
+};
+use rust_decimal::Decimal;
+use serde_json::json;
+use sync::flows::{PullObject, SalesforceSync};
+use sync::intacct::client::{Secret, UserAuth};
+use sync::intacct::simulator::{Simulator as IaSim, SimulatorConfig as IaSimConfig};
+use sync::intacct::{Element, IntacctClient, IntacctConfig, InvoiceLine, NewInvoice};
+use sync::jobs::{JobError, Jobs};
+use sync::q2c::{EntityRule, EntitySettings, LedgerAccounts, Q2c, Q2cConfig};
+use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimConfig};
+use sync::salesforce::{ClientConfig, Credentials, Record, SalesforceClient};
+use sync::xref::Xref;
+
+struct World {
+    sf: SfSim,
+    ia: IaSim,
+    sync: SalesforceSync,
+    q2c: Q2c,
+    ledger: Ledger,
+    db: Db,
+}
+
+fn intacct_client(sim: &IaSim, entity: &str) -> Arc<IntacctClient> {
+    let c = sim.config();
+    let (user, pass) = c.users[0].clone();
+    let mut cfg = IntacctConfig::new(
+        &c.sender_id,
+        Secret::new(&c.sender_password),
+        &c.company_id,
+        UserAuth::Login {
+            user_id: user,
+            password: Secret::new(pass),
+        },
+    );
+    cfg.endpoint_url = sim.endpoint_url();
+    cfg.entity = Some(entity.to_owned());
+    Arc::new(IntacctClient::new(cfg).unwrap())
+}
+
+fn code(s: &str) -> AccountCode {
+    AccountCode::parse(s, "code").unwrap()
+}
+
+async fn world(db: Db) -> World {
+    let sf = SfSim::start(SfSimConfig::default()).await;
+    let creds = Credentials::client_credentials(&sf.config().client_id, &sf.config().client_secret);
+    let client = SalesforceClient::new(ClientConfig::new(sf.base_url()), creds).unwrap();
+    let sync = SalesforceSync::new(
+        db.clone(),
+        client,
+        vec![PullObject {
+            name: "Opportunity".into(),
+            fields: vec!["Name".into(), "StageName".into(), "IsWon".into()],
+        }],
+        Some(sf.config().api_user_id.clone()),
+    );
+    let ia = IaSim::start(IaSimConfig::default()).await;
+    let ledger = Ledger::new(db.clone(), LedgerOptions::for_db(&db));
+    let mut accounts = HashMap::new();
+    for (cur, entity) in [("USD", "US"), ("EUR", "UK"), ("JPY", "US")] {
+        let currency = Currency::parse(cur).unwrap();
+        let e = EntityCode::parse(entity, "entity").unwrap();
+        for (c, name, t, dir, sub) in [
+            (
+                "1200",
+                "Receivables",
+                AccountType::Asset,
+                Direction::Debit,
+                true,
+            ),
+            (
+                "4000",
+                "Revenue",
+                AccountType::Revenue,
+                Direction::Credit,
+                false,
+            ),
+            (
+                "2200",
+                "Sales tax",
+                AccountType::Liability,
+                Direction::Credit,
+                false,
+            ),
+            (
+                "1010",
+                "Undeposited funds",
+                AccountType::Asset,
+                Direction::Debit,
+                false,
+            ),
+        ] {
+            ledger
+                .create_account(
+                    NewAccount {
+                        entity: e.clone(),
+                        code: code(&format!("{c}-{cur}")),
+                        name: Text::parse(name, "name").unwrap(),
+                        account_type: t,
+                        normal_balance: dir,
+                        currency,
+                        customer_subledger: sub,
+                    },
+                    "test",
+                )
+                .await
+                .unwrap();
+        }
+        accounts.insert(
+            currency,
+            LedgerAccounts {
+                entity: e,
+                receivable: code(&format!("1200-{cur}")),
+                revenue: code(&format!("4000-{cur}")),
+                tax: code(&format!("2200-{cur}")),
+                cash: code(&format!("1010-{cur}")),
+            },
+        );
+    }
+    let mut entities = BTreeMap::new();
+    entities.insert(
+        "US".to_owned(),
+        EntitySettings {
+            client: intacct_client(&ia, "US"),
+            tax_rate_percent: "8.25".parse().unwrap(),
+        },
+    );
+    entities.insert(
+        "UK".to_owned(),
+        EntitySettings {
+            client: intacct_client(&ia, "UK"),
+            tax_rate_percent: "20".parse().unwrap(),
+        },
+    );
+    let config = Q2cConfig {
+        entity_rule: EntityRule {
+            field: "BillingCountry".into(),
+            map: [
+                ("Germany".to_owned(), "UK".to_owned()),
+                ("United Kingdom".to_owned(), "UK".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+            default: "US".into(),
+        },
+        revenue_gl: "4000".into(),
+        tax_gl: "2200".into(),
+        bank_account: "BOA".into(),
+        invoice_prefix: "SF-".into(),
+        exchange_rate_type: "Intacct Daily Rate".into(),
+        due_days: 30,
+        default_currency: "USD".into(),
+        ledger: accounts,
+    };
+    let q2c = Q2c::new(
+        db.clone(),
+        Jobs::new(db.clone()),
+        sync.clone(),
+        entities,
+        ledger.clone(),
+        config,
+    );
+    World {
+        sf,
+        ia,
+        sync,
+        q2c,
+        ledger,
+        db,
+    }
+}
+
+struct Deal {
+    account: String,
+    opportunity: String,
+}
+
+impl World {
+    /// An account, two products and a Closed Won opportunity with lines.
+    fn deal(
+        &self,
+        account: &str,
+        country: &str,
+        currency: &str,
+        lines: &[(&str, &str, &str, &str)],
+    ) -> Deal {
+        let acc = self
+            .sf
+            .insert_as_user(
+                "Account",
+                &[Record::new("Account")
+                    .with("Name", account)
+                    .with("BillingCountry", country)
+                    .with("CurrencyIsoCode", currency)],
+            )
+            .unwrap()
+            .remove(0);
+        let book = self
+            .sf
+            .insert_as_user(
+                "Pricebook2",
+                &[Record::new("Pricebook2")
+                    .with("Name", "Standard")
+                    .with("IsActive", true)],
+            )
+            .unwrap()
+            .remove(0);
+        // Not Closed Won yet: lines first, then the stage change (as a person would).
+        let opp = self
+            .sf
+            .insert_as_user(
+                "Opportunity",
+                &[Record::new("Opportunity")
+                    .with("Name", format!("{account} deal"))
+                    .with("StageName", "Negotiation/Review")
+                    .with("CloseDate", "2026-11-20")
+                    .with("AccountId", acc.as_str())
+                    .with("Pricebook2Id", book.as_str())
+                    .with("CurrencyIsoCode", currency)],
+            )
+            .unwrap()
+            .remove(0);
+        for (name, product_code, qty, price_discount) in lines {
+            let (price, discount) = price_discount
+                .split_once('/')
+                .unwrap_or((price_discount, "0"));
+            let product = self
+                .sf
+                .insert_as_user(
+                    "Product2",
+                    &[Record::new("Product2")
+                        .with("Name", *name)
+                        .with("ProductCode", *product_code)
+                        .with("IsActive", true)],
+                )
+                .unwrap()
+                .remove(0);
+            let mut line = Record::new("OpportunityLineItem")
+                .with("OpportunityId", opp.as_str())
+                .with("Product2Id", product.as_str())
+                .with("Quantity", qty.parse::<Decimal>().unwrap())
+                .with("UnitPrice", price.parse::<Decimal>().unwrap());
+            if discount != "0" {
+                line = line.with("Discount", discount.parse::<Decimal>().unwrap());
+            }
+            self.sf
+                .insert_as_user("OpportunityLineItem", &[line])
+                .unwrap();
+        }
+        self.sf
+            .update_as_user(
+                "Opportunity",
+                &opp,
+                &Record::new("Opportunity").with("StageName", "Closed Won"),
+            )
+            .unwrap();
+        Deal {
+            account: acc,
+            opportunity: opp,
+        }
+    }
+
+    async fn balance(&self, entity: &str, account: &str) -> i64 {
+        self.ledger
+            .balance(
+                &EntityCode::parse(entity, "e").unwrap(),
+                &code(account),
+                None,
+            )
+            .await
+            .unwrap()
+            .balance
+            .amount_minor()
+    }
+
+    fn opp_field(&self, id: &str, field: &str) -> Option<String> {
+        self.sf
+            .record("Opportunity", id)
+            .and_then(|r| r.get(field).cloned())
+            .and_then(|v| match v {
+                sync::salesforce::Value::Null => None,
+                other => Some(
+                    other
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| other.as_decimal().map(|d| d.normalize().to_string()))
+                        .unwrap_or_default(),
+                ),
+            })
+    }
+}
+
+both_backends!(closed_won_usd_and_eur_in_two_entities, |t| async move {
+    let w = world(t.db.clone()).await;
+    // Acme already exists in Intacct, entered by hand: linked, not duplicated.
+    w.ia.insert(
+        "CUSTOMER",
+        vec![
+            Element::new("CUSTOMER")
+                .with_leaf("CUSTOMERID", "C-ACME")
+                .with_leaf("NAME", "Acme Corp"),
+        ],
+    );
+    let usd = w.deal(
+        "Acme Corp",
+        "United States",
+        "USD",
+        &[
+            ("Widget", "WID-1", "2", "1000.00"),
+            ("Support", "SUP-1", "1", "499.99/10"),
+        ],
+    );
+    let eur = w.deal(
+        "Bergmann GmbH",
+        "Germany",
+        "EUR",
+        &[("Widget EU", "WID-EU", "3", "250.00")],
+    );
+
+    let a = w.q2c.closed_won(&usd.opportunity).await.unwrap().unwrap();
+    assert_eq!(
+        (a.entity.as_str(), a.customer_id.as_str(), a.created),
+        ("US", "C-ACME", true)
+    );
+    let b = w.q2c.closed_won(&eur.opportunity).await.unwrap().unwrap();
+    assert_eq!((b.entity.as_str(), b.created), ("UK", true));
+    assert_eq!(
+        w.ia.records("CUSTOMER").len(),
+        2,
+        "Acme linked, Bergmann created"
+    );
+    assert_eq!(w.ia.records("ITEM").len(), 3);
+
+    // USD: 2 × 1000.00 + 499.99 less 10% (449.991 → 449.99) = 2449.99; tax 8.25% = 202.12.
+    let invoices = w.ia.records("ARINVOICE");
+    assert_eq!(invoices.len(), 2);
+    let inv_usd = invoices
+        .iter()
+        .find(|r| r.text_at("CUSTOMERID") == Some("C-ACME"))
+        .unwrap();
+    assert_eq!(inv_usd.text_at("RECORDID"), Some(a.invoice_no.as_str()));
+    assert_eq!(inv_usd.text_at("CURRENCY"), Some("USD"));
+    let total: Decimal = inv_usd.text_at("TOTALENTERED").unwrap().parse().unwrap();
+    assert_eq!(total, "2652.11".parse::<Decimal>().unwrap());
+    assert_eq!(
+        inv_usd.find("ARINVOICEITEMS").unwrap().children.len(),
+        3,
+        "two lines and tax"
+    );
+    let inv_eur = invoices
+        .iter()
+        .find(|r| r.text_at("CURRENCY") == Some("EUR"))
+        .unwrap();
+    assert_eq!(inv_eur.text_at("MEGAENTITYID"), Some("UK"));
+
+    // The ledger: Dr AR / Cr revenue and tax, per currency, in the entity's books.
+    assert_eq!(w.balance("US", "1200-USD").await, 265_211);
+    assert_eq!(w.balance("US", "4000-USD").await, 244_999);
+    assert_eq!(w.balance("US", "2200-USD").await, 20_212);
+    // EUR: 750.00 + 20% = 900.00.
+    assert_eq!(w.balance("UK", "1200-EUR").await, 90_000);
+    assert_eq!(w.balance("UK", "2200-EUR").await, 15_000);
+
+    // Written back once the push runs.
+    w.sync.push("Opportunity", None).await.unwrap();
+    assert_eq!(
+        w.opp_field(&usd.opportunity, "Sage_Invoice_Number__c")
+            .as_deref(),
+        Some(a.invoice_no.as_str())
+    );
+    assert_eq!(
+        w.opp_field(&usd.opportunity, "Balance_Due__c").as_deref(),
+        Some("2652.11")
+    );
+    assert_eq!(
+        w.opp_field(&usd.opportunity, "Payment_Status__c")
+            .as_deref(),
+        Some("Unpaid")
+    );
+    assert_eq!(
+        w.opp_field(&eur.opportunity, "Balance_Due__c").as_deref(),
+        Some("900")
+    );
+
+    // A replay changes nothing anywhere.
+    let again = w.q2c.closed_won(&usd.opportunity).await.unwrap().unwrap();
+    assert!(!again.created);
+    assert_eq!(again.invoice_key, a.invoice_key);
+    assert_eq!(w.ia.records("ARINVOICE").len(), 2);
+    assert_eq!(w.balance("US", "1200-USD").await, 265_211);
+
+    // A gateway payment of 1000.00 → an AR payment applied to the invoice → Salesforce.
+    let pay = json!({"payment_id": "pay_test_1", "opportunity_id": usd.opportunity, "account_id": usd.account,
+        "method_kind": "card", "status": "captured", "currency": "USD", "amount_minor": 100_000,
+        "captured_minor": 100_000, "refunded_minor": 0});
+    w.q2c.payment(&pay).await.unwrap();
+    w.q2c.payment(&pay).await.unwrap();
+    let payments = w.ia.records("ARPYMT");
+    assert_eq!(payments.len(), 1, "a replay applies nothing twice");
+    assert_eq!(payments[0].text_at("DOCNUMBER"), Some("pay_test_1"));
+    w.sync.push("Opportunity", None).await.unwrap();
+    w.sync.push("Cashloop_Payment__c", None).await.unwrap();
+    assert_eq!(
+        w.opp_field(&usd.opportunity, "Balance_Due__c").as_deref(),
+        Some("1652.11")
+    );
+    assert_eq!(
+        w.opp_field(&usd.opportunity, "Payment_Status__c")
+            .as_deref(),
+        Some("Partially Paid")
+    );
+    assert_eq!(
+        w.sf.find("Cashloop_Payment__c", "Gateway_Payment_Id__c", "pay_test_1")
+            .len(),
+        1
+    );
+
+    // A cheque recorded in Intacct for the EUR invoice → the ledger and Salesforce.
+    w.q2c.pull("UK").await.unwrap();
+    let cheque = Element::new("ARPYMT")
+        .with_leaf("FINANCIALENTITY", "BOA")
+        .with_leaf("PAYMENTMETHOD", "Printed Check")
+        .with_leaf("CUSTOMERID", inv_eur.text_at("CUSTOMERID").unwrap())
+        .with_leaf("DOCNUMBER", "CHK-1042")
+        .with_leaf("RECEIPTDATE", "11/25/2026")
+        .with_leaf("CURRENCY", "EUR")
+        .with(
+            Element::new("ARPYMTDETAILS").with(
+                Element::new("ARPYMTDETAIL")
+                    .with_leaf("RECORDKEY", &b.invoice_key)
+                    .with_leaf("TRX_PAYMENTAMOUNT", "900.00"),
+            ),
+        );
+    intacct_client(&w.ia, "UK")
+        .create("cheque-1042", vec![cheque])
+        .await
+        .unwrap();
+    let pulled = w.q2c.pull("UK").await.unwrap();
+    assert_eq!(pulled.receipts, 1);
+    assert_eq!(w.balance("UK", "1200-EUR").await, 0);
+    assert_eq!(w.balance("UK", "1010-EUR").await, 90_000);
+    w.sync.push("Opportunity", None).await.unwrap();
+    assert_eq!(
+        w.opp_field(&eur.opportunity, "Payment_Status__c")
+            .as_deref(),
+        Some("Paid")
+    );
+    // Pulled again: nothing new reaches the ledger; our own receipt was never counted.
+    assert_eq!(w.q2c.pull("UK").await.unwrap().receipts, 0);
+    assert_eq!(w.q2c.pull("US").await.unwrap().receipts, 0);
+    assert_eq!(w.balance("US", "1010-USD").await, 0);
+
+    // Every journal entry balanced and the chain holds.
+    assert!(w.ledger.verify(&|_| {}).await.unwrap().ok());
+    let _ = &w.db;
+});
+
+both_backends!(
+    a_crash_between_create_and_link_makes_no_duplicate,
+    |t| async move {
+        let w = world(t.db.clone()).await;
+        let deal = w.deal(
+            "Initech",
+            "United States",
+            "USD",
+            &[("TPS report", "TPS", "1", "100.00")],
+        );
+        let first = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        // As if the worker died right after Intacct created the invoice: forget the link.
+        match &w.db {
+            Db::Postgres(p) => sqlx::query("DELETE FROM sync_xref WHERE object = 'Opportunity'")
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Db::Sqlite(s) => sqlx::query("DELETE FROM sync_xref WHERE object = 'Opportunity'")
+                .execute(&s.pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+        };
+        let again = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        assert!(!again.created, "found by its invoice number");
+        assert_eq!(again.invoice_key, first.invoice_key);
+        assert_eq!(w.ia.records("ARINVOICE").len(), 1);
+        assert_eq!(w.ia.function_count("create_invoice"), 1);
+        let link = Xref::new(w.db.clone())
+            .by_salesforce("Opportunity", &deal.opportunity, "intacct")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(link.sage_id, first.invoice_key);
+        assert_eq!(w.balance("US", "1200-USD").await, 10_825);
+    }
+);
+
+both_backends!(
+    bad_input_is_a_permanent_error_naming_the_field,
+    |t| async move {
+        let w = world(t.db.clone()).await;
+        let deal = w.deal(
+            "Umbrella",
+            "United States",
+            "USD",
+            &[("Thing", "TH-1", "1", "10.00/150")],
+        );
+        let err = w.q2c.closed_won(&deal.opportunity).await.unwrap_err();
+        match err {
+            JobError::Permanent(m) => assert!(m.contains("Discount"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(w.ia.records("ARINVOICE").is_empty(), "nothing half-created");
+        // Intacct's own words reach the error: a currency the company does not have.
+        let yen = w.deal(
+            "Tokyo KK",
+            "Japan",
+            "JPY",
+            &[("Thing", "TH-2", "1", "1000")],
+        );
+        match w.q2c.closed_won(&yen.opportunity).await.unwrap_err() {
+            JobError::Permanent(m) => assert!(m.contains("Invalid currency JPY"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(w.ia.records("ARINVOICE").is_empty());
+        // Not Closed Won: nothing to do.
+        let open =
+            w.sf.insert_as_user(
+                "Opportunity",
+                &[Record::new("Opportunity")
+                    .with("Name", "Open")
+                    .with("StageName", "Prospecting")
+                    .with("CloseDate", "2026-12-01")],
+            )
+            .unwrap()
+            .remove(0);
+        assert!(w.q2c.closed_won(&open).await.unwrap().is_none());
+    }
+);
+
+both_backends!(
+    an_invoice_entered_by_hand_with_our_number_is_linked,
+    |t| async move {
+        let w = world(t.db.clone()).await;
+        let deal = w.deal(
+            "Hooli",
+            "United States",
+            "USD",
+            &[("Box", "BOX", "1", "50.00")],
+        );
+        // Someone keyed the invoice into Intacct with the number cashloop would use.
+        let c = intacct_client(&w.ia, "US");
+        c.create(
+            "cust-hooli",
+            vec![
+                Element::new("CUSTOMER")
+                    .with_leaf("CUSTOMERID", "C-HOOLI")
+                    .with_leaf("NAME", "Hooli")
+                    .with(Element::new("DISPLAYCONTACT").with_leaf("PRINTAS", "Hooli")),
+            ],
+        )
+        .await
+        .unwrap();
+        let key = c
+            .create_invoice(
+                "by-hand",
+                &NewInvoice {
+                    customer_id: "C-HOOLI".into(),
+                    date_created: chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
+                    date_due: None,
+                    term_name: None,
+                    invoice_no: Some(format!("SF-{}", &deal.opportunity[..15])),
+                    description: None,
+                    currency: Some("USD".into()),
+                    exch_rate_type: None,
+                    lines: vec![InvoiceLine {
+                        gl_account_no: "4000".into(),
+                        amount: "54.13".parse().unwrap(),
+                        memo: None,
+                        location_id: None,
+                        department_id: None,
+                    }],
+                },
+            )
+            .await
+            .unwrap();
+        let r = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        assert_eq!((r.invoice_key.as_str(), r.created), (key.as_str(), false));
+        assert_eq!(w.ia.records("ARINVOICE").len(), 1);
+    }
+);
