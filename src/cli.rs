@@ -35,6 +35,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole loop on this machine: the server with Salesforce, Sage Intacct and
+    /// Authorize.Net simulators, seeded data, Closed Won → invoice → payment → ledger.
+    Sandbox(crate::sandbox::SandboxArgs),
     /// Run the HTTP server (API, health probes) and the background ledger sealer.
     Serve(ServeArgs),
     /// Apply pending database migrations.

@@ -40,6 +40,8 @@ pub struct RawSync {
     /// How often an idle worker looks for due jobs.
     pub idle_poll_ms: u64,
     pub salesforce: Option<RawSyncSalesforce>,
+    /// Sage Intacct and the quote-to-cash loop (needs `[sync.salesforce]` with `auth`).
+    pub intacct: Option<RawSyncIntacct>,
     /// Field mappings per object pair (see `sync::mapping`).
     pub mappings: Vec<sync::mapping::ObjectMapping>,
 }
@@ -51,6 +53,7 @@ impl Default for RawSync {
             lease_ms: 60_000,
             idle_poll_ms: 1_000,
             salesforce: None,
+            intacct: None,
             mappings: Vec::new(),
         }
     }
@@ -87,6 +90,74 @@ pub struct RawSyncSalesforce {
     pub poll_interval_s: Option<u64>,
     /// How far before the cursor each pull starts reading again (default 60).
     pub look_back_s: Option<i64>,
+}
+
+/// `[sync.intacct]`: the Web Services sender, the user, the entities and the loop's accounts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyncIntacct {
+    /// Default `https://api.intacct.com/ia/xml/xmlgw.phtml`.
+    pub endpoint: Option<String>,
+    pub sender_id: String,
+    pub sender_password: RawSecret,
+    pub company_id: String,
+    pub user_id: String,
+    pub user_password: RawSecret,
+    /// Per request (default 30000).
+    pub timeout_ms: Option<u64>,
+    /// Requests in flight per company (default 2, Intacct's usual limit).
+    pub max_concurrent: Option<usize>,
+    /// Entity id (`locationid`) → its settings; at least one.
+    pub entities: std::collections::BTreeMap<String, RawIntacctEntity>,
+    /// Which Account field picks the entity (default: every account in the first entity).
+    pub entity_rule: Option<RawEntityRule>,
+    /// Intacct GL account of invoice revenue lines.
+    pub revenue_gl: String,
+    /// Intacct GL account of tax lines (required when an entity has a tax rate).
+    pub tax_gl: Option<String>,
+    /// Intacct bank account (FINANCIALENTITY) gateway receipts are deposited to.
+    pub bank_account: String,
+    /// Invoice numbers are this prefix and the Opportunity id (default "SF-").
+    pub invoice_prefix: Option<String>,
+    /// Default "Intacct Daily Rate".
+    pub exchange_rate_type: Option<String>,
+    /// Invoice due date after the close date (default 30).
+    pub due_days: Option<i64>,
+    /// Currency of an Opportunity without one (default "USD").
+    pub default_currency: Option<String>,
+    /// How often Intacct is read for receipts, credit memos and invoice changes (default 300).
+    pub poll_interval_s: Option<u64>,
+    /// Ledger accounts per currency (`[sync.intacct.ledger.USD]`).
+    pub ledger: std::collections::BTreeMap<String, RawQ2cLedger>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntacctEntity {
+    /// Sales tax added to every invoice, in percent as a decimal string (default "0").
+    pub tax_rate_percent: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntityRule {
+    /// An Account field, e.g. `BillingCountry`.
+    pub field: String,
+    /// Field value → entity id.
+    #[serde(default)]
+    pub map: std::collections::BTreeMap<String, String>,
+    pub default: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQ2cLedger {
+    pub entity: Option<String>,
+    pub receivable: String,
+    pub revenue: String,
+    pub tax: String,
+    /// Receipts recorded in Intacct (undeposited funds).
+    pub cash: String,
 }
 
 /// How cashloop logs in to Salesforce.
@@ -424,6 +495,17 @@ pub struct SyncConfig {
     pub mappings: Vec<sync::mapping::ObjectMapping>,
     /// The Salesforce connection, when configured.
     pub salesforce: Option<SalesforceSettings>,
+    /// Sage Intacct and the quote-to-cash loop, when configured.
+    pub intacct: Option<IntacctSettings>,
+}
+
+/// Ready Intacct clients (one per entity, sharing the company's request limit) and the
+/// loop's settings.
+#[derive(Clone, Debug)]
+pub struct IntacctSettings {
+    pub entities: std::collections::BTreeMap<String, sync::q2c::EntitySettings>,
+    pub q2c: sync::q2c::Q2cConfig,
+    pub poll_interval_s: u64,
 }
 
 /// A ready Salesforce client and what to pull with it.
@@ -486,6 +568,177 @@ fn hmac_key(src: &RawSecret, key: &str) -> Result<gateway::crypto::FingerprintKe
         _ => return Err(bad(key, "give exactly one of `file` or `env`")),
     }
     .map_err(|e| bad(key, e.to_string()))
+}
+
+fn intacct_settings(
+    c: &RawSyncIntacct,
+    default_entity: &EntityCode,
+    gateway_accounts: Option<
+        &std::collections::HashMap<ledger::Currency, gateway::service::PostingAccounts>,
+    >,
+) -> Result<IntacctSettings, ConfigError> {
+    use sync::intacct::{IntacctClient, IntacctConfig, Secret, UserAuth};
+    let k = |f: &str| format!("sync.intacct.{f}");
+    let endpoint = c
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| sync::intacct::DEFAULT_ENDPOINT.to_owned());
+    check_endpoint(&endpoint, &k("endpoint"))?;
+    for (f, v) in [
+        ("sender_id", &c.sender_id),
+        ("company_id", &c.company_id),
+        ("user_id", &c.user_id),
+        ("revenue_gl", &c.revenue_gl),
+        ("bank_account", &c.bank_account),
+    ] {
+        if v.trim().is_empty() {
+            return Err(bad(&k(f), "must not be empty"));
+        }
+    }
+    let sender_password = secret_text(&c.sender_password, &k("sender_password"))?;
+    let user_password = secret_text(&c.user_password, &k("user_password"))?;
+    if c.entities.is_empty() {
+        return Err(bad(
+            &k("entities"),
+            "name at least one entity ([sync.intacct.entities.US])",
+        ));
+    }
+    let max_concurrent = c.max_concurrent.unwrap_or(2);
+    if max_concurrent == 0 || max_concurrent > 16 {
+        return Err(bad(&k("max_concurrent"), "must be 1 to 16"));
+    }
+    let mut base = IntacctConfig::new(
+        c.sender_id.clone(),
+        Secret::new(sender_password.as_str()),
+        c.company_id.clone(),
+        UserAuth::Login {
+            user_id: c.user_id.clone(),
+            password: Secret::new(user_password.as_str()),
+        },
+    );
+    base.endpoint_url = endpoint;
+    base.timeout_ms = c.timeout_ms.unwrap_or(30_000).max(100);
+    base.max_concurrent = max_concurrent;
+    let company = IntacctClient::new(base).map_err(|e| bad(&k("endpoint"), e.to_string()))?;
+    let mut entities = std::collections::BTreeMap::new();
+    for (id, e) in &c.entities {
+        let ek = |f: &str| k(&format!("entities.{id}.{f}"));
+        if id.is_empty() || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(&k(&format!("entities.{id}")), "is not an entity id"));
+        }
+        let tax: rust_decimal::Decimal = match &e.tax_rate_percent {
+            None => rust_decimal::Decimal::ZERO,
+            Some(t) => t
+                .parse()
+                .ok()
+                .filter(|t: &rust_decimal::Decimal| {
+                    *t >= rust_decimal::Decimal::ZERO && *t < rust_decimal::Decimal::ONE_HUNDRED
+                })
+                .ok_or_else(|| bad(&ek("tax_rate_percent"), "must be a decimal from 0 to 100"))?,
+        };
+        if !tax.is_zero() && c.tax_gl.is_none() {
+            return Err(bad(
+                &k("tax_gl"),
+                format!("is required: entity {id} charges tax"),
+            ));
+        }
+        entities.insert(
+            id.clone(),
+            sync::q2c::EntitySettings {
+                client: std::sync::Arc::new(company.for_entity(Some(id))),
+                tax_rate_percent: tax,
+            },
+        );
+    }
+    let first = c.entities.keys().next().cloned().unwrap_or_default();
+    let entity_rule = match &c.entity_rule {
+        None => sync::q2c::EntityRule {
+            field: "BillingCountry".into(),
+            map: Default::default(),
+            default: first,
+        },
+        Some(r) => {
+            for (v, e) in r.map.iter().chain([(&"default".to_owned(), &r.default)]) {
+                if !c.entities.contains_key(e) {
+                    return Err(bad(
+                        &k("entity_rule"),
+                        format!("{v} → {e:?}: not an entity under [sync.intacct.entities]"),
+                    ));
+                }
+            }
+            sync::q2c::EntityRule {
+                field: r.field.clone(),
+                map: r.map.clone(),
+                default: r.default.clone(),
+            }
+        }
+    };
+    let mut ledger = std::collections::HashMap::new();
+    for (code, a) in &c.ledger {
+        let lk = |f: &str| k(&format!("ledger.{code}.{f}"));
+        let currency = ledger::Currency::parse(code)
+            .map_err(|e| bad(&k(&format!("ledger.{code}")), e.to_string()))?;
+        let entity = match &a.entity {
+            Some(e) => {
+                EntityCode::parse(e, &lk("entity")).map_err(|r| bad(&lk("entity"), r.message))?
+            }
+            None => default_entity.clone(),
+        };
+        let acct = |v: &str, f: &str| {
+            ledger::AccountCode::parse(v, &lk(f)).map_err(|r| bad(&lk(f), r.message))
+        };
+        let accounts = sync::q2c::LedgerAccounts {
+            entity,
+            receivable: acct(&a.receivable, "receivable")?,
+            revenue: acct(&a.revenue, "revenue")?,
+            tax: acct(&a.tax, "tax")?,
+            cash: acct(&a.cash, "cash")?,
+        };
+        // Invoices and gateway payments must meet on one receivable, or AR never nets.
+        if let Some(g) = gateway_accounts.and_then(|g| g.get(&currency))
+            && (g.entity != accounts.entity || g.receivable != accounts.receivable)
+        {
+            return Err(bad(
+                &lk("receivable"),
+                format!(
+                    "must be the gateway's receivable for {code} ({}/{}), so payments settle invoices",
+                    g.entity, g.receivable
+                ),
+            ));
+        }
+        ledger.insert(currency, accounts);
+    }
+    if ledger.is_empty() {
+        return Err(bad(
+            &k("ledger"),
+            "configure the ledger accounts of at least one currency",
+        ));
+    }
+    let default_currency = c.default_currency.clone().unwrap_or_else(|| "USD".into());
+    ledger::Currency::parse(&default_currency)
+        .map_err(|e| bad(&k("default_currency"), e.to_string()))?;
+    let due_days = c.due_days.unwrap_or(30);
+    if !(0..=3650).contains(&due_days) {
+        return Err(bad(&k("due_days"), "must be 0 to 3650"));
+    }
+    Ok(IntacctSettings {
+        entities,
+        q2c: sync::q2c::Q2cConfig {
+            entity_rule,
+            revenue_gl: c.revenue_gl.clone(),
+            tax_gl: c.tax_gl.clone().unwrap_or_default(),
+            bank_account: c.bank_account.clone(),
+            invoice_prefix: c.invoice_prefix.clone().unwrap_or_else(|| "SF-".into()),
+            exchange_rate_type: c
+                .exchange_rate_type
+                .clone()
+                .unwrap_or_else(|| "Intacct Daily Rate".into()),
+            due_days,
+            default_currency,
+            ledger,
+        },
+        poll_interval_s: c.poll_interval_s.unwrap_or(300).max(1),
+    })
 }
 
 /// A secret's text from a file (trimmed) or an environment variable.
@@ -1061,8 +1314,22 @@ impl Config {
                 }
                 _ => None,
             };
+            let intacct = match &r.intacct {
+                None => None,
+                Some(c) => {
+                    if salesforce.is_none() {
+                        return Err(bad(
+                            "sync.intacct",
+                            "needs [sync.salesforce] with login_url and auth: the loop reads Opportunities",
+                        ));
+                    }
+                    let gateway_accounts = gateway.as_ref().map(|g| &g.accounts);
+                    Some(intacct_settings(c, &default_entity, gateway_accounts)?)
+                }
+            };
             SyncConfig {
                 salesforce,
+                intacct,
                 integration_user_id,
                 mappings: r.mappings.clone(),
                 worker_concurrency: r.worker_concurrency,

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod sandbox;
 pub mod server;
 pub mod tls;
 
@@ -48,6 +49,11 @@ pub fn main_entry() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    // The sandbox writes its own configuration.
+    if let Command::Sandbox(args) = cli.command {
+        sandbox::run(args).await?;
+        return Ok(0);
+    }
     let mut config = cli::load_config(&cli)?;
     match cli.command {
         Command::Serve(args) => {
@@ -69,6 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             serve(config).await?;
             Ok(0)
         }
+        Command::Sandbox(_) => unreachable!("handled before the configuration is read"),
         Command::Migrate => {
             cli::init_logging(&config, "warn");
             let db = cli::open_db(&config).await?;
@@ -161,8 +168,13 @@ pub async fn serve_on(
                 processor,
                 g.accounts.clone(),
             );
-            Some(match &outbox {
+            let p = match &outbox {
                 Some(o) => p.with_outbox(o.clone()),
+                None => p,
+            };
+            // Payments on an Opportunity become AR payments in Intacct (queued atomically).
+            Some(match &config.sync.intacct {
+                Some(_) => p.with_observer(std::sync::Arc::new(sync::q2c::PaymentJobs)),
                 None => p,
             })
         }
@@ -205,6 +217,21 @@ pub async fn serve_on(
         )
         .with_look_back(chrono::Duration::seconds(sf.look_back_s));
         registry = flows.clone().register(registry);
+        if let Some(ia) = &config.sync.intacct {
+            let q2c = std::sync::Arc::new(sync::q2c::Q2c::new(
+                db.clone(),
+                jobs.clone(),
+                flows.clone(),
+                ia.entities.clone(),
+                ledger.clone(),
+                ia.q2c.clone(),
+            ));
+            registry = sync::q2c::Q2c::register_shared(q2c.clone(), registry);
+            tokio::spawn(q2c.run_schedule(
+                std::time::Duration::from_secs(ia.poll_interval_s),
+                sync_rx.clone(),
+            ));
+        }
         tokio::spawn(flows.run_schedule(
             std::time::Duration::from_secs(sf.poll_interval_s),
             sync_rx.clone(),

@@ -268,6 +268,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/deliveries", get(webhook_deliveries))
         .route("/sync/status", get(sync_status))
         .route("/sync/jobs", get(sync_jobs))
+        .route("/sync/intacct/pull", post(sync_intacct_pull))
         .route("/sync/jobs/{id}/{action}", post(sync_job_action))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
@@ -751,6 +752,45 @@ async fn sync_status(
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(Json(json!({"jobs": status})).into_response())
+}
+
+/// `POST /v1/sync/intacct/pull`: reads Intacct now (receipts, credit memos, invoice changes)
+/// instead of at the next scheduled pull; one job per entity.
+async fn sync_intacct_pull(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, AppError> {
+    require(&caller, &[Role::Admin, Role::Finance])?;
+    let Some(ia) = &state.config.sync.intacct else {
+        return Err(AppError::Api {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            field: None,
+            message: "Sage Intacct is not configured ([sync.intacct])".into(),
+        });
+    };
+    let slot = chrono::Utc::now().timestamp_millis();
+    let mut jobs = Vec::new();
+    for entity in ia.entities.keys() {
+        let id = state
+            .jobs
+            .enqueue(
+                sync::jobs::NewJob::new(sync::q2c::PULL, json!({"entity": entity}))
+                    .dedupe(format!("{}:{entity}:manual:{slot}", sync::q2c::PULL)),
+            )
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        jobs.push(json!({"entity": entity, "job_id": id}));
+    }
+    audit(
+        &state,
+        &caller.name,
+        "sync.intacct.pull",
+        "intacct",
+        "queued a pull of every entity",
+    )
+    .await;
+    Ok((StatusCode::ACCEPTED, Json(json!({"jobs": jobs}))).into_response())
 }
 
 #[derive(Deserialize)]

@@ -282,7 +282,11 @@ impl Q2c {
     /// Handlers: Closed Won (also from `salesforce.event` and pulled Opportunity changes),
     /// gateway payments, and Intacct pulls.
     pub fn register(self, registry: Registry) -> Registry {
-        let me = Arc::new(self);
+        Q2c::register_shared(Arc::new(self), registry)
+    }
+
+    /// [`Q2c::register`] for a loop also used elsewhere (its schedule).
+    pub fn register_shared(me: Arc<Q2c>, registry: Registry) -> Registry {
         registry
             .register(CLOSED_WON, Arc::new(ClosedWonHandler(me.clone())))
             .register("salesforce.event", Arc::new(EventHandler(me.clone())))
@@ -349,12 +353,17 @@ impl Q2c {
     }
 
     async fn queue_push_now(&self, object: &str) -> Result<(), JobError> {
-        // One push job per object and 100 ms slot: a burst of write-backs shares one push.
-        let slot = Utc::now().timestamp_millis() / 100;
+        // A push sends every pending row of the object, so an extra one finds nothing to do;
+        // a shared dedupe key could instead leave this row to the next scheduled push.
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| JobError::Retryable(format!("random: {e}")))?;
         self.jobs
             .enqueue(
-                NewJob::new(crate::flows::PUSH, json!({"object": object}))
-                    .dedupe(format!("{}:{object}:now:{slot}", crate::flows::PUSH)),
+                NewJob::new(crate::flows::PUSH, json!({"object": object})).dedupe(format!(
+                    "{}:{object}:now:{}",
+                    crate::flows::PUSH,
+                    hex::encode(nonce)
+                )),
             )
             .await
             .map_err(storage)?;

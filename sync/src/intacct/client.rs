@@ -913,3 +913,21 @@ impl ReadByQueryPager<'_> {
         Ok(Some(r.records().to_vec()))
     }
 }
+
+impl IntacctClient {
+    /// The same company and user signed in to another entity (`None`: top level). It shares
+    /// this client's connection pool and request limit: Intacct limits concurrency per
+    /// company, not per entity.
+    pub fn for_entity(&self, entity: Option<&str>) -> IntacctClient {
+        let mut config = self.config.clone();
+        config.entity = entity.map(str::to_owned);
+        IntacctClient {
+            config,
+            http: self.http.clone(),
+            session: Mutex::new(None),
+            permits: self.permits.clone(),
+            requests_sent: AtomicU64::new(0),
+            logins: AtomicU64::new(0),
+        }
+    }
+}
