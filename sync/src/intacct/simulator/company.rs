@@ -1,6 +1,6 @@
 //! The simulated company: records per object, the write rules and the query subset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -89,17 +89,67 @@ fn field<'a>(r: &'a Element, path: &str) -> Option<&'a str> {
     r.find(path).map(|e| e.text.as_str())
 }
 
+/// One change to the company, kept so a failed function (or a rolled back
+/// `transaction="true"` operation) can be undone in reverse order.
+#[derive(Clone, Debug)]
+enum Undo {
+    Inserted(&'static str, u64),
+    /// The previous version of a changed record.
+    Changed(&'static str, u64, Element),
+    Removed(&'static str, u64, Element),
+    /// The previous value of a document-number sequence.
+    #[allow(dead_code)]
+    Sequence(String, u64),
+}
+
+/// A point in the undo log to roll back to.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    log_len: usize,
+    next_recordno: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Company {
     records: BTreeMap<&'static str, BTreeMap<u64, Element>>,
+    /// Per object: natural-key value → RECORDNO, kept true on every insert, change and
+    /// removal (and their undo).
+    index: HashMap<&'static str, HashMap<String, u64>>,
     next_recordno: u64,
+    /// Changes since the last [`Company::commit`] (one request's worth).
+    undo: Vec<Undo>,
+    /// Last document number used per transaction definition / sequence.
+    sequences: HashMap<String, u64>,
+}
+
+impl Default for Company {
+    fn default() -> Company {
+        Company::new()
+    }
+}
+
+fn object_name(object: &str) -> &'static str {
+    spec(object).map(|s| s.name).unwrap_or("CUSTOMER")
+}
+
+fn key_of(object: &'static str, rec: &Element) -> Option<String> {
+    let spec = spec(object).ok()?;
+    if spec.key.is_empty() {
+        return None;
+    }
+    field(rec, spec.key)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 impl Company {
     pub fn new() -> Company {
         let mut c = Company {
             records: BTreeMap::new(),
+            index: HashMap::new(),
             next_recordno: 1,
+            undo: Vec::new(),
+            sequences: HashMap::new(),
         };
         for (code, name) in [
             ("USD", "US Dollar"),
@@ -115,15 +165,138 @@ impl Company {
                 "",
             );
         }
+        c.commit();
         c
     }
 
-    /// Stores a record as is (plus RECORDNO and stamps); returns its RECORDNO.
-    pub fn insert_raw(&mut self, object: &str, mut rec: Element, location: &str) -> u64 {
-        let spec = spec(object).map(|s| s.name).unwrap_or("CUSTOMER");
+    // ---- storage primitives: every change goes through these (index + undo log) ----
+
+    fn index_add(&mut self, object: &'static str, no: u64, rec: &Element) {
+        if let Some(k) = key_of(object, rec) {
+            self.index.entry(object).or_default().insert(k, no);
+        }
+    }
+
+    fn index_remove(&mut self, object: &'static str, no: u64, rec: &Element) {
+        if let Some(k) = key_of(object, rec)
+            && let Some(m) = self.index.get_mut(object)
+            && m.get(&k) == Some(&no)
+        {
+            m.remove(&k);
+        }
+    }
+
+    fn alloc_recordno(&mut self) -> u64 {
         let no = self.next_recordno;
         self.next_recordno += 1;
-        rec.name = spec.to_owned();
+        no
+    }
+
+    fn put_new(&mut self, object: &'static str, no: u64, rec: Element) {
+        self.index_add(object, no, &rec);
+        self.records.entry(object).or_default().insert(no, rec);
+        self.undo.push(Undo::Inserted(object, no));
+    }
+
+    /// Replaces a stored record, keeping the previous version for undo.
+    fn replace(&mut self, object: &'static str, no: u64, rec: Element) {
+        let new_key = key_of(object, &rec);
+        let old = self.records.entry(object).or_default().insert(no, rec);
+        if let Some(old) = old {
+            if key_of(object, &old) != new_key {
+                self.index_remove(object, no, &old);
+            }
+            self.undo.push(Undo::Changed(object, no, old));
+        } else {
+            self.undo.push(Undo::Inserted(object, no));
+        }
+        if let Some(k) = new_key {
+            self.index.entry(object).or_default().insert(k, no);
+        }
+    }
+
+    /// Changes a stored record in place (through [`Company::replace`]); bumps WHENMODIFIED.
+    fn modify(&mut self, object: &'static str, no: u64, f: impl FnOnce(&mut Element)) -> bool {
+        let Some(mut rec) = self.get(object, no).cloned() else {
+            return false;
+        };
+        f(&mut rec);
+        rec.set_leaf("WHENMODIFIED", now_datetime());
+        self.replace(object, no, rec);
+        true
+    }
+
+    fn remove(&mut self, object: &'static str, no: u64) {
+        let old = self.records.get_mut(object).and_then(|m| m.remove(&no));
+        if let Some(old) = old {
+            self.index_remove(object, no, &old);
+            self.undo.push(Undo::Removed(object, no, old));
+        }
+    }
+
+    fn get(&self, object: &str, no: u64) -> Option<&Element> {
+        self.records.get(object_name(object))?.get(&no)
+    }
+
+    /// The next number of a document sequence (1, 2, …), undone with the rest.
+    #[allow(dead_code)]
+    fn next_in_sequence(&mut self, name: &str) -> u64 {
+        let prev = self.sequences.get(name).copied().unwrap_or(0);
+        self.undo.push(Undo::Sequence(name.to_owned(), prev));
+        self.sequences.insert(name.to_owned(), prev + 1);
+        prev + 1
+    }
+
+    /// Where the undo log stands now.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            log_len: self.undo.len(),
+            next_recordno: self.next_recordno,
+        }
+    }
+
+    /// Undoes every change made since `mark`, newest first.
+    pub fn rollback(&mut self, mark: Mark) {
+        while self.undo.len() > mark.log_len {
+            let Some(entry) = self.undo.pop() else { break };
+            match entry {
+                Undo::Inserted(object, no) => {
+                    if let Some(rec) = self.records.get_mut(object).and_then(|m| m.remove(&no)) {
+                        self.index_remove(object, no, &rec);
+                    }
+                }
+                Undo::Changed(object, no, old) | Undo::Removed(object, no, old) => {
+                    let current = self.records.entry(object).or_default().remove(&no);
+                    if let Some(cur) = current {
+                        self.index_remove(object, no, &cur);
+                    }
+                    self.index_add(object, no, &old);
+                    self.records.entry(object).or_default().insert(no, old);
+                }
+                Undo::Sequence(name, prev) => {
+                    self.sequences.insert(name, prev);
+                }
+            }
+        }
+        self.next_recordno = mark.next_recordno;
+    }
+
+    /// Forgets the undo log: what was written stays.
+    pub fn commit(&mut self) {
+        self.undo.clear();
+    }
+
+    /// Stores a record as is (plus RECORDNO and stamps); returns its RECORDNO.
+    pub fn insert_raw(&mut self, object: &str, rec: Element, location: &str) -> u64 {
+        let no = self.alloc_recordno();
+        self.insert_at(object, no, rec, location);
+        no
+    }
+
+    /// Stores a record under a RECORDNO from [`Company::alloc_recordno`].
+    fn insert_at(&mut self, object: &str, no: u64, mut rec: Element, location: &str) {
+        let name = object_name(object);
+        rec.name = name.to_owned();
         rec.children.retain(|c| !c.is("RECORDNO"));
         rec.children
             .insert(0, Element::leaf("RECORDNO", no.to_string()));
@@ -135,8 +308,7 @@ impl Company {
         if rec.child("MEGAENTITYID").is_none() {
             rec.set_leaf("MEGAENTITYID", location);
         }
-        self.records.entry(spec).or_default().insert(no, rec);
-        no
+        self.put_new(name, no, rec);
     }
 
     pub fn all(&self, object: &str) -> Vec<Element> {
@@ -149,14 +321,12 @@ impl Company {
             .unwrap_or_default()
     }
 
+    /// The RECORDNO of the record whose natural key is `value` (index lookup).
     fn by_key(&self, spec: &ObjectSpec, value: &str) -> Option<u64> {
         if spec.key.is_empty() || value.is_empty() {
             return None;
         }
-        self.records
-            .get(spec.name)?
-            .iter()
-            .find_map(|(no, r)| (field(r, spec.key) == Some(value)).then_some(*no))
+        self.index.get(spec.name)?.get(value).copied()
     }
 
     /// Records matching a readByQuery `query`, projected to `fields`, optionally with the
@@ -170,10 +340,25 @@ impl Company {
     ) -> Result<Vec<Element>, FnError> {
         let spec = spec(object)?;
         let conds = parse_query(query)?;
-        let rows = self.records.get(spec.name);
-        Ok(rows
-            .into_iter()
-            .flat_map(|m| m.values())
+        let Some(rows) = self.records.get(spec.name) else {
+            return Ok(Vec::new());
+        };
+        // An equality on the natural key or RECORDNO is answered from the index.
+        let point = conds.iter().find_map(|c| {
+            (c.op == Op::Eq).then_some(())?;
+            if !spec.key.is_empty() && c.field.eq_ignore_ascii_case(spec.key) {
+                Some(self.by_key(spec, &c.value))
+            } else if c.field.eq_ignore_ascii_case("RECORDNO") {
+                Some(c.value.trim().parse::<u64>().ok())
+            } else {
+                None
+            }
+        });
+        let candidates: Box<dyn Iterator<Item = &Element>> = match point {
+            Some(no) => Box::new(no.and_then(|n| rows.get(&n)).into_iter()),
+            None => Box::new(rows.values()),
+        };
+        Ok(candidates
             .filter(|r| conds.iter().all(|c| c.matches(r)))
             .map(|r| project(r, fields, lowercase))
             .collect())
@@ -280,10 +465,10 @@ impl Company {
         records: &[Element],
         location: &str,
     ) -> Result<Vec<Element>, FnError> {
-        let before = self.clone();
+        let mark = self.mark();
         let result = self.write_inner(create, records, location);
         if result.is_err() {
-            *self = before;
+            self.rollback(mark);
         }
         result
     }
@@ -377,21 +562,32 @@ impl Company {
                     errors.extend(could_not(spec.label));
                     return Err(FnError(errors));
                 };
-                let stored = self
-                    .records
-                    .get_mut(spec.name)
-                    .and_then(|m| m.get_mut(&no))
-                    .ok_or_else(|| FnError::one("BL01001973", "record vanished"))?;
-                for c in &rec.children {
-                    if c.is("RECORDNO") {
-                        continue;
-                    }
-                    match stored.child_mut(&c.name) {
-                        Some(existing) => *existing = c.clone(),
-                        None => stored.children.push(c.clone()),
-                    }
+                if let Some(k) = key_of(spec.name, rec)
+                    && self.by_key(spec, &k).is_some_and(|other| other != no)
+                {
+                    let mut errors = vec![ErrorDetail::new(
+                        "BL34000061",
+                        "",
+                        &format!(
+                            "Another {} with the given value(s) {k}  already exists",
+                            spec.label
+                        ),
+                        "Use a unique value instead.",
+                    )];
+                    errors.extend(could_not(spec.label));
+                    return Err(FnError(errors));
                 }
-                stored.set_leaf("WHENMODIFIED", now_datetime());
+                self.modify(spec.name, no, |stored| {
+                    for c in &rec.children {
+                        if c.is("RECORDNO") {
+                            continue;
+                        }
+                        match stored.child_mut(&c.name) {
+                            Some(existing) => *existing = c.clone(),
+                            None => stored.children.push(c.clone()),
+                        }
+                    }
+                });
                 no
             };
             let stored = &self.records[spec.name][&no];
@@ -417,13 +613,9 @@ impl Company {
             let amount: Decimal = field(d, "TRX_PAYMENTAMOUNT")
                 .and_then(|a| a.parse().ok())
                 .ok_or_else(|| FnError::one("BL01001973", "Invalid TRX_PAYMENTAMOUNT"))?;
-            let inv = self
-                .records
-                .get_mut("ARINVOICE")
-                .and_then(|m| m.get_mut(&key))
-                .ok_or_else(|| {
-                    FnError::one("BL01001973", &format!("Invalid invoice RECORDKEY {key}"))
-                })?;
+            let inv = self.get("ARINVOICE", key).ok_or_else(|| {
+                FnError::one("BL01001973", &format!("Invalid invoice RECORDKEY {key}"))
+            })?;
             let dec = |f: &str| -> Decimal {
                 field(inv, f)
                     .and_then(|v| v.parse().ok())
@@ -437,13 +629,18 @@ impl Company {
                 ));
             }
             let paid = dec("TOTALPAID") + amount;
-            inv.set_leaf("TOTALDUE", (due - amount).to_string());
-            inv.set_leaf("TOTALPAID", paid.to_string());
-            if due == amount {
-                inv.set_leaf("STATE", "Paid");
-            } else {
-                inv.set_leaf("STATE", "Partially Paid");
-            }
+            self.modify("ARINVOICE", key, |inv| {
+                inv.set_leaf("TOTALDUE", (due - amount).to_string());
+                inv.set_leaf("TOTALPAID", paid.to_string());
+                inv.set_leaf(
+                    "STATE",
+                    if due == amount {
+                        "Paid"
+                    } else {
+                        "Partially Paid"
+                    },
+                );
+            });
         }
         Ok(())
     }
@@ -468,10 +665,8 @@ impl Company {
             };
             nos.push(no);
         }
-        if let Some(m) = self.records.get_mut(spec.name) {
-            for n in nos {
-                m.remove(&n);
-            }
+        for n in nos {
+            self.remove(spec.name, n);
         }
         Ok(())
     }
@@ -584,15 +779,12 @@ impl Company {
             )
             .with_leaf("MODULEKEY", "4.AR")
             .with(items);
-        let no = self.insert_raw("ARINVOICE", rec, location);
-        if invoice_no.is_empty()
-            && let Some(r) = self
-                .records
-                .get_mut("ARINVOICE")
-                .and_then(|m| m.get_mut(&no))
-        {
-            r.set_leaf("RECORDID", no.to_string());
+        let no = self.alloc_recordno();
+        let mut rec = rec;
+        if invoice_no.is_empty() {
+            rec.set_leaf("RECORDID", no.to_string());
         }
+        self.insert_at("ARINVOICE", no, rec, location);
         Ok(no)
     }
 }

@@ -276,10 +276,12 @@ impl Simulator {
     /// Seeds records directly (no counters, no idempotency); returns their RECORDNOs.
     pub fn insert(&self, object: &str, records: Vec<Element>) -> Vec<u64> {
         let mut st = self.shared.lock();
-        records
+        let nos = records
             .into_iter()
             .map(|r| st.company.insert_raw(object, r, ""))
-            .collect()
+            .collect();
+        st.company.commit();
+        nos
     }
 
     /// The stored records of an object, in RECORDNO order.
@@ -476,7 +478,10 @@ impl Shared {
             .child("content")
             .map(|c| c.children_named("function").collect())
             .unwrap_or_default();
-        let snapshot = transaction.then(|| st.company.clone());
+        // Every change of this request is in the company's undo log from here: a function's
+        // own failure rolls back to its mark, a failed transaction to this one.
+        st.company.commit();
+        let request_mark = st.company.mark();
         let mut results: Vec<(Element, Result<FnOutput, Vec<ErrorDetail>>)> = Vec::new();
         for f in &functions {
             let fcontrolid = f.attr("controlid").unwrap_or_default().to_owned();
@@ -509,9 +514,10 @@ impl Shared {
         }
         let failed = results.iter().any(|(_, r)| r.is_err());
         let rolled_back = transaction && failed;
-        if rolled_back && let Some(snap) = snapshot {
-            st.company = snap;
+        if rolled_back {
+            st.company.rollback(request_mark);
         }
+        st.company.commit();
         if uniqueid && !rolled_back {
             for (head, r) in &results {
                 if r.is_ok() {
@@ -596,6 +602,22 @@ impl State {
     }
 
     fn run(
+        &mut self,
+        shared: &Shared,
+        body: &Element,
+        userid: &str,
+        locationid: &str,
+        now: Instant,
+    ) -> Result<FnOutput, FnError> {
+        let mark = self.company.mark();
+        let result = self.run_inner(shared, body, userid, locationid, now);
+        if result.is_err() {
+            self.company.rollback(mark);
+        }
+        result
+    }
+
+    fn run_inner(
         &mut self,
         shared: &Shared,
         body: &Element,
