@@ -2264,3 +2264,35 @@ async fn vendors_and_bills() {
         "Bill",
     );
 }
+
+#[tokio::test]
+async fn a_rolled_back_transaction_undoes_documents_invoices_and_numbers() {
+    let sim = sim().await;
+    let c = client(&sim);
+    seed_sales(&c).await;
+    let good = sales_tx("Sales Invoice", "C1", vec![so_line("I1", "1", None)]);
+    let bad = sales_tx("Sales Invoice", "NOPE", vec![so_line("I1", "1", None)]);
+    let opts = Options {
+        transaction: true,
+        uniqueid: true,
+    };
+    let results = c
+        .execute(
+            &[
+                Function::create_sotransaction("t-good", &good),
+                Function::create_sotransaction("t-bad", &bad),
+            ],
+            opts,
+        )
+        .await
+        .unwrap();
+    assert_eq!(results[0].status, ResultStatus::Aborted);
+    assert_eq!(results[1].status, ResultStatus::Failure);
+    assert_eq!(results[1].errors.last().unwrap().errorno, "XL03000009");
+    assert!(sim.records("SODOCUMENT").is_empty());
+    assert!(sim.records("ARINVOICE").is_empty());
+    // The number and the controlid are free again.
+    let key = c.create_sotransaction("t-good", &good).await.unwrap();
+    assert_eq!(key, "Sales Invoice-INV-00001");
+    assert_eq!(sim.records("ARINVOICE").len(), 1);
+}

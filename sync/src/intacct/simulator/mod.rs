@@ -20,11 +20,30 @@
 //!   `readMore failed`), `query` (`equalto`, `notequalto`, `lessthan[orequalto]`,
 //!   `greaterthan[orequalto]` filters under `and`, `orderby`, pagesize ≤ 2000,
 //!   offset), `read` by RECORDNOs, generic `create` / `update` / `delete`, legacy
-//!   `create_invoice` (answers `<key>`).
-//! - **Objects**: CUSTOMER, CONTACT, ITEM, ARINVOICE, ARPYMT, CURRENCY (USD, EUR, GBP, CAD
-//!   seeded); RECORDNO, WHENCREATED, WHENMODIFIED, MEGAENTITYID stamped; duplicate natural
-//!   keys → `BL34000061` "Another Customer with the given value(s) X  already exists" +
-//!   `BL01001973`; missing required fields, unknown objects, updates of missing records.
+//!   `create_invoice`, `create_sotransaction`, `create_arpayment`, `create_aradjustment` and
+//!   `create_bill` (answering `<key>`).
+//! - **Objects**: CUSTOMER, CONTACT, ITEM, ARINVOICE, ARPYMT, ARADJUSTMENT, SODOCUMENT
+//!   (lines under `SODOCUMENTENTRIES/sodocumententry`), VENDOR, APBILL, CURRENCY (USD, EUR,
+//!   GBP, CAD seeded); RECORDNO, WHENCREATED, WHENMODIFIED, MEGAENTITYID stamped; duplicate
+//!   natural keys → `BL34000061` "Another Customer with the given value(s) X  already exists"
+//!   + `BL01001973`; missing required fields, unknown objects, updates of missing records.
+//! - **Order Entry**: definitions "Sales Order" (SO-00001…), "Sales Invoice" (INV-00001…)
+//!   and "Sales Quote" (QT-00001…), numbered per definition when `documentno` is empty;
+//!   the key is `"<definition>-<docno>"`. A Sales Invoice (not Draft) also posts an ARINVOICE
+//!   (MODULEKEY `8.SO`, RECORDID = document number) whose RECORDNO is the document's
+//!   PRRECORDKEY.
+//! - **Money**: every amount is a `Decimal`. Each entity has a base currency
+//!   ([`SimulatorConfig::entity_base_currencies`], top level
+//!   [`SimulatorConfig::base_currency`]); a foreign-currency document takes the "Intacct
+//!   Daily Rate" from [`SimulatorConfig::exchange_rates`] (direct, inverse or through USD;
+//!   [`Simulator::set_rate`]) unless `exchrate` / `EXCHANGE_RATE` is given. Documents carry
+//!   `CURRENCY, BASECURR, EXCH_RATE_DATE, EXCH_RATE_TYPE_ID, EXCHANGE_RATE`, `TRX_TOTAL*`
+//!   (transaction currency) and `TOTAL*` (base, cents rounded half away from zero; base due =
+//!   base entered − base paid). Payments (legacy or generic ARPYMT, one shared rule set) and
+//!   credit memos naming an invoice apply in the invoice's transaction currency, move it to
+//!   "Partially Paid" / "Paid" and bump its WHENMODIFIED.
+//! - **Storage**: a natural-key index per object and an undo log: a failed function is undone
+//!   alone, a failed `transaction="true"` operation entirely, without copying the company.
 //! - **Operations**: `transaction="false"` lets each function fail alone;
 //!   `transaction="true"` rolls every write back and answers the others `aborted` with
 //!   `XL03000009`. With `uniqueid=true` a function controlid that already completed is
@@ -32,7 +51,11 @@
 //!   public sources — verify against a sandbox).
 //!
 //! Not verified against a real tenant (documented guesses): the errornos for a missing
-//! required field, an unknown object, a repeated controlid and the bad-sender text.
+//! required field, an unknown object, a repeated controlid and the bad-sender text; every
+//! business-rule text of the legacy transaction functions (unknown customer / item / vendor,
+//! quantities, prices, currencies and rates, payment and credit rules) — only their shape,
+//! `BL01001973` + "Could not create X record!" and `BL34000061` for duplicates, follows the
+//! SDK's ClassObjTest fixture.
 //!
 //! Test hooks: latency, a queue of HTTP faults (5xx, 524, 429 `GW-0010`), session and
 //! `resultId` expiry, request / function counters, the largest number of requests in flight,
