@@ -20,11 +20,30 @@
 //!   `readMore failed`), `query` (`equalto`, `notequalto`, `lessthan[orequalto]`,
 //!   `greaterthan[orequalto]` filters under `and`, `orderby`, pagesize ≤ 2000,
 //!   offset), `read` by RECORDNOs, generic `create` / `update` / `delete`, legacy
-//!   `create_invoice` (answers `<key>`).
-//! - **Objects**: CUSTOMER, CONTACT, ITEM, ARINVOICE, ARPYMT, CURRENCY (USD, EUR, GBP, CAD
-//!   seeded); RECORDNO, WHENCREATED, WHENMODIFIED, MEGAENTITYID stamped; duplicate natural
-//!   keys → `BL34000061` "Another Customer with the given value(s) X  already exists" +
-//!   `BL01001973`; missing required fields, unknown objects, updates of missing records.
+//!   `create_invoice`, `create_sotransaction`, `create_arpayment`, `create_aradjustment` and
+//!   `create_bill` (answering `<key>`).
+//! - **Objects**: CUSTOMER, CONTACT, ITEM, ARINVOICE, ARPYMT, ARADJUSTMENT, SODOCUMENT
+//!   (lines under `SODOCUMENTENTRIES/sodocumententry`), VENDOR, APBILL, CURRENCY (USD, EUR,
+//!   GBP, CAD seeded); RECORDNO, WHENCREATED, WHENMODIFIED, MEGAENTITYID stamped; duplicate
+//!   natural keys → `BL34000061` "Another Customer with the given value(s) X  already exists"
+//!   + `BL01001973`; missing required fields, unknown objects, updates of missing records.
+//! - **Order Entry**: definitions "Sales Order" (SO-00001…), "Sales Invoice" (INV-00001…)
+//!   and "Sales Quote" (QT-00001…), numbered per definition when `documentno` is empty;
+//!   the key is `"<definition>-<docno>"`. A Sales Invoice (not Draft) also posts an ARINVOICE
+//!   (MODULEKEY `8.SO`, RECORDID = document number) whose RECORDNO is the document's
+//!   PRRECORDKEY.
+//! - **Money**: every amount is a `Decimal`. Each entity has a base currency
+//!   ([`SimulatorConfig::entity_base_currencies`], top level
+//!   [`SimulatorConfig::base_currency`]); a foreign-currency document takes the "Intacct
+//!   Daily Rate" from [`SimulatorConfig::exchange_rates`] (direct, inverse or through USD;
+//!   [`Simulator::set_rate`]) unless `exchrate` / `EXCHANGE_RATE` is given. Documents carry
+//!   `CURRENCY, BASECURR, EXCH_RATE_DATE, EXCH_RATE_TYPE_ID, EXCHANGE_RATE`, `TRX_TOTAL*`
+//!   (transaction currency) and `TOTAL*` (base, cents rounded half away from zero; base due =
+//!   base entered − base paid). Payments (legacy or generic ARPYMT, one shared rule set) and
+//!   credit memos naming an invoice apply in the invoice's transaction currency, move it to
+//!   "Partially Paid" / "Paid" and bump its WHENMODIFIED.
+//! - **Storage**: a natural-key index per object and an undo log: a failed function is undone
+//!   alone, a failed `transaction="true"` operation entirely, without copying the company.
 //! - **Operations**: `transaction="false"` lets each function fail alone;
 //!   `transaction="true"` rolls every write back and answers the others `aborted` with
 //!   `XL03000009`. With `uniqueid=true` a function controlid that already completed is
@@ -32,7 +51,11 @@
 //!   public sources — verify against a sandbox).
 //!
 //! Not verified against a real tenant (documented guesses): the errornos for a missing
-//! required field, an unknown object, a repeated controlid and the bad-sender text.
+//! required field, an unknown object, a repeated controlid and the bad-sender text; every
+//! business-rule text of the legacy transaction functions (unknown customer / item / vendor,
+//! quantities, prices, currencies and rates, payment and credit rules) — only their shape,
+//! `BL01001973` + "Could not create X record!" and `BL34000061` for duplicates, follows the
+//! SDK's ClassObjTest fixture.
 //!
 //! Test hooks: latency, a queue of HTTP faults (5xx, 524, 429 `GW-0010`), session and
 //! `resultId` expiry, request / function counters, the largest number of requests in flight,
@@ -51,12 +74,15 @@ use axum::extract::State as AxumState;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use rust_decimal::Decimal;
 
 use self::company::{Company, FnError};
 use super::wire::ErrorDetail;
 use super::xml::{self, Element};
 
-pub use self::company::OBJECTS;
+pub use self::company::{
+    DAILY_RATE, DEFAULT_SALES_ACCOUNT, OBJECTS, SALES_DEFINITIONS, cents, default_exchange_rates,
+};
 
 /// The endpoint path Intacct serves.
 pub const ENDPOINT_PATH: &str = "/ia/xml/xmlgw.phtml";
@@ -87,6 +113,13 @@ pub struct SimulatorConfig {
     pub result_id_lifetime_s: u64,
     pub session_endpoint_path: String,
     pub duplicate_controlid_errorno: String,
+    /// The top level's base currency (`USD`).
+    pub base_currency: String,
+    /// Base currency per entity (`US` → `USD`, `UK` → `GBP`); others use `base_currency`.
+    pub entity_base_currencies: Vec<(String, String)>,
+    /// The "Intacct Daily Rate" table, `(from, to, rate)`; inverse and via-USD rates are
+    /// derived. [`Simulator::set_rate`] changes it while running.
+    pub exchange_rates: Vec<(String, String, Decimal)>,
 }
 
 impl Default for SimulatorConfig {
@@ -101,6 +134,9 @@ impl Default for SimulatorConfig {
             result_id_lifetime_s: 900,
             session_endpoint_path: format!("/na1{ENDPOINT_PATH}"),
             duplicate_controlid_errorno: "XL03000004".into(),
+            base_currency: "USD".into(),
+            entity_base_currencies: vec![("US".into(), "USD".into()), ("UK".into(), "GBP".into())],
+            exchange_rates: default_exchange_rates(),
         }
     }
 }
@@ -178,8 +214,13 @@ impl Simulator {
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
+        let mut company = Company::new();
+        company.set_base_currencies(&config.base_currency, &config.entity_base_currencies);
+        for (from, to, rate) in &config.exchange_rates {
+            company.set_rate(from, to, *rate);
+        }
         let state = State {
-            company: Company::new(),
+            company,
             sessions: HashMap::new(),
             cursors: HashMap::new(),
             executed: HashSet::new(),
@@ -276,10 +317,17 @@ impl Simulator {
     /// Seeds records directly (no counters, no idempotency); returns their RECORDNOs.
     pub fn insert(&self, object: &str, records: Vec<Element>) -> Vec<u64> {
         let mut st = self.shared.lock();
-        records
+        let nos = records
             .into_iter()
             .map(|r| st.company.insert_raw(object, r, ""))
-            .collect()
+            .collect();
+        st.company.commit();
+        nos
+    }
+
+    /// Sets the "Intacct Daily Rate" from → to (an explicit `exchrate` still wins).
+    pub fn set_rate(&self, from: &str, to: &str, rate: Decimal) {
+        self.shared.lock().company.set_rate(from, to, rate);
     }
 
     /// The stored records of an object, in RECORDNO order.
@@ -476,7 +524,10 @@ impl Shared {
             .child("content")
             .map(|c| c.children_named("function").collect())
             .unwrap_or_default();
-        let snapshot = transaction.then(|| st.company.clone());
+        // Every change of this request is in the company's undo log from here: a function's
+        // own failure rolls back to its mark, a failed transaction to this one.
+        st.company.commit();
+        let request_mark = st.company.mark();
         let mut results: Vec<(Element, Result<FnOutput, Vec<ErrorDetail>>)> = Vec::new();
         for f in &functions {
             let fcontrolid = f.attr("controlid").unwrap_or_default().to_owned();
@@ -509,9 +560,10 @@ impl Shared {
         }
         let failed = results.iter().any(|(_, r)| r.is_err());
         let rolled_back = transaction && failed;
-        if rolled_back && let Some(snap) = snapshot {
-            st.company = snap;
+        if rolled_back {
+            st.company.rollback(request_mark);
         }
+        st.company.commit();
         if uniqueid && !rolled_back {
             for (head, r) in &results {
                 if r.is_ok() {
@@ -596,6 +648,22 @@ impl State {
     }
 
     fn run(
+        &mut self,
+        shared: &Shared,
+        body: &Element,
+        userid: &str,
+        locationid: &str,
+        now: Instant,
+    ) -> Result<FnOutput, FnError> {
+        let mark = self.company.mark();
+        let result = self.run_inner(shared, body, userid, locationid, now);
+        if result.is_err() {
+            self.company.rollback(mark);
+        }
+        result
+    }
+
+    fn run_inner(
         &mut self,
         shared: &Shared,
         body: &Element,
@@ -703,6 +771,22 @@ impl State {
             "create_invoice" => self
                 .company
                 .create_invoice(body, locationid)
+                .map(|k| FnOutput::Key(k.to_string())),
+            "create_sotransaction" => self
+                .company
+                .create_sotransaction(body, locationid)
+                .map(FnOutput::Key),
+            "create_arpayment" => self
+                .company
+                .create_arpayment(body, locationid)
+                .map(|k| FnOutput::Key(k.to_string())),
+            "create_aradjustment" => self
+                .company
+                .create_aradjustment(body, locationid)
+                .map(|k| FnOutput::Key(k.to_string())),
+            "create_bill" => self
+                .company
+                .create_bill(body, locationid)
                 .map(|k| FnOutput::Key(k.to_string())),
             other => Err(FnError::one(
                 "XL03000003",
