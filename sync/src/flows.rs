@@ -564,7 +564,9 @@ impl SalesforceSync {
     }
 
     /// Queues a record to upsert into Salesforce by `external_id_field` = `external_id`. The
-    /// same values already pushed are not queued again (a write that changes nothing).
+    /// fields merge into what is already queued for that record (an upsert changes only the
+    /// fields it names, so a later write of other fields must not drop an earlier one not yet
+    /// pushed); the same values already pushed are not queued again.
     pub async fn queue_push(
         &self,
         object: &str,
@@ -579,9 +581,11 @@ impl SalesforceSync {
                 sqlx::query(
                     "INSERT INTO sync_sf_outbox (object, external_id_field, external_id, fields, status, version, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, 'pending', 1, $5, $5) \
-                     ON CONFLICT (object, external_id_field, external_id) DO UPDATE SET fields = excluded.fields, status = 'pending', \
+                     ON CONFLICT (object, external_id_field, external_id) DO UPDATE \
+                     SET fields = (sync_sf_outbox.fields::jsonb || excluded.fields::jsonb)::text, status = 'pending', \
                      version = sync_sf_outbox.version + 1, attempts = 0, last_error = NULL, updated_at = excluded.updated_at \
-                     WHERE sync_sf_outbox.fields <> excluded.fields OR sync_sf_outbox.status <> 'done'",
+                     WHERE (sync_sf_outbox.fields::jsonb || excluded.fields::jsonb) <> sync_sf_outbox.fields::jsonb \
+                     OR sync_sf_outbox.status <> 'done'",
                 )
                 .bind(object)
                 .bind(external_id_field)
@@ -595,9 +599,11 @@ impl SalesforceSync {
                 sqlx::query(
                     "INSERT INTO sync_sf_outbox (object, external_id_field, external_id, fields, status, version, created_at, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, 'pending', 1, ?5, ?5) \
-                     ON CONFLICT (object, external_id_field, external_id) DO UPDATE SET fields = excluded.fields, status = 'pending', \
+                     ON CONFLICT (object, external_id_field, external_id) DO UPDATE \
+                     SET fields = json_patch(sync_sf_outbox.fields, excluded.fields), status = 'pending', \
                      version = sync_sf_outbox.version + 1, attempts = 0, last_error = NULL, updated_at = excluded.updated_at \
-                     WHERE sync_sf_outbox.fields <> excluded.fields OR sync_sf_outbox.status <> 'done'",
+                     WHERE json_patch(sync_sf_outbox.fields, excluded.fields) <> sync_sf_outbox.fields \
+                     OR sync_sf_outbox.status <> 'done'",
                 )
                 .bind(object)
                 .bind(external_id_field)

@@ -173,9 +173,11 @@ fn ledger_error(e: ledger::LedgerError) -> JobError {
 }
 
 /// A Salesforce id as it may appear inside SOQL (15 or 18 alphanumerics).
+/// Always the 18-character form: 15-character ids differ only in case, and Sage keys,
+/// Salesforce external ids and our cross-reference must not confuse two records.
 fn sf_id(id: &str, field: &str) -> Result<String, JobError> {
     if (id.len() == 15 || id.len() == 18) && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        Ok(id.to_owned())
+        Ok(crate::salesforce::wire::canonical_id(id))
     } else {
         Err(JobError::Permanent(format!(
             "{field}: {id:?} is not a Salesforce id"
@@ -553,17 +555,12 @@ impl Q2c {
                     .get(pid)
                     .and_then(|p| p.get_str("Name"))
                     .unwrap_or(item_id);
-                self.ensure_item(&client, &entity_id, pid, item_id, name)
-                    .await?;
+                self.ensure_item(&client, pid, item_id, name).await?;
             }
         }
 
         // 3. The invoice: cross-reference, then the invoice number, then create.
-        let invoice_no = format!(
-            "{}{}",
-            self.config.invoice_prefix,
-            opp_id.get(..15).unwrap_or(&opp_id)
-        );
+        let invoice_no = format!("{}{opp_id}", self.config.invoice_prefix);
         let mut created = false;
         let key = match self
             .xref
@@ -694,7 +691,6 @@ impl Q2c {
     async fn ensure_item(
         &self,
         client: &IntacctClient,
-        entity: &str,
         product_id: &str,
         item_id: &str,
         name: &str,
@@ -735,7 +731,8 @@ impl Q2c {
             object: "Product2".into(),
             salesforce_id: product_id.into(),
             sage_system: SAGE_SYSTEM.into(),
-            sage_entity: entity.into(),
+            // Items are shared by every entity (created at the level the session sees).
+            sage_entity: String::new(),
             sage_id: item_id.into(),
             last_values: None,
         };
@@ -871,10 +868,10 @@ impl Q2c {
         if invoice_currency != currency.code() {
             self.review
                 .open(
-                    "currency_mismatch",
+                    "other",
                     "Opportunity",
                     &opp_id,
-                    &json!({"payment_id": payment_id, "payment_currency": currency.code(), "invoice_currency": invoice_currency}),
+                    &json!({"reason": "currency_mismatch", "payment_id": payment_id, "payment_currency": currency.code(), "invoice_currency": invoice_currency}),
                 )
                 .await
                 .map_err(storage)?;
@@ -884,6 +881,22 @@ impl Q2c {
             )));
         }
         let customer_id = invoice.text_at("CUSTOMERID").unwrap_or_default().to_owned();
+        // Money going back (a refund, an ACH return) is not undone in Intacct by cashloop:
+        // Intacct reverses a receipt with a dated reversal a person chooses. It waits in review.
+        let kind = s("kind").unwrap_or_default();
+        if kind == "refund" || status == "returned" || (kind == "ach" && n("refunded_minor") > 0) {
+            self.review
+                .open(
+                    "other",
+                    "Opportunity",
+                    &opp_id,
+                    &json!({"reason": "payment_reversed", "payment_id": payment_id, "status": status, "refunded": from_minor(n("refunded_minor"), currency).to_string(),
+                            "currency": currency.code(), "invoice": link.sage_id,
+                            "note": "reverse the AR payment in Intacct (Receivables ▸ Received payments ▸ Reverse)"}),
+                )
+                .await
+                .map_err(storage)?;
+        }
         // Apply what was collected, once per payment (refunds and returns are left to
         // review: Intacct reverses a receipt with a reversal, not an edit).
         if collected_minor > 0 {
@@ -932,10 +945,10 @@ impl Q2c {
                 if over > Decimal::ZERO {
                     self.review
                         .open(
-                            "over_payment",
+                            "other",
                             "Opportunity",
                             &opp_id,
-                            &json!({"payment_id": payment_id, "unapplied": over.to_string(), "currency": currency.code()}),
+                            &json!({"reason": "over_payment", "payment_id": payment_id, "unapplied": over.to_string(), "currency": currency.code()}),
                         )
                         .await
                         .map_err(storage)?;
@@ -1239,10 +1252,10 @@ impl Q2c {
             {
                 self.review
                     .open(
-                        "changed_in_sage",
+                        "other",
                         object,
                         &format!("{entity_id}:{no}"),
-                        &json!({"message": r.message, "note": "posted before with other amounts; reverse and re-post by hand"}),
+                        &json!({"reason": "changed_in_sage", "message": r.message, "note": "posted before with other amounts; reverse and re-post by hand"}),
                     )
                     .await
                     .map_err(storage)?;
@@ -1368,8 +1381,8 @@ pub fn item_id_for(product: &Record) -> String {
     match product.get_str("ProductCode").map(str::trim) {
         Some(code) if !code.is_empty() => code.chars().take(30).collect(),
         _ => format!(
-            "SF-{}",
-            product.id().and_then(|i| i.get(..15)).unwrap_or("")
+            "SF{}",
+            crate::salesforce::wire::canonical_id(product.id().unwrap_or(""))
         ),
     }
 }

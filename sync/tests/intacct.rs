@@ -2296,3 +2296,41 @@ async fn a_rolled_back_transaction_undoes_documents_invoices_and_numbers() {
     assert_eq!(key, "Sales Invoice-INV-00001");
     assert_eq!(sim.records("ARINVOICE").len(), 1);
 }
+
+#[tokio::test]
+async fn read_by_query_pages_2500_invoices_and_recovers_from_an_expired_result_id() {
+    let sim = sim().await;
+    let c = client(&sim);
+    sim.insert(
+        "ARINVOICE",
+        (0..2_500)
+            .map(|i| {
+                Element::new("ARINVOICE")
+                    .with_leaf("RECORDID", format!("INV-{i:05}"))
+                    .with_leaf("CUSTOMERID", "C-1")
+                    .with_leaf("TOTALDUE", "10.00")
+            })
+            .collect(),
+    );
+    let all = c
+        .read_by_query_all("ARINVOICE", &["RECORDNO", "RECORDID"], "", 1000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2_500);
+    assert_eq!(
+        sim.function_count("readMore"),
+        2,
+        "pages of 1000, 1000, 500"
+    );
+
+    // The cursor expires after the first page: the read starts over, nothing twice.
+    sim.expire_result_ids_after(1);
+    let again = c
+        .read_by_query_all("ARINVOICE", &["RECORDID"], "", 1000)
+        .await
+        .unwrap();
+    let ids: std::collections::BTreeSet<&str> =
+        again.iter().filter_map(|r| r.text_at("RECORDID")).collect();
+    assert_eq!((again.len(), ids.len()), (2_500, 2_500));
+    assert_eq!(sim.function_count("readByQuery"), 3, "one restart");
+}

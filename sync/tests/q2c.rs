@@ -425,6 +425,23 @@ both_backends!(closed_won_usd_and_eur_in_two_entities, |t| async move {
             .len(),
         1
     );
+    // A refund is not undone in Intacct by cashloop: it waits in review for a person.
+    let mut refund = pay.clone();
+    refund["kind"] = json!("refund");
+    refund["status"] = json!("partially_refunded");
+    refund["refunded_minor"] = json!(20_000);
+    w.q2c.payment(&refund).await.unwrap();
+    assert_eq!(w.ia.records("ARPYMT").len(), 1);
+    let review = sync::review::Review::new(w.db.clone())
+        .open_items(10)
+        .await
+        .unwrap();
+    assert!(
+        review
+            .iter()
+            .any(|r| r.detail["reason"] == "payment_reversed" && r.record_key == usd.opportunity),
+        "{review:?}"
+    );
 
     // A cheque recorded in Intacct for the EUR invoice → the ledger and Salesforce.
     w.q2c.pull("UK").await.unwrap();
@@ -579,7 +596,7 @@ both_backends!(
                     date_created: chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
                     date_due: None,
                     term_name: None,
-                    invoice_no: Some(format!("SF-{}", &deal.opportunity[..15])),
+                    invoice_no: Some(format!("SF-{}", deal.opportunity)),
                     description: None,
                     currency: Some("USD".into()),
                     exch_rate_type: None,

@@ -2455,3 +2455,64 @@ both!(salesforce_closed_won_and_scheduled_pulls, |t| async move {
         3
     );
 });
+
+/// `cashloop sandbox`: the whole loop from a clean machine state — the server and the three
+/// simulators on loopback, seeded deals in USD and EUR in two entities, invoices written back,
+/// two card payments and a cheque, the ledger — and it says so.
+#[tokio::test]
+async fn sandbox_runs_the_whole_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--exit",
+            "--extra-deals",
+            "4",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env_remove("CASHLOOP_LOG")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    let figures: serde_json::Value =
+        serde_json::from_str(text.lines().rfind(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(figures["deals"], 8, "{text}");
+    assert_eq!(figures["invoiced"], 8, "{text}");
+    assert_eq!(figures["intacct_invoices"], 8);
+    // Globex existed in Intacct already: 8 accounts, 7 created, 1 linked.
+    assert_eq!(figures["intacct_customers"], 8);
+    assert_eq!(figures["payments"], 2);
+    assert_eq!(
+        figures["intacct_ar_payments"], 3,
+        "two gateway payments and a cheque"
+    );
+    for want in [
+        "Acme Corporation",
+        "Paid",
+        "Partially Paid",
+        "A cheque keyed into Intacct",
+        "UK  1010  Undeposited funds",
+        "US  1100  Processor clearing",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    // No card number anywhere: not in the output, the logs, the database or the config.
+    assert!(!text.contains("4111111111111111") && !err.contains("4111111111111111"));
+    let db = std::fs::read(dir.path().join("cashloop.db")).unwrap();
+    assert!(!db.windows(16).any(|w| w == b"4111111111111111"));
+    assert!(dir.path().join("cashloop.toml").exists());
+    // A second sandbox refuses a used directory rather than mixing data.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--exit", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--dir"));
+}

@@ -944,7 +944,9 @@ impl IntacctClient {
         }
     }
 
-    /// All records of a `readByQuery`.
+    /// All records of a `readByQuery`. A resultId that expires mid-read (Intacct keeps a
+    /// cursor for a limited time) restarts the read from the first page, up to 3 times: the
+    /// records read so far are dropped, so nothing is returned twice.
     pub async fn read_by_query_all(
         &self,
         object: &str,
@@ -952,12 +954,27 @@ impl IntacctClient {
         query: &str,
         pagesize: u32,
     ) -> Result<Vec<Element>, IntacctError> {
-        let mut pager = self.read_by_query(object, fields, query, pagesize);
-        let mut all = Vec::new();
-        while let Some(page) = pager.next_page().await? {
-            all.extend(page);
+        let mut restarts = 0;
+        'read: loop {
+            let mut pager = self.read_by_query(object, fields, query, pagesize);
+            let mut all = Vec::new();
+            loop {
+                match pager.next_page().await {
+                    Ok(Some(page)) => all.extend(page),
+                    Ok(None) => return Ok(all),
+                    Err(e) if e.is_expired_result_id() && restarts < 3 => {
+                        restarts += 1;
+                        tracing::info!(
+                            object,
+                            restarts,
+                            "intacct resultId expired mid-read; reading again"
+                        );
+                        continue 'read;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
-        Ok(all)
     }
 
     /// One `query` page (offset paging; each offset is a new query, not a snapshot).

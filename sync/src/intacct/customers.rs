@@ -50,9 +50,11 @@ pub enum EnsureError {
 pub const SAGE_SYSTEM: &str = "intacct";
 
 /// The CUSTOMERID cashloop gives a customer it creates: stable per Salesforce account, so a
-/// retried create is refused as a duplicate instead of making a second customer.
+/// retried create is refused as a duplicate instead of making a second customer. The 18-
+/// character id, because keys compare case-insensitively and 15-character ids differ only
+/// in case (`…0000h` and `…0000H` are two accounts); `SF` + 18 fits CUSTOMERID's 20.
 pub fn customer_id_for(salesforce_id: &str) -> String {
-    format!("SF-{}", salesforce_id.get(..15).unwrap_or(salesforce_id))
+    format!("SF{}", crate::salesforce::wire::canonical_id(salesforce_id))
 }
 
 fn quote(s: &str) -> String {

@@ -92,6 +92,14 @@ impl IntacctError {
         }
     }
 
+    /// A `readMore` on a resultId Intacct no longer holds.
+    pub fn is_expired_result_id(&self) -> bool {
+        matches!(self, IntacctError::Function { function, .. } if function == "readMore")
+            && self.errors().iter().any(|e| {
+                e.errorno == "readMore failed" || e.description2.contains("expired resultId")
+            })
+    }
+
     /// Whether any error has this `errorno`.
     pub fn has_errorno(&self, errorno: &str) -> bool {
         self.errors().iter().any(|e| e.errorno == errorno)

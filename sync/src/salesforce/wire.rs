@@ -435,6 +435,16 @@ pub fn parse_limit_info(header: &str) -> Option<(u64, u64)> {
     })
 }
 
+/// An id in its 18-character form (15-character ids are case-sensitive; stores and Sage
+/// keys are not).
+pub fn canonical_id(id: &str) -> String {
+    if id.len() == 15 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        id18(id)
+    } else {
+        id.to_owned()
+    }
+}
+
 /// The 18-character, case-insensitive form of a 15-character Salesforce id: three suffix
 /// characters, each encoding which of five characters are upper-case.
 pub fn id18(id15: &str) -> String {

@@ -172,6 +172,8 @@ struct State {
     executed: HashSet<String>,
     latency_ms: u64,
     faults: VecDeque<Fault>,
+    /// One-shot: after this many more pages, every open resultId expires.
+    expire_after_pages: Option<u64>,
     counters: Counters,
 }
 
@@ -226,6 +228,7 @@ impl Simulator {
             executed: HashSet::new(),
             latency_ms: 0,
             faults: VecDeque::new(),
+            expire_after_pages: None,
             counters: Counters::default(),
         };
         let shared = Arc::new(Shared {
@@ -281,6 +284,12 @@ impl Simulator {
     /// Every `readByQuery` cursor expires now.
     pub fn expire_result_ids(&self) {
         self.shared.lock().cursors.clear();
+    }
+
+    /// Expires every open resultId once `pages` more result pages have been served (a
+    /// long read outliving Intacct's cursor lifetime).
+    pub fn expire_result_ids_after(&self, pages: u64) {
+        self.shared.lock().expire_after_pages = Some(pages);
     }
 
     /// HTTP requests received (faulted ones included).
@@ -731,6 +740,10 @@ impl State {
             }
             "readMore" => {
                 let id = body.text_at("resultId").unwrap_or_default().to_owned();
+                if self.expire_after_pages == Some(0) {
+                    self.cursors.clear();
+                    self.expire_after_pages = None;
+                }
                 let cursor = self.cursors.remove(&id).filter(|c| c.expires > now);
                 let Some(cursor) = cursor else {
                     return Err(FnError::one(
@@ -797,6 +810,9 @@ impl State {
 
     /// The next page of a cursor; the cursor is kept under `id` while rows remain.
     fn page(&mut self, id: String, mut cursor: Cursor) -> Element {
+        if let Some(n) = self.expire_after_pages.as_mut() {
+            *n = n.saturating_sub(1);
+        }
         let n = cursor.pagesize.min(cursor.remaining.len());
         let rows: Vec<Element> = cursor.remaining.drain(..n).collect();
         let remaining = cursor.remaining.len();
