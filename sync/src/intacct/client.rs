@@ -212,6 +212,165 @@ pub struct InvoiceLine {
     pub department_id: Option<String>,
 }
 
+/// `exchratetype` **or** `exchrate` of a legacy function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exchange {
+    /// A rate type (`Intacct Daily Rate`).
+    RateType(String),
+    /// An explicit rate (transaction → base).
+    Rate(Decimal),
+}
+
+/// The currency block every legacy transaction shares: `basecurr, currency,
+/// exchratedate, exchratetype | exchrate` (in that order).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LegacyCurrency {
+    pub base_currency: Option<String>,
+    pub currency: Option<String>,
+    pub exch_rate_date: Option<NaiveDate>,
+    pub exchange: Option<Exchange>,
+}
+
+impl LegacyCurrency {
+    fn write(&self, mut el: Element) -> Element {
+        el = opt_leaf(el, "basecurr", self.base_currency.as_ref());
+        el = opt_leaf(el, "currency", self.currency.as_ref());
+        if let Some(d) = self.exch_rate_date {
+            el = el.with(legacy_date("exchratedate", d));
+        }
+        match &self.exchange {
+            Some(Exchange::RateType(t)) => el.with_leaf("exchratetype", t),
+            Some(Exchange::Rate(r)) => el.with_leaf("exchrate", r.to_string()),
+            None => el,
+        }
+    }
+}
+
+/// A `create_sotransaction` (legacy Order Entry; the only way to create an SODOCUMENT).
+#[derive(Clone, Debug)]
+pub struct NewSalesTransaction {
+    /// The transaction definition: `Sales Order`, `Sales Invoice`, …
+    pub transaction_type: String,
+    pub date_created: NaiveDate,
+    pub customer_id: String,
+    /// `None`: numbered by the definition's sequence.
+    pub document_no: Option<String>,
+    /// The customer's reference (PONUMBER).
+    pub reference_no: Option<String>,
+    pub term_name: Option<String>,
+    pub date_due: Option<NaiveDate>,
+    pub message: Option<String>,
+    pub currency: LegacyCurrency,
+    /// `Draft`, `Pending`, `Closed`; `None`: the definition's default.
+    pub state: Option<String>,
+    pub lines: Vec<SalesTransactionLine>,
+}
+
+/// A `sotransitem`. Discounts are not sent (the SDK fixtures show no discount element):
+/// give the discounted `price`.
+#[derive(Clone, Debug)]
+pub struct SalesTransactionLine {
+    pub item_id: String,
+    pub quantity: Decimal,
+    pub unit: Option<String>,
+    /// `None`: the item's price.
+    pub price: Option<Decimal>,
+    pub location_id: Option<String>,
+    pub department_id: Option<String>,
+    pub memo: Option<String>,
+}
+
+/// Where a payment is deposited: `undepfundsacct` or `bankaccountid`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentDeposit {
+    UndepositedFunds(String),
+    BankAccount(String),
+}
+
+/// A `create_arpayment` (legacy; element order of the SDK's `ArPaymentCreate`).
+#[derive(Clone, Debug)]
+pub struct NewArPayment {
+    pub customer_id: String,
+    /// In the payment currency.
+    pub payment_amount: Decimal,
+    pub batch_key: Option<String>,
+    pub translated_amount: Option<Decimal>,
+    pub deposit: Option<PaymentDeposit>,
+    /// Check number / gateway transaction id (DOCNUMBER).
+    pub ref_id: Option<String>,
+    pub overpay_location_id: Option<String>,
+    pub overpay_department_id: Option<String>,
+    pub date_received: NaiveDate,
+    /// `Printed Check`, `Cash`, `EFT`, `Credit Card`, …
+    pub payment_method: String,
+    pub currency: LegacyCurrency,
+    pub cc_type: Option<String>,
+    pub auth_code: Option<String>,
+    pub items: Vec<ArPaymentItem>,
+}
+
+/// An `arpaymentitem`: an amount applied to an invoice (by its RECORDNO).
+#[derive(Clone, Debug)]
+pub struct ArPaymentItem {
+    pub invoice_key: String,
+    pub amount: Decimal,
+}
+
+impl ArPaymentItem {
+    pub fn to_element(&self) -> Element {
+        Element::new("arpaymentitem")
+            .with_leaf("invoicekey", &self.invoice_key)
+            .with_leaf("amount", self.amount.to_string())
+    }
+}
+
+/// A `create_aradjustment` (legacy): lines summing positive make a debit memo, negative a
+/// credit memo.
+#[derive(Clone, Debug)]
+pub struct NewArAdjustment {
+    pub customer_id: String,
+    pub date_created: NaiveDate,
+    pub date_posted: Option<NaiveDate>,
+    pub batch_key: Option<String>,
+    pub adjustment_no: Option<String>,
+    pub action: Option<String>,
+    /// The invoice number (RECORDID) a credit memo applies to.
+    pub invoice_no: Option<String>,
+    pub description: Option<String>,
+    pub external_id: Option<String>,
+    pub currency: LegacyCurrency,
+    pub no_gl: Option<bool>,
+    pub lines: Vec<InvoiceLine>,
+}
+
+/// A `create_bill` (legacy AP bill).
+#[derive(Clone, Debug)]
+pub struct NewBill {
+    pub vendor_id: String,
+    pub date_created: NaiveDate,
+    pub date_due: Option<NaiveDate>,
+    pub term_name: Option<String>,
+    pub bill_no: Option<String>,
+    pub po_number: Option<String>,
+    pub description: Option<String>,
+    pub currency: LegacyCurrency,
+    pub lines: Vec<InvoiceLine>,
+}
+
+fn gl_line_items(container: &str, lines: &[InvoiceLine]) -> Element {
+    let mut items = Element::new(container);
+    for l in lines {
+        let mut li = Element::new("lineitem")
+            .with_leaf("glaccountno", &l.gl_account_no)
+            .with_leaf("amount", l.amount.to_string());
+        li = opt_leaf(li, "memo", l.memo.as_ref());
+        li = opt_leaf(li, "locationid", l.location_id.as_ref());
+        li = opt_leaf(li, "departmentid", l.department_id.as_ref());
+        items = items.with(li);
+    }
+    items
+}
+
 fn legacy_date(name: &str, d: NaiveDate) -> Element {
     Element::new(name)
         .with_leaf("year", d.year().to_string())
@@ -388,6 +547,112 @@ impl Function {
             items = items.with(li);
         }
         Function::new(controlid, el.with(items))
+    }
+
+    /// `create_sotransaction`, elements in the SDK's order (transactiontype, datecreated,
+    /// customerid, documentno, referenceno, termname, datedue, message, basecurr, currency,
+    /// exchratedate, exchratetype|exchrate, state, sotransitems).
+    pub fn create_sotransaction(
+        controlid: impl Into<String>,
+        tx: &NewSalesTransaction,
+    ) -> Function {
+        let mut el = Element::new("create_sotransaction")
+            .with_leaf("transactiontype", &tx.transaction_type)
+            .with(legacy_date("datecreated", tx.date_created))
+            .with_leaf("customerid", &tx.customer_id);
+        el = opt_leaf(el, "documentno", tx.document_no.as_ref());
+        el = opt_leaf(el, "referenceno", tx.reference_no.as_ref());
+        el = opt_leaf(el, "termname", tx.term_name.as_ref());
+        if let Some(d) = tx.date_due {
+            el = el.with(legacy_date("datedue", d));
+        }
+        el = opt_leaf(el, "message", tx.message.as_ref());
+        el = tx.currency.write(el);
+        el = opt_leaf(el, "state", tx.state.as_ref());
+        let mut items = Element::new("sotransitems");
+        for l in &tx.lines {
+            let mut li = Element::new("sotransitem")
+                .with_leaf("itemid", &l.item_id)
+                .with_leaf("quantity", l.quantity.to_string());
+            li = opt_leaf(li, "unit", l.unit.as_ref());
+            if let Some(p) = l.price {
+                li = li.with_leaf("price", p.to_string());
+            }
+            li = opt_leaf(li, "locationid", l.location_id.as_ref());
+            li = opt_leaf(li, "departmentid", l.department_id.as_ref());
+            li = opt_leaf(li, "memo", l.memo.as_ref());
+            items = items.with(li);
+        }
+        Function::new(controlid, el.with(items))
+    }
+
+    /// `create_arpayment`, elements in `ArPaymentCreate`'s order.
+    pub fn create_arpayment(controlid: impl Into<String>, p: &NewArPayment) -> Function {
+        let mut el = Element::new("create_arpayment")
+            .with_leaf("customerid", &p.customer_id)
+            .with_leaf("paymentamount", p.payment_amount.to_string());
+        el = opt_leaf(el, "batchkey", p.batch_key.as_ref());
+        if let Some(a) = p.translated_amount {
+            el = el.with_leaf("translatedamount", a.to_string());
+        }
+        match &p.deposit {
+            Some(PaymentDeposit::UndepositedFunds(a)) => el = el.with_leaf("undepfundsacct", a),
+            Some(PaymentDeposit::BankAccount(a)) => el = el.with_leaf("bankaccountid", a),
+            None => {}
+        }
+        el = opt_leaf(el, "refid", p.ref_id.as_ref());
+        el = opt_leaf(el, "overpaylocid", p.overpay_location_id.as_ref());
+        el = opt_leaf(el, "overpaydeptid", p.overpay_department_id.as_ref());
+        el = el
+            .with(legacy_date("datereceived", p.date_received))
+            .with_leaf("paymentmethod", &p.payment_method);
+        el = p.currency.write(el);
+        el = opt_leaf(el, "cctype", p.cc_type.as_ref());
+        el = opt_leaf(el, "authcode", p.auth_code.as_ref());
+        for it in &p.items {
+            el = el.with(it.to_element());
+        }
+        Function::new(controlid, el)
+    }
+
+    /// `create_aradjustment`, elements in `ArAdjustmentCreate`'s order.
+    pub fn create_aradjustment(controlid: impl Into<String>, a: &NewArAdjustment) -> Function {
+        let mut el = Element::new("create_aradjustment")
+            .with_leaf("customerid", &a.customer_id)
+            .with(legacy_date("datecreated", a.date_created));
+        if let Some(d) = a.date_posted {
+            el = el.with(legacy_date("dateposted", d));
+        }
+        el = opt_leaf(el, "batchkey", a.batch_key.as_ref());
+        el = opt_leaf(el, "adjustmentno", a.adjustment_no.as_ref());
+        el = opt_leaf(el, "action", a.action.as_ref());
+        el = opt_leaf(el, "invoiceno", a.invoice_no.as_ref());
+        el = opt_leaf(el, "description", a.description.as_ref());
+        el = opt_leaf(el, "externalid", a.external_id.as_ref());
+        el = a.currency.write(el);
+        if let Some(n) = a.no_gl {
+            el = el.with_leaf("nogl", n.to_string());
+        }
+        Function::new(
+            controlid,
+            el.with(gl_line_items("aradjustmentitems", &a.lines)),
+        )
+    }
+
+    /// `create_bill`, elements in `BillCreate`'s order (the subset [`NewBill`] carries).
+    pub fn create_bill(controlid: impl Into<String>, b: &NewBill) -> Function {
+        let mut el = Element::new("create_bill")
+            .with_leaf("vendorid", &b.vendor_id)
+            .with(legacy_date("datecreated", b.date_created));
+        if let Some(d) = b.date_due {
+            el = el.with(legacy_date("datedue", d));
+        }
+        el = opt_leaf(el, "termname", b.term_name.as_ref());
+        el = opt_leaf(el, "billno", b.bill_no.as_ref());
+        el = opt_leaf(el, "ponumber", b.po_number.as_ref());
+        el = opt_leaf(el, "description", b.description.as_ref());
+        el = b.currency.write(el);
+        Function::new(controlid, el.with(gl_line_items("billitems", &b.lines)))
     }
 
     pub fn get_api_session(controlid: impl Into<String>, entity: Option<&str>) -> Function {
@@ -789,6 +1054,56 @@ impl IntacctClient {
             status: 200,
             detail: "create_invoice answered without a <key>".into(),
         })
+    }
+
+    /// A legacy create's `<key>` (idempotent by `controlid`).
+    async fn legacy_key(&self, f: Function) -> Result<String, IntacctError> {
+        let name = f.body.name.clone();
+        let r = self.execute_one(f, write_options()).await?;
+        r.key.ok_or_else(|| IntacctError::MalformedResponse {
+            status: 200,
+            detail: format!("{name} answered without a <key>"),
+        })
+    }
+
+    /// Legacy `create_sotransaction`; returns the document id (`Sales Order-SO-00029`).
+    pub async fn create_sotransaction(
+        &self,
+        controlid: &str,
+        tx: &NewSalesTransaction,
+    ) -> Result<String, IntacctError> {
+        self.legacy_key(Function::create_sotransaction(controlid, tx))
+            .await
+    }
+
+    /// Legacy `create_arpayment`; returns the payment's key (its RECORDNO).
+    pub async fn create_arpayment(
+        &self,
+        controlid: &str,
+        payment: &NewArPayment,
+    ) -> Result<String, IntacctError> {
+        self.legacy_key(Function::create_arpayment(controlid, payment))
+            .await
+    }
+
+    /// Legacy `create_aradjustment`; returns the adjustment's key (its RECORDNO).
+    pub async fn create_aradjustment(
+        &self,
+        controlid: &str,
+        adjustment: &NewArAdjustment,
+    ) -> Result<String, IntacctError> {
+        self.legacy_key(Function::create_aradjustment(controlid, adjustment))
+            .await
+    }
+
+    /// Legacy `create_bill`; returns the bill's key (its RECORDNO).
+    pub async fn create_bill(
+        &self,
+        controlid: &str,
+        bill: &NewBill,
+    ) -> Result<String, IntacctError> {
+        self.legacy_key(Function::create_bill(controlid, bill))
+            .await
     }
 }
 

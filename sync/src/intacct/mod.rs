@@ -17,8 +17,10 @@ pub mod wire;
 pub mod xml;
 
 pub use client::{
-    Compare, Condition, DEFAULT_ENDPOINT, Function, IntacctClient, IntacctConfig, InvoiceLine,
-    NewInvoice, Options, Query, QueryPage, ReadByQueryPager, Secret, UserAuth,
+    ArPaymentItem, Compare, Condition, DEFAULT_ENDPOINT, Exchange, Function, IntacctClient,
+    IntacctConfig, InvoiceLine, LegacyCurrency, NewArAdjustment, NewArPayment, NewBill, NewInvoice,
+    NewSalesTransaction, Options, PaymentDeposit, Query, QueryPage, ReadByQueryPager,
+    SalesTransactionLine, Secret, UserAuth,
 };
 pub use error::IntacctError;
 pub use wire::{ErrorDetail, FunctionResult, Response, ResultStatus, parse_response};

@@ -1,9 +1,9 @@
 //! The simulated company: records per object, the write rules and the query subset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{NaiveDate, Utc};
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::intacct::wire::ErrorDetail;
 use crate::intacct::xml::Element;
@@ -52,6 +52,30 @@ pub const OBJECTS: &[ObjectSpec] = &[
         label: "AR Payment",
     },
     ObjectSpec {
+        name: "SODOCUMENT",
+        key: "DOCID",
+        required: &["DOCPARID", "CUSTVENDID"],
+        label: "Document",
+    },
+    ObjectSpec {
+        name: "ARADJUSTMENT",
+        key: "RECORDID",
+        required: &["CUSTOMERID"],
+        label: "Adjustment",
+    },
+    ObjectSpec {
+        name: "VENDOR",
+        key: "VENDORID",
+        required: &["VENDORID", "NAME", "DISPLAYCONTACT/PRINTAS"],
+        label: "Vendor",
+    },
+    ObjectSpec {
+        name: "APBILL",
+        key: "RECORDID",
+        required: &["VENDORID"],
+        label: "Bill",
+    },
+    ObjectSpec {
         name: "CURRENCY",
         key: "CODE",
         required: &["CODE"],
@@ -89,17 +113,81 @@ fn field<'a>(r: &'a Element, path: &str) -> Option<&'a str> {
     r.find(path).map(|e| e.text.as_str())
 }
 
+/// One change to the company, kept so a failed function (or a rolled back
+/// `transaction="true"` operation) can be undone in reverse order.
+#[derive(Clone, Debug)]
+enum Undo {
+    Inserted(&'static str, u64),
+    /// The previous version of a changed record.
+    Changed(&'static str, u64, Element),
+    Removed(&'static str, u64, Element),
+    /// The previous value of a document-number sequence.
+    Sequence(String, u64),
+}
+
+/// A point in the undo log to roll back to.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    log_len: usize,
+    next_recordno: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Company {
     records: BTreeMap<&'static str, BTreeMap<u64, Element>>,
+    /// Per object: natural-key value → RECORDNO, kept true on every insert, change and
+    /// removal (and their undo).
+    index: HashMap<&'static str, HashMap<String, u64>>,
     next_recordno: u64,
+    /// Changes since the last [`Company::commit`] (one request's worth).
+    undo: Vec<Undo>,
+    /// Last document number used per transaction definition / sequence.
+    sequences: HashMap<String, u64>,
+    /// The top level's base currency.
+    base_currency: String,
+    /// Base currency per entity.
+    entity_currency: HashMap<String, String>,
+    /// "Intacct Daily Rate": (from, to) → rate.
+    rates: HashMap<(String, String), Decimal>,
+}
+
+impl Default for Company {
+    fn default() -> Company {
+        Company::new()
+    }
+}
+
+fn object_name(object: &str) -> &'static str {
+    spec(object).map(|s| s.name).unwrap_or("CUSTOMER")
+}
+
+fn key_of(object: &'static str, rec: &Element) -> Option<String> {
+    let spec = spec(object).ok()?;
+    if spec.key.is_empty() {
+        return None;
+    }
+    field(rec, spec.key)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 impl Company {
     pub fn new() -> Company {
         let mut c = Company {
             records: BTreeMap::new(),
+            index: HashMap::new(),
             next_recordno: 1,
+            undo: Vec::new(),
+            sequences: HashMap::new(),
+            base_currency: "USD".into(),
+            entity_currency: [("US", "USD"), ("UK", "GBP")]
+                .into_iter()
+                .map(|(e, c)| (e.to_owned(), c.to_owned()))
+                .collect(),
+            rates: default_exchange_rates()
+                .into_iter()
+                .map(|(f, t, r)| ((f, t), r))
+                .collect(),
         };
         for (code, name) in [
             ("USD", "US Dollar"),
@@ -115,15 +203,137 @@ impl Company {
                 "",
             );
         }
+        c.commit();
         c
     }
 
-    /// Stores a record as is (plus RECORDNO and stamps); returns its RECORDNO.
-    pub fn insert_raw(&mut self, object: &str, mut rec: Element, location: &str) -> u64 {
-        let spec = spec(object).map(|s| s.name).unwrap_or("CUSTOMER");
+    // ---- storage primitives: every change goes through these (index + undo log) ----
+
+    fn index_add(&mut self, object: &'static str, no: u64, rec: &Element) {
+        if let Some(k) = key_of(object, rec) {
+            self.index.entry(object).or_default().insert(k, no);
+        }
+    }
+
+    fn index_remove(&mut self, object: &'static str, no: u64, rec: &Element) {
+        if let Some(k) = key_of(object, rec)
+            && let Some(m) = self.index.get_mut(object)
+            && m.get(&k) == Some(&no)
+        {
+            m.remove(&k);
+        }
+    }
+
+    fn alloc_recordno(&mut self) -> u64 {
         let no = self.next_recordno;
         self.next_recordno += 1;
-        rec.name = spec.to_owned();
+        no
+    }
+
+    fn put_new(&mut self, object: &'static str, no: u64, rec: Element) {
+        self.index_add(object, no, &rec);
+        self.records.entry(object).or_default().insert(no, rec);
+        self.undo.push(Undo::Inserted(object, no));
+    }
+
+    /// Replaces a stored record, keeping the previous version for undo.
+    fn replace(&mut self, object: &'static str, no: u64, rec: Element) {
+        let new_key = key_of(object, &rec);
+        let old = self.records.entry(object).or_default().insert(no, rec);
+        if let Some(old) = old {
+            if key_of(object, &old) != new_key {
+                self.index_remove(object, no, &old);
+            }
+            self.undo.push(Undo::Changed(object, no, old));
+        } else {
+            self.undo.push(Undo::Inserted(object, no));
+        }
+        if let Some(k) = new_key {
+            self.index.entry(object).or_default().insert(k, no);
+        }
+    }
+
+    /// Changes a stored record in place (through [`Company::replace`]); bumps WHENMODIFIED.
+    fn modify(&mut self, object: &'static str, no: u64, f: impl FnOnce(&mut Element)) -> bool {
+        let Some(mut rec) = self.get(object, no).cloned() else {
+            return false;
+        };
+        f(&mut rec);
+        rec.set_leaf("WHENMODIFIED", now_datetime());
+        self.replace(object, no, rec);
+        true
+    }
+
+    fn remove(&mut self, object: &'static str, no: u64) {
+        let old = self.records.get_mut(object).and_then(|m| m.remove(&no));
+        if let Some(old) = old {
+            self.index_remove(object, no, &old);
+            self.undo.push(Undo::Removed(object, no, old));
+        }
+    }
+
+    fn get(&self, object: &str, no: u64) -> Option<&Element> {
+        self.records.get(object_name(object))?.get(&no)
+    }
+
+    /// The next number of a document sequence (1, 2, …), undone with the rest.
+    fn next_in_sequence(&mut self, name: &str) -> u64 {
+        let prev = self.sequences.get(name).copied().unwrap_or(0);
+        self.undo.push(Undo::Sequence(name.to_owned(), prev));
+        self.sequences.insert(name.to_owned(), prev + 1);
+        prev + 1
+    }
+
+    /// Where the undo log stands now.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            log_len: self.undo.len(),
+            next_recordno: self.next_recordno,
+        }
+    }
+
+    /// Undoes every change made since `mark`, newest first.
+    pub fn rollback(&mut self, mark: Mark) {
+        while self.undo.len() > mark.log_len {
+            let Some(entry) = self.undo.pop() else { break };
+            match entry {
+                Undo::Inserted(object, no) => {
+                    if let Some(rec) = self.records.get_mut(object).and_then(|m| m.remove(&no)) {
+                        self.index_remove(object, no, &rec);
+                    }
+                }
+                Undo::Changed(object, no, old) | Undo::Removed(object, no, old) => {
+                    let current = self.records.entry(object).or_default().remove(&no);
+                    if let Some(cur) = current {
+                        self.index_remove(object, no, &cur);
+                    }
+                    self.index_add(object, no, &old);
+                    self.records.entry(object).or_default().insert(no, old);
+                }
+                Undo::Sequence(name, prev) => {
+                    self.sequences.insert(name, prev);
+                }
+            }
+        }
+        self.next_recordno = mark.next_recordno;
+    }
+
+    /// Forgets the undo log: what was written stays.
+    pub fn commit(&mut self) {
+        self.undo.clear();
+    }
+
+    /// Stores a record as is (plus RECORDNO and stamps); returns its RECORDNO.
+    pub fn insert_raw(&mut self, object: &str, rec: Element, location: &str) -> u64 {
+        let no = self.alloc_recordno();
+        self.insert_at(object, no, rec, location);
+        no
+    }
+
+    /// Stores a record under a RECORDNO from [`Company::alloc_recordno`].
+    fn insert_at(&mut self, object: &str, no: u64, mut rec: Element, location: &str) {
+        let name = object_name(object);
+        rec.name = name.to_owned();
         rec.children.retain(|c| !c.is("RECORDNO"));
         rec.children
             .insert(0, Element::leaf("RECORDNO", no.to_string()));
@@ -135,8 +345,7 @@ impl Company {
         if rec.child("MEGAENTITYID").is_none() {
             rec.set_leaf("MEGAENTITYID", location);
         }
-        self.records.entry(spec).or_default().insert(no, rec);
-        no
+        self.put_new(name, no, rec);
     }
 
     pub fn all(&self, object: &str) -> Vec<Element> {
@@ -149,14 +358,12 @@ impl Company {
             .unwrap_or_default()
     }
 
+    /// The RECORDNO of the record whose natural key is `value` (index lookup).
     fn by_key(&self, spec: &ObjectSpec, value: &str) -> Option<u64> {
         if spec.key.is_empty() || value.is_empty() {
             return None;
         }
-        self.records
-            .get(spec.name)?
-            .iter()
-            .find_map(|(no, r)| (field(r, spec.key) == Some(value)).then_some(*no))
+        self.index.get(spec.name)?.get(value).copied()
     }
 
     /// Records matching a readByQuery `query`, projected to `fields`, optionally with the
@@ -170,10 +377,25 @@ impl Company {
     ) -> Result<Vec<Element>, FnError> {
         let spec = spec(object)?;
         let conds = parse_query(query)?;
-        let rows = self.records.get(spec.name);
-        Ok(rows
-            .into_iter()
-            .flat_map(|m| m.values())
+        let Some(rows) = self.records.get(spec.name) else {
+            return Ok(Vec::new());
+        };
+        // An equality on the natural key or RECORDNO is answered from the index.
+        let point = conds.iter().find_map(|c| {
+            (c.op == Op::Eq).then_some(())?;
+            if !spec.key.is_empty() && c.field.eq_ignore_ascii_case(spec.key) {
+                Some(self.by_key(spec, &c.value))
+            } else if c.field.eq_ignore_ascii_case("RECORDNO") {
+                Some(c.value.trim().parse::<u64>().ok())
+            } else {
+                None
+            }
+        });
+        let candidates: Box<dyn Iterator<Item = &Element>> = match point {
+            Some(no) => Box::new(no.and_then(|n| rows.get(&n)).into_iter()),
+            None => Box::new(rows.values()),
+        };
+        Ok(candidates
             .filter(|r| conds.iter().all(|c| c.matches(r)))
             .map(|r| project(r, fields, lowercase))
             .collect())
@@ -280,10 +502,10 @@ impl Company {
         records: &[Element],
         location: &str,
     ) -> Result<Vec<Element>, FnError> {
-        let before = self.clone();
+        let mark = self.mark();
         let result = self.write_inner(create, records, location);
         if result.is_err() {
-            *self = before;
+            self.rollback(mark);
         }
         result
     }
@@ -345,10 +567,17 @@ impl Company {
                     errors.extend(could_not(spec.label));
                     return Err(FnError(errors));
                 }
-                if spec.name == "ARPYMT" {
-                    self.apply_payment(rec)?;
-                }
-                self.insert_raw(spec.name, rec.clone(), location)
+                let prepared = match spec.name {
+                    "ARPYMT" => self.prepare_payment(rec, location),
+                    "APBILL" => self.prepare_bill(rec, location),
+                    _ => Ok(rec.clone()),
+                };
+                let rec = prepared.map_err(|msg| {
+                    let mut errors = vec![ErrorDetail::new("BL01001973", "", &msg, "")];
+                    errors.extend(could_not(spec.label));
+                    FnError(errors)
+                })?;
+                self.insert_raw(spec.name, rec, location)
             } else {
                 let by_no = field(rec, "RECORDNO").and_then(|n| n.parse::<u64>().ok());
                 let key = if spec.key.is_empty() {
@@ -377,21 +606,32 @@ impl Company {
                     errors.extend(could_not(spec.label));
                     return Err(FnError(errors));
                 };
-                let stored = self
-                    .records
-                    .get_mut(spec.name)
-                    .and_then(|m| m.get_mut(&no))
-                    .ok_or_else(|| FnError::one("BL01001973", "record vanished"))?;
-                for c in &rec.children {
-                    if c.is("RECORDNO") {
-                        continue;
-                    }
-                    match stored.child_mut(&c.name) {
-                        Some(existing) => *existing = c.clone(),
-                        None => stored.children.push(c.clone()),
-                    }
+                if let Some(k) = key_of(spec.name, rec)
+                    && self.by_key(spec, &k).is_some_and(|other| other != no)
+                {
+                    let mut errors = vec![ErrorDetail::new(
+                        "BL34000061",
+                        "",
+                        &format!(
+                            "Another {} with the given value(s) {k}  already exists",
+                            spec.label
+                        ),
+                        "Use a unique value instead.",
+                    )];
+                    errors.extend(could_not(spec.label));
+                    return Err(FnError(errors));
                 }
-                stored.set_leaf("WHENMODIFIED", now_datetime());
+                self.modify(spec.name, no, |stored| {
+                    for c in &rec.children {
+                        if c.is("RECORDNO") {
+                            continue;
+                        }
+                        match stored.child_mut(&c.name) {
+                            Some(existing) => *existing = c.clone(),
+                            None => stored.children.push(c.clone()),
+                        }
+                    }
+                });
                 no
             };
             let stored = &self.records[spec.name][&no];
@@ -403,49 +643,6 @@ impl Company {
             written.push(out);
         }
         Ok(written)
-    }
-
-    /// Applies `ARPYMTDETAILS/ARPYMTDETAIL{RECORDKEY, TRX_PAYMENTAMOUNT}` to invoices.
-    fn apply_payment(&mut self, rec: &Element) -> Result<(), FnError> {
-        let Some(details) = rec.child("ARPYMTDETAILS") else {
-            return Ok(());
-        };
-        for d in details.children_named("ARPYMTDETAIL") {
-            let key: u64 = field(d, "RECORDKEY")
-                .and_then(|k| k.parse().ok())
-                .ok_or_else(|| FnError::one("BL01001973", "ARPYMTDETAIL needs a RECORDKEY"))?;
-            let amount: Decimal = field(d, "TRX_PAYMENTAMOUNT")
-                .and_then(|a| a.parse().ok())
-                .ok_or_else(|| FnError::one("BL01001973", "Invalid TRX_PAYMENTAMOUNT"))?;
-            let inv = self
-                .records
-                .get_mut("ARINVOICE")
-                .and_then(|m| m.get_mut(&key))
-                .ok_or_else(|| {
-                    FnError::one("BL01001973", &format!("Invalid invoice RECORDKEY {key}"))
-                })?;
-            let dec = |f: &str| -> Decimal {
-                field(inv, f)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_default()
-            };
-            let due = dec("TOTALDUE");
-            if amount > due || amount <= Decimal::ZERO {
-                return Err(FnError::one(
-                    "BL01001973",
-                    &format!("Payment amount {amount} exceeds the amount due {due}"),
-                ));
-            }
-            let paid = dec("TOTALPAID") + amount;
-            inv.set_leaf("TOTALDUE", (due - amount).to_string());
-            inv.set_leaf("TOTALPAID", paid.to_string());
-            if due == amount {
-                inv.set_leaf("STATE", "Paid");
-            } else {
-                inv.set_leaf("STATE", "Partially Paid");
-            }
-        }
-        Ok(())
     }
 
     pub fn delete(&mut self, object: &str, keys: &str) -> Result<(), FnError> {
@@ -468,133 +665,991 @@ impl Company {
             };
             nos.push(no);
         }
-        if let Some(m) = self.records.get_mut(spec.name) {
-            for n in nos {
-                m.remove(&n);
-            }
+        for n in nos {
+            self.remove(spec.name, n);
         }
         Ok(())
     }
 
     /// Legacy `create_invoice`: an ARINVOICE with its lines; returns the RECORDNO (`<key>`).
     pub fn create_invoice(&mut self, body: &Element, location: &str) -> Result<u64, FnError> {
-        let fail = |msg: &str| {
-            FnError(vec![
-                ErrorDetail::new("BL01001973", "", msg, ""),
-                ErrorDetail::new("BL01001973", "", "Could not create Invoice record!", ""),
-            ])
-        };
+        let fail = |msg: &str| could_not("Invoice", msg);
         let customer_id = body.text_at("customerid").unwrap_or_default();
-        let customer = self
-            .by_key(spec("CUSTOMER")?, customer_id)
-            .map(|no| self.records["CUSTOMER"][&no].clone())
-            .ok_or_else(|| fail(&format!("Invalid Customer {customer_id} specified.")))?;
-        let date = |name: &str| -> Result<Option<NaiveDate>, FnError> {
-            let Some(d) = body.child(name) else {
-                return Ok(None);
-            };
-            let part = |p: &str| d.text_at(p).and_then(|v| v.parse::<u32>().ok());
-            let ymd = (part("year"), part("month"), part("day"));
-            match ymd {
-                (Some(y), Some(m), Some(dd)) => i32::try_from(y)
-                    .ok()
-                    .and_then(|y| NaiveDate::from_ymd_opt(y, m, dd))
-                    .map(Some)
-                    .ok_or_else(|| fail(&format!("Invalid {name}"))),
-                _ => Err(fail(&format!("Invalid {name}"))),
-            }
-        };
-        let created =
-            date("datecreated")?.ok_or_else(|| fail("Required field datecreated is missing"))?;
-        let due = date("datedue")?;
-        let currency = body.text_at("currency").unwrap_or("USD").to_owned();
-        if self.by_key(spec("CURRENCY")?, &currency).is_none() {
-            return Err(fail(&format!("Invalid currency {currency}")));
-        }
-        let mut total = Decimal::ZERO;
-        let mut items = Element::new("ARINVOICEITEMS");
+        let customer = self.customer(customer_id).map_err(|m| fail(&m))?;
+        let created = legacy_date(body, "datecreated")
+            .map_err(|m| fail(&m))?
+            .ok_or_else(|| fail("Required field datecreated is missing"))?;
+        let due = legacy_date(body, "datedue").map_err(|m| fail(&m))?;
+        let money = self
+            .legacy_money(body, location, created)
+            .map_err(|m| fail(&m))?;
         let lines: Vec<&Element> = body
             .child("invoiceitems")
             .map(|i| i.children_named("lineitem").collect())
             .unwrap_or_default();
-        if lines.is_empty() {
-            return Err(fail("An invoice needs at least one line item"));
+        let lines =
+            gl_lines(&lines, "An invoice needs at least one line item").map_err(|m| fail(&m))?;
+        let invoice_no = body.text_at("invoiceno").unwrap_or_default();
+        if !invoice_no.is_empty() && self.by_key(spec("ARINVOICE")?, invoice_no).is_some() {
+            return Err(duplicate("Invoice", invoice_no, "Invoice"));
         }
+        let header = InvoiceHeader {
+            customer_id,
+            customer_name: field(&customer, "NAME").unwrap_or_default(),
+            record_id: invoice_no,
+            created,
+            due,
+            term_name: body.text_at("termname").unwrap_or_default(),
+            description: body.text_at("description").unwrap_or_default(),
+            module_key: "4.AR",
+        };
+        Ok(self.insert_invoice(&header, &money, &lines, location))
+    }
+
+    /// Stores an ARINVOICE (RECORDID = its RECORDNO when no number was given).
+    fn insert_invoice(
+        &mut self,
+        h: &InvoiceHeader<'_>,
+        money: &Money,
+        lines: &[GlLine],
+        location: &str,
+    ) -> u64 {
+        let mut items = Element::new("ARINVOICEITEMS");
+        let mut total = Decimal::ZERO;
         for (i, l) in lines.iter().enumerate() {
-            let account = l.text_at("glaccountno").unwrap_or_default();
-            if account.is_empty() {
-                return Err(fail(&format!("Line {}: glaccountno is required", i + 1)));
-            }
-            let amount: Decimal = l
-                .text_at("amount")
-                .and_then(|a| a.parse().ok())
-                .ok_or_else(|| fail(&format!("Line {}: invalid amount", i + 1)))?;
-            total += amount;
+            total += l.amount;
             items = items.with(
                 Element::new("arinvoiceitem")
                     .with_leaf("LINE_NO", i.to_string())
-                    .with_leaf("ACCOUNTNO", account)
-                    .with_leaf("AMOUNT", amount.to_string())
-                    .with_leaf("ENTRYDESCRIPTION", l.text_at("memo").unwrap_or_default())
-                    .with_leaf("LOCATIONID", l.text_at("locationid").unwrap_or_default())
-                    .with_leaf(
-                        "DEPARTMENTID",
-                        l.text_at("departmentid").unwrap_or_default(),
-                    ),
+                    .with_leaf("ACCOUNTNO", &l.account)
+                    .with_leaf("TRX_AMOUNT", cents(l.amount).to_string())
+                    .with_leaf("AMOUNT", money.to_base(l.amount).to_string())
+                    .with_leaf("CURRENCY", &money.currency)
+                    .with_leaf("BASECURR", &money.basecurr)
+                    .with_leaf("EXCHANGE_RATE", money.rate.normalize().to_string())
+                    .with_leaf("ENTRYDESCRIPTION", &l.memo)
+                    .with_leaf("LOCATIONID", &l.location)
+                    .with_leaf("DEPARTMENTID", &l.department),
             );
         }
-        let invoice_no = body.text_at("invoiceno").unwrap_or_default();
-        if !invoice_no.is_empty() && self.by_key(spec("ARINVOICE")?, invoice_no).is_some() {
-            return Err(FnError(vec![
-                ErrorDetail::new(
-                    "BL34000061",
-                    "",
-                    &format!(
-                        "Another Invoice with the given value(s) {invoice_no}  already exists"
-                    ),
-                    "Use a unique value instead.",
-                ),
-                ErrorDetail::new("BL01001973", "", "Could not create Invoice record!", ""),
-            ]));
-        }
-        let rec = Element::new("ARINVOICE")
-            .with_leaf("RECORDID", invoice_no)
+        let no = self.alloc_recordno();
+        let record_id = if h.record_id.is_empty() {
+            no.to_string()
+        } else {
+            h.record_id.to_owned()
+        };
+        let mut rec = Element::new("ARINVOICE")
+            .with_leaf("RECORDID", record_id)
             .with_leaf("RECORDTYPE", "ri")
-            .with_leaf("CUSTOMERID", customer_id)
-            .with_leaf("CUSTOMERNAME", field(&customer, "NAME").unwrap_or_default())
+            .with_leaf("CUSTOMERID", h.customer_id)
+            .with_leaf("CUSTOMERNAME", h.customer_name)
             .with_leaf("STATE", "Posted")
+            .with_leaf("DESCRIPTION", h.description)
+            .with_leaf("TERMNAME", h.term_name)
+            .with_leaf("WHENCREATED", h.created.format("%m/%d/%Y").to_string())
             .with_leaf(
-                "DESCRIPTION",
-                body.text_at("description").unwrap_or_default(),
+                "WHENDUE",
+                h.due
+                    .map(|d| d.format("%m/%d/%Y").to_string())
+                    .unwrap_or_default(),
             )
-            .with_leaf("TERMNAME", body.text_at("termname").unwrap_or_default())
+            .with_leaf("WHENPAID", "");
+        money.stamp(&mut rec);
+        set_totals(&mut rec, money.rate, total, Decimal::ZERO);
+        rec = rec.with_leaf("MODULEKEY", h.module_key).with(items);
+        self.insert_at("ARINVOICE", no, rec, location);
+        no
+    }
+
+    /// The customer record, or Intacct's "Invalid Customer" text.
+    fn customer(&self, customer_id: &str) -> Result<Element, String> {
+        self.by_key(spec("CUSTOMER").map_err(|_| "no CUSTOMER")?, customer_id)
+            .and_then(|no| self.get("CUSTOMER", no))
+            .cloned()
+            .ok_or_else(|| format!("Invalid Customer {customer_id} specified."))
+    }
+
+    /// Legacy `create_sotransaction`: an SODOCUMENT (and, for a Sales Invoice, its ARINVOICE);
+    /// returns the document id (`Sales Order-SO-00001`).
+    pub fn create_sotransaction(
+        &mut self,
+        body: &Element,
+        location: &str,
+    ) -> Result<String, FnError> {
+        let fail = |msg: &str| could_not("Document", msg);
+        let definition = body.text_at("transactiontype").unwrap_or_default();
+        let Some((_, prefix)) = SALES_DEFINITIONS
+            .iter()
+            .find(|(name, _)| *name == definition)
+        else {
+            return Err(fail(&format!(
+                "Invalid transaction definition {definition}"
+            )));
+        };
+        let created = legacy_date(body, "datecreated")
+            .map_err(|m| fail(&m))?
+            .ok_or_else(|| fail("Required field datecreated is missing"))?;
+        let due = legacy_date(body, "datedue").map_err(|m| fail(&m))?;
+        let customer_id = body.text_at("customerid").unwrap_or_default();
+        let customer = self.customer(customer_id).map_err(|m| fail(&m))?;
+        let money = self
+            .legacy_money(body, location, created)
+            .map_err(|m| fail(&m))?;
+        let lines: Vec<&Element> = body
+            .child("sotransitems")
+            .map(|i| i.children_named("sotransitem").collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            return Err(fail("A transaction needs at least one line item"));
+        }
+        let item_spec = spec("ITEM")?;
+        let mut entries = Element::new("SODOCUMENTENTRIES");
+        let mut gl = Vec::new();
+        let mut total = Decimal::ZERO;
+        for (i, l) in lines.iter().enumerate() {
+            let n = i + 1;
+            let item_id = l.text_at("itemid").unwrap_or_default();
+            let item = self
+                .by_key(item_spec, item_id)
+                .and_then(|no| self.get("ITEM", no))
+                .ok_or_else(|| fail(&format!("Line {n}: Invalid Item {item_id} specified.")))?;
+            let quantity = l
+                .text_at("quantity")
+                .and_then(|q| q.trim().parse::<Decimal>().ok())
+                .filter(|q| *q > Decimal::ZERO)
+                .ok_or_else(|| {
+                    fail(&format!(
+                        "Line {n}: Invalid quantity {}",
+                        l.text_at("quantity").unwrap_or_default()
+                    ))
+                })?;
+            let price = match l.text_at("price") {
+                Some(p) => p
+                    .trim()
+                    .parse::<Decimal>()
+                    .ok()
+                    .filter(|p| *p >= Decimal::ZERO)
+                    .ok_or_else(|| fail(&format!("Line {n}: Invalid price {p}")))?,
+                None => field(item, "BASEPRICE")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_default(),
+            };
+            let value = cents(quantity * price);
+            total += value;
+            let text = |name: &str| l.text_at(name).unwrap_or_default().to_owned();
+            entries = entries.with(
+                Element::new("sodocumententry")
+                    .with_leaf("LINE_NO", i.to_string())
+                    .with_leaf("ITEMID", item_id)
+                    .with_leaf("ITEMNAME", field(item, "NAME").unwrap_or_default())
+                    .with_leaf("QUANTITY", quantity.to_string())
+                    .with_leaf("UNIT", text("unit"))
+                    .with_leaf("TRX_PRICE", price.to_string())
+                    .with_leaf("PRICE", money.to_base(price).to_string())
+                    .with_leaf("TRX_VALUE", value.to_string())
+                    .with_leaf("TOTAL", money.to_base(value).to_string())
+                    .with_leaf("LOCATIONID", text("locationid"))
+                    .with_leaf("DEPARTMENTID", text("departmentid"))
+                    .with_leaf("MEMO", text("memo")),
+            );
+            gl.push(GlLine {
+                account: field(item, "INCOMEGLACCOUNT")
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or(DEFAULT_SALES_ACCOUNT)
+                    .to_owned(),
+                amount: value,
+                memo: text("memo"),
+                location: text("locationid"),
+                department: text("departmentid"),
+            });
+        }
+        let doc_spec = spec("SODOCUMENT")?;
+        let docno = match body.text_at("documentno").filter(|d| !d.is_empty()) {
+            Some(d) => d.to_owned(),
+            None => loop {
+                let n = self.next_in_sequence(definition);
+                let candidate = format!("{prefix}{n:05}");
+                if self
+                    .by_key(doc_spec, &format!("{definition}-{candidate}"))
+                    .is_none()
+                {
+                    break candidate;
+                }
+            },
+        };
+        let docid = format!("{definition}-{docno}");
+        if self.by_key(doc_spec, &docid).is_some() {
+            return Err(duplicate("document", &docid, "Document"));
+        }
+        let state = body
+            .text_at("state")
+            .filter(|s| !s.is_empty())
+            .unwrap_or("Pending")
+            .to_owned();
+        let customer_name = field(&customer, "NAME").unwrap_or_default().to_owned();
+        let mut prrecordkey = String::new();
+        if definition == "Sales Invoice" && state != "Draft" {
+            if self.by_key(spec("ARINVOICE")?, &docno).is_some() {
+                return Err(duplicate("Invoice", &docno, "Document"));
+            }
+            let header = InvoiceHeader {
+                customer_id,
+                customer_name: &customer_name,
+                record_id: &docno,
+                created,
+                due,
+                term_name: body.text_at("termname").unwrap_or_default(),
+                description: body.text_at("message").unwrap_or_default(),
+                module_key: "8.SO",
+            };
+            prrecordkey = self
+                .insert_invoice(&header, &money, &gl, location)
+                .to_string();
+        }
+        let text = |name: &str| body.text_at(name).unwrap_or_default().to_owned();
+        let mut rec = Element::new("SODOCUMENT")
+            .with_leaf("DOCID", &docid)
+            .with_leaf("DOCNO", &docno)
+            .with_leaf("DOCPARID", definition)
+            .with_leaf("CUSTVENDID", customer_id)
+            .with_leaf("CUSTVENDNAME", &customer_name)
+            .with_leaf("STATE", &state)
             .with_leaf("WHENCREATED", created.format("%m/%d/%Y").to_string())
             .with_leaf(
                 "WHENDUE",
                 due.map(|d| d.format("%m/%d/%Y").to_string())
                     .unwrap_or_default(),
             )
-            .with_leaf("TOTALENTERED", total.to_string())
-            .with_leaf("TOTALDUE", total.to_string())
-            .with_leaf("TOTALPAID", "0")
-            .with_leaf("CURRENCY", &currency)
-            .with_leaf(
-                "EXCH_RATE_TYPE_ID",
-                body.text_at("exchratetype").unwrap_or_default(),
-            )
-            .with_leaf("MODULEKEY", "4.AR")
-            .with(items);
-        let no = self.insert_raw("ARINVOICE", rec, location);
-        if invoice_no.is_empty()
-            && let Some(r) = self
-                .records
-                .get_mut("ARINVOICE")
-                .and_then(|m| m.get_mut(&no))
-        {
-            r.set_leaf("RECORDID", no.to_string());
+            .with_leaf("PONUMBER", text("referenceno"))
+            .with_leaf("TERMNAME", text("termname"))
+            .with_leaf("MESSAGE", text("message"));
+        money.stamp(&mut rec);
+        rec = rec
+            .with_leaf("TRX_SUBTOTAL", total.to_string())
+            .with_leaf("SUBTOTAL", money.to_base(total).to_string())
+            .with_leaf("TRX_TOTAL", total.to_string())
+            .with_leaf("TOTAL", money.to_base(total).to_string());
+        set_totals(&mut rec, money.rate, total, Decimal::ZERO);
+        rec = rec.with_leaf("PRRECORDKEY", prrecordkey).with(entries);
+        self.insert_raw("SODOCUMENT", rec, location);
+        Ok(docid)
+    }
+
+    /// Applies amounts (transaction currency) to invoices of `customer_id` in `currency`:
+    /// TRX_TOTALPAID / TRX_TOTALDUE move, base amounts follow (see [`set_totals`]), STATE
+    /// becomes Partially Paid / Paid, WHENMODIFIED is bumped. `what` names the amount in
+    /// messages ("Payment", "Credit").
+    fn apply_to_invoices(
+        &mut self,
+        customer_id: &str,
+        currency: &str,
+        items: &[(u64, Decimal)],
+        paid_on: NaiveDate,
+        what: &str,
+    ) -> Result<(), String> {
+        for &(key, amount) in items {
+            let inv = self
+                .get("ARINVOICE", key)
+                .ok_or_else(|| format!("Invalid invoice RECORDKEY {key}"))?;
+            let owner = field(inv, "CUSTOMERID").unwrap_or_default();
+            if owner != customer_id {
+                return Err(format!(
+                    "Invoice {key} belongs to customer {owner}, not to {customer_id}"
+                ));
+            }
+            let inv_currency = field(inv, "CURRENCY").unwrap_or_default();
+            if !inv_currency.is_empty() && inv_currency != currency {
+                return Err(format!(
+                    "The {} currency {currency} does not match the currency {inv_currency} of invoice {key}",
+                    what.to_ascii_lowercase()
+                ));
+            }
+            let (entered, paid, rate) = invoice_amounts(inv);
+            let due = entered - paid;
+            if amount <= Decimal::ZERO {
+                return Err(format!(
+                    "Invalid {} amount {amount}",
+                    what.to_ascii_lowercase()
+                ));
+            }
+            if amount > due {
+                return Err(format!(
+                    "{what} amount {amount} exceeds the amount due {due}"
+                ));
+            }
+            let paid = paid + amount;
+            self.modify("ARINVOICE", key, |inv| {
+                set_totals(inv, rate, entered, paid);
+                if paid == entered {
+                    inv.set_leaf("STATE", "Paid");
+                    inv.set_leaf("WHENPAID", paid_on.format("%m/%d/%Y").to_string());
+                } else {
+                    inv.set_leaf("STATE", "Partially Paid");
+                }
+            });
         }
+        Ok(())
+    }
+
+    /// A generic `create` ARPYMT: checks the customer, applies `ARPYMTDETAIL`s with the
+    /// same rules as `create_arpayment`, and returns the record to store (with currency
+    /// and totals).
+    fn prepare_payment(&mut self, rec: &Element, location: &str) -> Result<Element, String> {
+        let customer_id = field(rec, "CUSTOMERID").unwrap_or_default();
+        let customer = self.customer(customer_id)?;
+        let received = field(rec, "RECEIPTDATE")
+            .and_then(|d| NaiveDate::parse_from_str(d, "%m/%d/%Y").ok())
+            .ok_or("Invalid RECEIPTDATE")?;
+        let nonempty = |f: &str| field(rec, f).filter(|v| !v.is_empty());
+        let money = self.money(
+            location,
+            nonempty("BASECURR"),
+            nonempty("CURRENCY"),
+            nonempty("EXCH_RATE_TYPE_ID"),
+            nonempty("EXCHANGE_RATE"),
+            received,
+        )?;
+        let mut items = Vec::new();
+        if let Some(details) = rec.child("ARPYMTDETAILS") {
+            for d in details.children_named("ARPYMTDETAIL") {
+                let key: u64 = field(d, "RECORDKEY")
+                    .and_then(|k| k.trim().parse().ok())
+                    .ok_or("ARPYMTDETAIL needs a RECORDKEY")?;
+                let amount: Decimal = field(d, "TRX_PAYMENTAMOUNT")
+                    .and_then(|a| a.trim().parse().ok())
+                    .ok_or("Invalid TRX_PAYMENTAMOUNT")?;
+                items.push((key, cents(amount)));
+            }
+        }
+        let applied: Decimal = items.iter().map(|(_, a)| *a).sum();
+        let total = match nonempty("TRX_AMOUNTTOPAY") {
+            Some(a) => a
+                .trim()
+                .parse::<Decimal>()
+                .map_err(|_| format!("Invalid TRX_AMOUNTTOPAY {a}"))?,
+            None => applied,
+        };
+        if applied > total {
+            return Err(format!(
+                "The payment details total {applied} exceeds the payment amount {total}"
+            ));
+        }
+        self.apply_to_invoices(customer_id, &money.currency, &items, received, "Payment")?;
+        let mut out = rec.clone();
+        out.set_leaf("CUSTOMERNAME", field(&customer, "NAME").unwrap_or_default());
+        if field(&out, "STATE").is_none() {
+            out.set_leaf("STATE", "Posted");
+        }
+        money.stamp(&mut out);
+        set_totals(&mut out, money.rate, total, applied);
+        Ok(out)
+    }
+
+    /// Legacy `create_arpayment`; returns the ARPYMT RECORDNO.
+    pub fn create_arpayment(&mut self, body: &Element, location: &str) -> Result<u64, FnError> {
+        let fail = |msg: &str| could_not("Payment", msg);
+        let customer_id = body.text_at("customerid").unwrap_or_default();
+        let customer = self.customer(customer_id).map_err(|m| fail(&m))?;
+        let amount_text = body.text_at("paymentamount").unwrap_or_default();
+        let amount = amount_text
+            .trim()
+            .parse::<Decimal>()
+            .ok()
+            .filter(|a| *a > Decimal::ZERO)
+            .map(cents)
+            .ok_or_else(|| fail(&format!("Invalid paymentamount {amount_text}")))?;
+        let received = legacy_date(body, "datereceived")
+            .map_err(|m| fail(&m))?
+            .ok_or_else(|| fail("Required field datereceived is missing"))?;
+        let money = self
+            .legacy_money(body, location, received)
+            .map_err(|m| fail(&m))?;
+        let mut items = Vec::new();
+        for (i, it) in body.children_named("arpaymentitem").enumerate() {
+            let key = it.text_at("invoicekey").unwrap_or_default();
+            let key: u64 = key
+                .trim()
+                .parse()
+                .map_err(|_| fail(&format!("Item {}: invalid invoicekey {key}", i + 1)))?;
+            let a = it.text_at("amount").unwrap_or_default();
+            let a: Decimal = a
+                .trim()
+                .parse()
+                .map_err(|_| fail(&format!("Item {}: invalid amount {a}", i + 1)))?;
+            items.push((key, cents(a)));
+        }
+        let applied: Decimal = items.iter().map(|(_, a)| *a).sum();
+        if applied > amount {
+            return Err(fail(&format!(
+                "The payment items total {applied} exceeds the payment amount {amount}"
+            )));
+        }
+        self.apply_to_invoices(customer_id, &money.currency, &items, received, "Payment")
+            .map_err(|m| fail(&m))?;
+        let text = |name: &str| body.text_at(name).unwrap_or_default().to_owned();
+        let mut details = Element::new("ARPYMTDETAILS");
+        for (key, a) in &items {
+            details = details.with(
+                Element::new("ARPYMTDETAIL")
+                    .with_leaf("RECORDKEY", key.to_string())
+                    .with_leaf("TRX_PAYMENTAMOUNT", a.to_string()),
+            );
+        }
+        let mut rec = Element::new("ARPYMT")
+            .with_leaf("CUSTOMERID", customer_id)
+            .with_leaf("CUSTOMERNAME", field(&customer, "NAME").unwrap_or_default())
+            .with_leaf("PAYMENTMETHOD", text("paymentmethod"))
+            .with_leaf("DOCNUMBER", text("refid"))
+            .with_leaf("RECEIPTDATE", received.format("%m/%d/%Y").to_string())
+            .with_leaf("FINANCIALENTITY", text("bankaccountid"))
+            .with_leaf("UNDEPOSITEDACCOUNTNO", text("undepfundsacct"))
+            .with_leaf("PRBATCHKEY", text("batchkey"))
+            .with_leaf("OVERPAYMENTLOCATIONID", text("overpaylocid"))
+            .with_leaf("OVERPAYMENTDEPARTMENTID", text("overpaydeptid"))
+            .with_leaf("STATE", "Posted");
+        money.stamp(&mut rec);
+        set_totals(&mut rec, money.rate, amount, applied);
+        rec = rec.with(details);
+        Ok(self.insert_raw("ARPYMT", rec, location))
+    }
+
+    /// Legacy `create_aradjustment` (positive total: debit memo, negative: credit memo);
+    /// returns the ARADJUSTMENT RECORDNO. A credit memo naming an invoice of the customer
+    /// (`invoiceno` = its RECORDID) reduces what that invoice has due.
+    pub fn create_aradjustment(&mut self, body: &Element, location: &str) -> Result<u64, FnError> {
+        let fail = |msg: &str| could_not("Adjustment", msg);
+        let customer_id = body.text_at("customerid").unwrap_or_default();
+        let customer = self.customer(customer_id).map_err(|m| fail(&m))?;
+        let created = legacy_date(body, "datecreated")
+            .map_err(|m| fail(&m))?
+            .ok_or_else(|| fail("Required field datecreated is missing"))?;
+        let posted = legacy_date(body, "dateposted").map_err(|m| fail(&m))?;
+        let money = self
+            .legacy_money(body, location, created)
+            .map_err(|m| fail(&m))?;
+        let lines: Vec<&Element> = body
+            .child("aradjustmentitems")
+            .map(|i| i.children_named("lineitem").collect())
+            .unwrap_or_default();
+        let lines =
+            gl_lines(&lines, "An adjustment needs at least one line item").map_err(|m| fail(&m))?;
+        let total: Decimal = lines.iter().map(|l| l.amount).sum();
+        let adjustment_no = body.text_at("adjustmentno").unwrap_or_default();
+        if !adjustment_no.is_empty() && self.by_key(spec("ARADJUSTMENT")?, adjustment_no).is_some()
+        {
+            return Err(duplicate("Adjustment", adjustment_no, "Adjustment"));
+        }
+        let invoice_no = body.text_at("invoiceno").unwrap_or_default();
+        if !invoice_no.is_empty()
+            && let Some(inv) = self.by_key(spec("ARINVOICE")?, invoice_no)
+        {
+            let owner = self
+                .get("ARINVOICE", inv)
+                .and_then(|r| field(r, "CUSTOMERID"))
+                .unwrap_or_default();
+            if owner != customer_id {
+                return Err(fail(&format!(
+                    "Invoice {invoice_no} belongs to customer {owner}, not to {customer_id}"
+                )));
+            }
+            if total < Decimal::ZERO {
+                self.apply_to_invoices(
+                    customer_id,
+                    &money.currency,
+                    &[(inv, -total)],
+                    posted.unwrap_or(created),
+                    "Credit",
+                )
+                .map_err(|m| fail(&m))?;
+            }
+        }
+        let mut items = Element::new("ARADJUSTMENTITEMS");
+        for (i, l) in lines.iter().enumerate() {
+            items = items.with(
+                Element::new("aradjustmentitem")
+                    .with_leaf("LINE_NO", i.to_string())
+                    .with_leaf("ACCOUNTNO", &l.account)
+                    .with_leaf("TRX_AMOUNT", cents(l.amount).to_string())
+                    .with_leaf("AMOUNT", money.to_base(l.amount).to_string())
+                    .with_leaf("ENTRYDESCRIPTION", &l.memo)
+                    .with_leaf("LOCATIONID", &l.location)
+                    .with_leaf("DEPARTMENTID", &l.department),
+            );
+        }
+        let no = self.alloc_recordno();
+        let text = |name: &str| body.text_at(name).unwrap_or_default().to_owned();
+        let mut rec = Element::new("ARADJUSTMENT")
+            .with_leaf(
+                "RECORDID",
+                if adjustment_no.is_empty() {
+                    no.to_string()
+                } else {
+                    adjustment_no.to_owned()
+                },
+            )
+            .with_leaf("RECORDTYPE", "ra")
+            .with_leaf(
+                "ADJUSTMENTTYPE",
+                if total < Decimal::ZERO {
+                    "Credit Memo"
+                } else {
+                    "Debit Memo"
+                },
+            )
+            .with_leaf("CUSTOMERID", customer_id)
+            .with_leaf("CUSTOMERNAME", field(&customer, "NAME").unwrap_or_default())
+            .with_leaf("DOCNUMBER", invoice_no)
+            .with_leaf("DESCRIPTION", text("description"))
+            .with_leaf("STATE", "Posted")
+            .with_leaf("WHENCREATED", created.format("%m/%d/%Y").to_string())
+            .with_leaf(
+                "WHENPOSTED",
+                posted.unwrap_or(created).format("%m/%d/%Y").to_string(),
+            )
+            .with_leaf("PRBATCHKEY", text("batchkey"))
+            .with_leaf("EXTERNALID", text("externalid"));
+        money.stamp(&mut rec);
+        set_totals(&mut rec, money.rate, total, Decimal::ZERO);
+        rec = rec.with(items);
+        self.insert_at("ARADJUSTMENT", no, rec, location);
         Ok(no)
     }
+
+    /// Legacy `create_bill`: an APBILL with its lines; returns the RECORDNO (`<key>`).
+    pub fn create_bill(&mut self, body: &Element, location: &str) -> Result<u64, FnError> {
+        let fail = |msg: &str| could_not("Bill", msg);
+        let vendor_id = body.text_at("vendorid").unwrap_or_default();
+        let vendor = self
+            .by_key(spec("VENDOR")?, vendor_id)
+            .and_then(|no| self.get("VENDOR", no))
+            .cloned()
+            .ok_or_else(|| fail(&format!("Invalid Vendor {vendor_id} specified.")))?;
+        let created = legacy_date(body, "datecreated")
+            .map_err(|m| fail(&m))?
+            .ok_or_else(|| fail("Required field datecreated is missing"))?;
+        let due = legacy_date(body, "datedue").map_err(|m| fail(&m))?;
+        let money = self
+            .legacy_money(body, location, created)
+            .map_err(|m| fail(&m))?;
+        let lines: Vec<&Element> = body
+            .child("billitems")
+            .map(|i| i.children_named("lineitem").collect())
+            .unwrap_or_default();
+        let lines =
+            gl_lines(&lines, "A bill needs at least one line item").map_err(|m| fail(&m))?;
+        let bill_no = body.text_at("billno").unwrap_or_default();
+        if !bill_no.is_empty() && self.by_key(spec("APBILL")?, bill_no).is_some() {
+            return Err(duplicate("Bill", bill_no, "Bill"));
+        }
+        let mut items = Element::new("APBILLITEMS");
+        let mut total = Decimal::ZERO;
+        for (i, l) in lines.iter().enumerate() {
+            total += l.amount;
+            items = items.with(
+                Element::new("apbillitem")
+                    .with_leaf("LINE_NO", i.to_string())
+                    .with_leaf("ACCOUNTNO", &l.account)
+                    .with_leaf("TRX_AMOUNT", cents(l.amount).to_string())
+                    .with_leaf("AMOUNT", money.to_base(l.amount).to_string())
+                    .with_leaf("ENTRYDESCRIPTION", &l.memo)
+                    .with_leaf("LOCATIONID", &l.location)
+                    .with_leaf("DEPARTMENTID", &l.department),
+            );
+        }
+        let no = self.alloc_recordno();
+        let text = |name: &str| body.text_at(name).unwrap_or_default().to_owned();
+        let mut rec = Element::new("APBILL")
+            .with_leaf(
+                "RECORDID",
+                if bill_no.is_empty() {
+                    no.to_string()
+                } else {
+                    bill_no.to_owned()
+                },
+            )
+            .with_leaf("RECORDTYPE", "pi")
+            .with_leaf("VENDORID", vendor_id)
+            .with_leaf("VENDORNAME", field(&vendor, "NAME").unwrap_or_default())
+            .with_leaf("STATE", "Posted")
+            .with_leaf("DOCNUMBER", text("ponumber"))
+            .with_leaf("DESCRIPTION", text("description"))
+            .with_leaf("TERMNAME", text("termname"))
+            .with_leaf("WHENCREATED", created.format("%m/%d/%Y").to_string())
+            .with_leaf(
+                "WHENDUE",
+                due.map(|d| d.format("%m/%d/%Y").to_string())
+                    .unwrap_or_default(),
+            );
+        money.stamp(&mut rec);
+        set_totals(&mut rec, money.rate, total, Decimal::ZERO);
+        rec = rec.with_leaf("MODULEKEY", "3.AP").with(items);
+        self.insert_at("APBILL", no, rec, location);
+        Ok(no)
+    }
+
+    /// A generic `create` APBILL: the vendor must exist; `APBILLITEMS/APBILLITEM{ACCOUNTNO,
+    /// TRX_AMOUNT}` give the totals.
+    fn prepare_bill(&self, rec: &Element, location: &str) -> Result<Element, String> {
+        let vendor_id = field(rec, "VENDORID").unwrap_or_default();
+        let vendor = self
+            .by_key(spec("VENDOR").map_err(|_| "no VENDOR")?, vendor_id)
+            .and_then(|no| self.get("VENDOR", no))
+            .ok_or_else(|| format!("Invalid Vendor {vendor_id} specified."))?;
+        let created = field(rec, "WHENCREATED")
+            .and_then(|d| NaiveDate::parse_from_str(d, "%m/%d/%Y").ok())
+            .unwrap_or_else(|| Utc::now().date_naive());
+        let nonempty = |f: &str| field(rec, f).filter(|v| !v.is_empty());
+        let money = self.money(
+            location,
+            nonempty("BASECURR"),
+            nonempty("CURRENCY"),
+            nonempty("EXCH_RATE_TYPE_ID"),
+            nonempty("EXCHANGE_RATE"),
+            created,
+        )?;
+        let mut total = Decimal::ZERO;
+        let mut n = 0;
+        for (i, item) in rec
+            .child("APBILLITEMS")
+            .into_iter()
+            .flat_map(|c| c.children_named("APBILLITEM"))
+            .enumerate()
+        {
+            n += 1;
+            if field(item, "ACCOUNTNO").is_none_or(str::is_empty) {
+                return Err(format!("Line {}: ACCOUNTNO is required", i + 1));
+            }
+            let a = field(item, "TRX_AMOUNT").unwrap_or_default();
+            total += a
+                .trim()
+                .parse::<Decimal>()
+                .map_err(|_| format!("Line {}: invalid TRX_AMOUNT {a}", i + 1))?;
+        }
+        if n == 0 {
+            return Err("A bill needs at least one line item".into());
+        }
+        let mut out = rec.clone();
+        out.set_leaf("VENDORNAME", field(vendor, "NAME").unwrap_or_default());
+        out.set_leaf("RECORDTYPE", "pi");
+        if field(&out, "STATE").is_none() {
+            out.set_leaf("STATE", "Posted");
+        }
+        money.stamp(&mut out);
+        set_totals(&mut out, money.rate, total, Decimal::ZERO);
+        Ok(out)
+    }
+
+    // ---- currencies ----
+
+    /// The base currency of an entity (`""`: top level).
+    pub fn base_currency_of(&self, location: &str) -> String {
+        self.entity_currency
+            .get(location)
+            .cloned()
+            .unwrap_or_else(|| self.base_currency.clone())
+    }
+
+    pub fn set_base_currencies(&mut self, top_level: &str, entities: &[(String, String)]) {
+        self.base_currency = top_level.to_owned();
+        self.entity_currency = entities.iter().cloned().collect();
+    }
+
+    /// Sets the "Intacct Daily Rate" from → to.
+    pub fn set_rate(&mut self, from: &str, to: &str, rate: Decimal) {
+        self.rates.insert((from.to_owned(), to.to_owned()), rate);
+    }
+
+    /// The daily rate: direct, inverse, or across USD.
+    fn daily_rate(&self, from: &str, to: &str) -> Option<Decimal> {
+        if from == to {
+            return Some(Decimal::ONE);
+        }
+        let direct = |f: &str, t: &str| -> Option<Decimal> {
+            if f == t {
+                return Some(Decimal::ONE);
+            }
+            if let Some(r) = self.rates.get(&(f.to_owned(), t.to_owned())) {
+                return Some(*r);
+            }
+            let inv = self.rates.get(&(t.to_owned(), f.to_owned()))?;
+            (!inv.is_zero()).then(|| (Decimal::ONE / inv).round_dp(10))
+        };
+        direct(from, to).or_else(|| {
+            let via = (direct(from, "USD")? * direct("USD", to)?).round_dp(10);
+            Some(via)
+        })
+    }
+
+    /// The currency context of a transaction created in `location`.
+    fn money(
+        &self,
+        location: &str,
+        basecurr: Option<&str>,
+        currency: Option<&str>,
+        rate_type: Option<&str>,
+        rate: Option<&str>,
+        date: NaiveDate,
+    ) -> Result<Money, String> {
+        let base = self.base_currency_of(location);
+        if let Some(b) = basecurr
+            && b != base
+        {
+            return Err(format!(
+                "Base currency {b} does not match the base currency {base} of this entity"
+            ));
+        }
+        let currency = currency.unwrap_or(&base).to_owned();
+        if self
+            .by_key(spec("CURRENCY").map_err(|_| "no CURRENCY")?, &currency)
+            .is_none()
+        {
+            return Err(format!("Invalid currency {currency}"));
+        }
+        let (rate, rate_type) = if let Some(r) = rate {
+            let r = r
+                .trim()
+                .parse::<Decimal>()
+                .ok()
+                .filter(|r| *r > Decimal::ZERO)
+                .ok_or_else(|| format!("Invalid exchange rate {r}"))?;
+            (r, String::new())
+        } else if currency == base {
+            (Decimal::ONE, rate_type.unwrap_or_default().to_owned())
+        } else {
+            let t = rate_type.unwrap_or(DAILY_RATE);
+            if t != DAILY_RATE {
+                return Err(format!("Invalid exchange rate type {t}"));
+            }
+            let r = self.daily_rate(&currency, &base).ok_or_else(|| {
+                format!(
+                    "No exchange rate from {currency} to {base} on {}",
+                    date.format("%m/%d/%Y")
+                )
+            })?;
+            (r, t.to_owned())
+        };
+        Ok(Money {
+            currency,
+            basecurr: base,
+            rate,
+            rate_type,
+            rate_date: date,
+        })
+    }
+
+    /// `basecurr, currency, exchratedate, exchratetype | exchrate` of a legacy function.
+    fn legacy_money(
+        &self,
+        body: &Element,
+        location: &str,
+        default_date: NaiveDate,
+    ) -> Result<Money, String> {
+        let date = legacy_date(body, "exchratedate")?.unwrap_or(default_date);
+        let nonempty = |f: &str| body.text_at(f).filter(|v| !v.is_empty());
+        self.money(
+            location,
+            nonempty("basecurr"),
+            nonempty("currency"),
+            nonempty("exchratetype"),
+            nonempty("exchrate"),
+            date,
+        )
+    }
+}
+
+/// Transaction definitions `create_sotransaction` knows, with their numbering prefix.
+pub const SALES_DEFINITIONS: &[(&str, &str)] = &[
+    ("Sales Order", "SO-"),
+    ("Sales Invoice", "INV-"),
+    ("Sales Quote", "QT-"),
+];
+
+/// The GL account a Sales Invoice line posts to when its ITEM has no INCOMEGLACCOUNT.
+pub const DEFAULT_SALES_ACCOUNT: &str = "4000";
+
+/// Intacct's default exchange rate type.
+pub const DAILY_RATE: &str = "Intacct Daily Rate";
+
+/// The simulator's fixed "Intacct Daily Rate" table: (from, to, rate).
+pub fn default_exchange_rates() -> Vec<(String, String, Decimal)> {
+    [
+        ("EUR", "USD", "1.08"),
+        ("GBP", "USD", "1.27"),
+        ("EUR", "GBP", "0.85"),
+        ("CAD", "USD", "0.73"),
+    ]
+    .into_iter()
+    .map(|(f, t, r)| (f.to_owned(), t.to_owned(), r.parse().expect("rate")))
+    .collect()
+}
+
+/// Rounds to cents, half away from zero (commercial rounding), always with 2 decimals.
+pub fn cents(d: Decimal) -> Decimal {
+    let mut r = d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    r.rescale(2);
+    r
+}
+
+/// The currency context of one transaction.
+#[derive(Clone, Debug)]
+struct Money {
+    currency: String,
+    basecurr: String,
+    /// Transaction → base.
+    rate: Decimal,
+    rate_type: String,
+    rate_date: NaiveDate,
+}
+
+impl Money {
+    fn to_base(&self, trx: Decimal) -> Decimal {
+        cents(trx * self.rate)
+    }
+
+    fn stamp(&self, rec: &mut Element) {
+        rec.set_leaf("CURRENCY", &self.currency);
+        rec.set_leaf("BASECURR", &self.basecurr);
+        rec.set_leaf(
+            "EXCH_RATE_DATE",
+            self.rate_date.format("%m/%d/%Y").to_string(),
+        );
+        rec.set_leaf("EXCH_RATE_TYPE_ID", &self.rate_type);
+        rec.set_leaf("EXCHANGE_RATE", self.rate.normalize().to_string());
+    }
+}
+
+/// Sets `TRX_TOTALENTERED / TRX_TOTALPAID / TRX_TOTALDUE` (transaction currency) and
+/// `TOTALENTERED / TOTALPAID / TOTALDUE` (base currency). Base entered and base paid are the
+/// transaction amounts times the document's rate, each rounded to cents half away from zero
+/// ([`cents`]); base due is base entered − base paid, so a document paid in full owes exactly
+/// 0 in both currencies (no rounding residue).
+fn set_totals(rec: &mut Element, rate: Decimal, trx_entered: Decimal, trx_paid: Decimal) {
+    let entered = cents(trx_entered * rate);
+    let paid = if trx_paid == trx_entered {
+        entered
+    } else {
+        cents(trx_paid * rate)
+    };
+    rec.set_leaf("TRX_TOTALENTERED", cents(trx_entered).to_string());
+    rec.set_leaf("TRX_TOTALPAID", cents(trx_paid).to_string());
+    rec.set_leaf("TRX_TOTALDUE", cents(trx_entered - trx_paid).to_string());
+    rec.set_leaf("TOTALENTERED", entered.to_string());
+    rec.set_leaf("TOTALPAID", paid.to_string());
+    rec.set_leaf("TOTALDUE", (entered - paid).to_string());
+}
+
+/// (entered, paid, rate) of an invoice in its transaction currency; records seeded without
+/// TRX_ amounts fall back to the base ones at rate 1.
+fn invoice_amounts(inv: &Element) -> (Decimal, Decimal, Decimal) {
+    let dec = |f: &str| -> Option<Decimal> { field(inv, f).and_then(|v| v.trim().parse().ok()) };
+    let paid = dec("TRX_TOTALPAID")
+        .or_else(|| dec("TOTALPAID"))
+        .unwrap_or_default();
+    let entered = dec("TRX_TOTALENTERED")
+        .or_else(|| dec("TOTALENTERED"))
+        .unwrap_or_else(|| dec("TOTALDUE").unwrap_or_default() + paid);
+    let rate = dec("EXCHANGE_RATE")
+        .filter(|r| *r > Decimal::ZERO)
+        .unwrap_or(Decimal::ONE);
+    (entered, paid, rate)
+}
+
+/// What an invoice header needs.
+struct InvoiceHeader<'a> {
+    customer_id: &'a str,
+    customer_name: &'a str,
+    record_id: &'a str,
+    created: NaiveDate,
+    due: Option<NaiveDate>,
+    term_name: &'a str,
+    description: &'a str,
+    module_key: &'a str,
+}
+
+/// A `lineitem` of a legacy invoice / adjustment / bill.
+struct GlLine {
+    account: String,
+    amount: Decimal,
+    memo: String,
+    location: String,
+    department: String,
+}
+
+fn gl_lines(lines: &[&Element], none: &str) -> Result<Vec<GlLine>, String> {
+    if lines.is_empty() {
+        return Err(none.to_owned());
+    }
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let account = l.text_at("glaccountno").unwrap_or_default();
+            if account.is_empty() {
+                return Err(format!("Line {}: glaccountno is required", i + 1));
+            }
+            let amount: Decimal = l
+                .text_at("amount")
+                .and_then(|a| a.trim().parse().ok())
+                .ok_or_else(|| format!("Line {}: invalid amount", i + 1))?;
+            let text = |name: &str| l.text_at(name).unwrap_or_default().to_owned();
+            Ok(GlLine {
+                account: account.to_owned(),
+                amount,
+                memo: text("memo"),
+                location: text("locationid"),
+                department: text("departmentid"),
+            })
+        })
+        .collect()
+}
+
+/// `<name><year/><month/><day/></name>` of a legacy function.
+fn legacy_date(body: &Element, name: &str) -> Result<Option<NaiveDate>, String> {
+    let Some(d) = body.child(name) else {
+        return Ok(None);
+    };
+    let part = |p: &str| d.text_at(p).and_then(|v| v.trim().parse::<u32>().ok());
+    match (part("year"), part("month"), part("day")) {
+        (Some(y), Some(m), Some(dd)) => i32::try_from(y)
+            .ok()
+            .and_then(|y| NaiveDate::from_ymd_opt(y, m, dd))
+            .map(Some)
+            .ok_or_else(|| format!("Invalid {name}")),
+        _ => Err(format!("Invalid {name}")),
+    }
+}
+
+/// A business-rule failure of a legacy create: the rule's message, then "Could not create
+/// {label} record!" (both `BL01001973`, the shape of the SDK's ClassObjTest fixture).
+fn could_not(label: &str, msg: &str) -> FnError {
+    FnError(vec![
+        ErrorDetail::new("BL01001973", "", msg, ""),
+        ErrorDetail::new(
+            "BL01001973",
+            "",
+            &format!("Could not create {label} record!"),
+            "",
+        ),
+    ])
+}
+
+/// `BL34000061` "Another {what} with the given value(s) {value}  already exists" (two spaces,
+/// as in the fixture) + "Could not create {label} record!".
+fn duplicate(what: &str, value: &str, label: &str) -> FnError {
+    FnError(vec![
+        ErrorDetail::new(
+            "BL34000061",
+            "",
+            &format!("Another {what} with the given value(s) {value}  already exists"),
+            "Use a unique value instead.",
+        ),
+        ErrorDetail::new(
+            "BL01001973",
+            "",
+            &format!("Could not create {label} record!"),
+            "",
+        ),
+    ])
 }
 
 /// A comparison operator of the query subset.

@@ -51,12 +51,15 @@ use axum::extract::State as AxumState;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use rust_decimal::Decimal;
 
 use self::company::{Company, FnError};
 use super::wire::ErrorDetail;
 use super::xml::{self, Element};
 
-pub use self::company::OBJECTS;
+pub use self::company::{
+    DAILY_RATE, DEFAULT_SALES_ACCOUNT, OBJECTS, SALES_DEFINITIONS, cents, default_exchange_rates,
+};
 
 /// The endpoint path Intacct serves.
 pub const ENDPOINT_PATH: &str = "/ia/xml/xmlgw.phtml";
@@ -87,6 +90,13 @@ pub struct SimulatorConfig {
     pub result_id_lifetime_s: u64,
     pub session_endpoint_path: String,
     pub duplicate_controlid_errorno: String,
+    /// The top level's base currency (`USD`).
+    pub base_currency: String,
+    /// Base currency per entity (`US` → `USD`, `UK` → `GBP`); others use `base_currency`.
+    pub entity_base_currencies: Vec<(String, String)>,
+    /// The "Intacct Daily Rate" table, `(from, to, rate)`; inverse and via-USD rates are
+    /// derived. [`Simulator::set_rate`] changes it while running.
+    pub exchange_rates: Vec<(String, String, Decimal)>,
 }
 
 impl Default for SimulatorConfig {
@@ -101,6 +111,9 @@ impl Default for SimulatorConfig {
             result_id_lifetime_s: 900,
             session_endpoint_path: format!("/na1{ENDPOINT_PATH}"),
             duplicate_controlid_errorno: "XL03000004".into(),
+            base_currency: "USD".into(),
+            entity_base_currencies: vec![("US".into(), "USD".into()), ("UK".into(), "GBP".into())],
+            exchange_rates: default_exchange_rates(),
         }
     }
 }
@@ -178,8 +191,13 @@ impl Simulator {
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
+        let mut company = Company::new();
+        company.set_base_currencies(&config.base_currency, &config.entity_base_currencies);
+        for (from, to, rate) in &config.exchange_rates {
+            company.set_rate(from, to, *rate);
+        }
         let state = State {
-            company: Company::new(),
+            company,
             sessions: HashMap::new(),
             cursors: HashMap::new(),
             executed: HashSet::new(),
@@ -276,10 +294,17 @@ impl Simulator {
     /// Seeds records directly (no counters, no idempotency); returns their RECORDNOs.
     pub fn insert(&self, object: &str, records: Vec<Element>) -> Vec<u64> {
         let mut st = self.shared.lock();
-        records
+        let nos = records
             .into_iter()
             .map(|r| st.company.insert_raw(object, r, ""))
-            .collect()
+            .collect();
+        st.company.commit();
+        nos
+    }
+
+    /// Sets the "Intacct Daily Rate" from → to (an explicit `exchrate` still wins).
+    pub fn set_rate(&self, from: &str, to: &str, rate: Decimal) {
+        self.shared.lock().company.set_rate(from, to, rate);
     }
 
     /// The stored records of an object, in RECORDNO order.
@@ -476,7 +501,10 @@ impl Shared {
             .child("content")
             .map(|c| c.children_named("function").collect())
             .unwrap_or_default();
-        let snapshot = transaction.then(|| st.company.clone());
+        // Every change of this request is in the company's undo log from here: a function's
+        // own failure rolls back to its mark, a failed transaction to this one.
+        st.company.commit();
+        let request_mark = st.company.mark();
         let mut results: Vec<(Element, Result<FnOutput, Vec<ErrorDetail>>)> = Vec::new();
         for f in &functions {
             let fcontrolid = f.attr("controlid").unwrap_or_default().to_owned();
@@ -509,9 +537,10 @@ impl Shared {
         }
         let failed = results.iter().any(|(_, r)| r.is_err());
         let rolled_back = transaction && failed;
-        if rolled_back && let Some(snap) = snapshot {
-            st.company = snap;
+        if rolled_back {
+            st.company.rollback(request_mark);
         }
+        st.company.commit();
         if uniqueid && !rolled_back {
             for (head, r) in &results {
                 if r.is_ok() {
@@ -596,6 +625,22 @@ impl State {
     }
 
     fn run(
+        &mut self,
+        shared: &Shared,
+        body: &Element,
+        userid: &str,
+        locationid: &str,
+        now: Instant,
+    ) -> Result<FnOutput, FnError> {
+        let mark = self.company.mark();
+        let result = self.run_inner(shared, body, userid, locationid, now);
+        if result.is_err() {
+            self.company.rollback(mark);
+        }
+        result
+    }
+
+    fn run_inner(
         &mut self,
         shared: &Shared,
         body: &Element,
@@ -703,6 +748,22 @@ impl State {
             "create_invoice" => self
                 .company
                 .create_invoice(body, locationid)
+                .map(|k| FnOutput::Key(k.to_string())),
+            "create_sotransaction" => self
+                .company
+                .create_sotransaction(body, locationid)
+                .map(FnOutput::Key),
+            "create_arpayment" => self
+                .company
+                .create_arpayment(body, locationid)
+                .map(|k| FnOutput::Key(k.to_string())),
+            "create_aradjustment" => self
+                .company
+                .create_aradjustment(body, locationid)
+                .map(|k| FnOutput::Key(k.to_string())),
+            "create_bill" => self
+                .company
+                .create_bill(body, locationid)
                 .map(|k| FnOutput::Key(k.to_string())),
             other => Err(FnError::one(
                 "XL03000003",
