@@ -311,3 +311,23 @@ async fn bad_input_is_refused_before_anything_is_sent() {
     assert!(matches!(err, LoadError::Invalid(_)), "{err:?}");
     assert_eq!(sim.requests(), 0);
 }
+
+#[tokio::test]
+async fn a_rate_limit_and_a_524_are_resent_too() {
+    let sim = sim(0).await;
+    let c = client(&sim);
+    let custs = customers(40);
+    let invs = invoices(40, &custs);
+    // The very first requests: the sign-in meets a 429 GW-0010, then a batch a 524 (it may
+    // have run; resending is safe because every function is idempotent by controlid).
+    sim.fail_next(1, Fault::RateLimit);
+    sim.fail_next(1, Fault::Status(524));
+    let report = load::load(&c, &custs, &invs, &config(10), ignore)
+        .await
+        .unwrap();
+    assert_eq!(report.retries, 2, "{report:?}");
+    assert_eq!(report.customers.created, 40);
+    assert_eq!(report.invoices.created, 40);
+    assert_eq!(sim.records("CUSTOMER").len(), 40);
+    assert_eq!(sim.records("ARINVOICE").len(), 40);
+}
