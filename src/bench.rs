@@ -31,6 +31,26 @@ pub enum BenchCommand {
     /// A Salesforce pull and push of N records against the simulator with injected latency:
     /// records/s and API calls per record.
     SyncSalesforce(SyncBenchArgs),
+    /// A historical load of customers and AR invoices into the Intacct simulator with injected
+    /// latency: records/s, requests and functions per request.
+    SyncIntacct(IntacctBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IntacctBenchArgs {
+    #[arg(long, default_value_t = 50_000)]
+    pub customers: usize,
+    #[arg(long, default_value_t = 50_000)]
+    pub invoices: usize,
+    /// Injected latency of every simulated Intacct request.
+    #[arg(long, default_value_t = 50)]
+    pub latency_ms: u64,
+    /// Requests in flight (the client's per-company limit).
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Functions per request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +127,7 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ledger(a) => a,
         BenchCommand::Gateway(g) => return gateway_bench(config, g).await,
         BenchCommand::SyncSalesforce(a) => return sync_bench(a).await,
+        BenchCommand::SyncIntacct(a) => return intacct_bench(a).await,
     };
     let backends = parse_backends(&args.backend)?;
     let tmp = tempfile::Builder::new()
@@ -851,4 +872,199 @@ async fn sync_bench(args: SyncBenchArgs) -> anyhow::Result<()> {
     }
     println!("{}", Value::Object(results));
     Ok(())
+}
+
+/// `cashloop bench sync-intacct`: a historical load of generated customers, then AR invoices,
+/// through the real `IntacctClient` and `sync::intacct::load` against the Intacct simulator
+/// on loopback with `latency_ms` added to every request; checks the simulator holds exactly
+/// the expected records.
+async fn intacct_bench(args: IntacctBenchArgs) -> anyhow::Result<()> {
+    use sync::intacct::load::{self, LoadConfig, Progress};
+    use sync::intacct::simulator::{Simulator, SimulatorConfig};
+    use sync::intacct::{IntacctClient, IntacctConfig, Secret, UserAuth};
+    anyhow::ensure!(args.customers >= 1, "--customers: must be at least 1");
+    anyhow::ensure!(args.concurrency >= 1, "--concurrency: must be at least 1");
+    let (customers, invoices) = intacct_data(args.customers, args.invoices);
+    let sim = Simulator::start(SimulatorConfig::default()).await;
+    sim.set_latency_ms(args.latency_ms);
+    let sc = sim.config();
+    let (user, password) = sc
+        .users
+        .first()
+        .cloned()
+        .context("the simulator has no user")?;
+    let mut cfg = IntacctConfig::new(
+        &sc.sender_id,
+        Secret::new(&sc.sender_password),
+        &sc.company_id,
+        UserAuth::Login {
+            user_id: user,
+            password: Secret::new(password),
+        },
+    );
+    cfg.endpoint_url = sim.endpoint_url();
+    cfg.max_concurrent = args.concurrency;
+    let client = IntacctClient::new(cfg)?;
+    let config = LoadConfig {
+        functions_per_request: args.batch,
+        requests_in_flight: args.concurrency,
+        progress_every: 10_000,
+        ..LoadConfig::default()
+    };
+    eprintln!(
+        "loading {} customers and {} invoices, {} functions per request, {} in flight, {} ms per request",
+        args.customers, args.invoices, args.batch, args.concurrency, args.latency_ms
+    );
+    let report = load::load(&client, &customers, &invoices, &config, |p: &Progress| {
+        let s = p.elapsed.as_secs_f64();
+        eprintln!(
+            "{:>8}: {:>7}/{} ({} created, {} already present, {} failed) {s:.1} s",
+            p.kind.as_str(),
+            p.done,
+            p.total,
+            p.counts.created,
+            p.counts.already_present,
+            p.counts.failed
+        );
+    })
+    .await?;
+    let seconds = report.elapsed.as_secs_f64();
+    for f in report.failed.iter().take(10) {
+        eprintln!("failed {} {}: {}", f.kind.as_str(), f.key, f.message());
+    }
+    let stored_customers = sim.records("CUSTOMER").len();
+    let stored_invoices = sim.records("ARINVOICE").len();
+    anyhow::ensure!(
+        stored_customers == args.customers && stored_invoices == args.invoices,
+        "the simulator holds {stored_customers} customers and {stored_invoices} invoices, expected {} and {}",
+        args.customers,
+        args.invoices
+    );
+    anyhow::ensure!(
+        report.customers.created as usize == args.customers
+            && report.invoices.created as usize == args.invoices,
+        "created {} customers and {} invoices: {report:?}",
+        report.customers.created,
+        report.invoices.created
+    );
+    let records = (args.customers + args.invoices) as u64;
+    eprintln!(
+        "{records} records in {seconds:.2} s = {:.0} records/s; {} requests ({} resent), max {} in flight",
+        rate(records, seconds),
+        report.requests,
+        report.retries,
+        sim.max_in_flight()
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "sync-intacct",
+            "customers": args.customers,
+            "invoices": args.invoices,
+            "records": records,
+            "seconds": seconds,
+            "records_per_s": rate(records, seconds),
+            "requests": report.requests,
+            "functions_per_request": args.batch,
+            "max_in_flight": sim.max_in_flight(),
+            "latency_ms": args.latency_ms,
+            "failures": report.failed.len(),
+        })
+    );
+    Ok(())
+}
+
+/// Deterministic customers and invoices: ids, names, a few contact fields; invoices with 1–3
+/// lines of 2-dp amounts built from integer minor units, dated across 2025, USD mostly and
+/// about one in eight in EUR.
+fn intacct_data(
+    n_customers: usize,
+    n_invoices: usize,
+) -> (
+    Vec<sync::intacct::load::LoadCustomer>,
+    Vec<sync::intacct::NewInvoice>,
+) {
+    use sync::intacct::load::LoadCustomer;
+    use sync::intacct::{InvoiceLine, NewInvoice};
+    const FIRST: [&str; 8] = [
+        "Northwind",
+        "Contoso",
+        "Fabrikam",
+        "Globex",
+        "Initech",
+        "Umbrella",
+        "Tailspin",
+        "Wingtip",
+    ];
+    const SECOND: [&str; 6] = [
+        "Traders",
+        "Logistics",
+        "Foods",
+        "Systems",
+        "Outfitters",
+        "Labs",
+    ];
+    const SUFFIX: [&str; 5] = ["Inc.", "LLC", "GmbH", "Ltd", "& Co."];
+    const CITIES: [(&str, &str); 6] = [
+        ("Seattle", "US"),
+        ("Austin", "US"),
+        ("Chicago", "US"),
+        ("Boston", "US"),
+        ("Berlin", "DE"),
+        ("Lyon", "FR"),
+    ];
+    const ACCOUNTS: [&str; 3] = ["4000", "4100", "4200"];
+    let mut rng = Rng(0x5eed_1a7a_c0ff_ee11);
+    let customers: Vec<LoadCustomer> = (0..n_customers)
+        .map(|i| {
+            let (city, country) = CITIES[rng.below(CITIES.len())];
+            let first = FIRST[rng.below(FIRST.len())];
+            LoadCustomer {
+                customer_id: format!("C-{:06}", i + 1),
+                name: format!(
+                    "{first} {} {} {}",
+                    SECOND[rng.below(SECOND.len())],
+                    SUFFIX[rng.below(SUFFIX.len())],
+                    i + 1
+                ),
+                email: Some(format!("ap{}@{}.example", i + 1, first.to_lowercase())),
+                phone: Some(format!("+1 555 {:04}", rng.below(10_000))),
+                city: Some(city.into()),
+                country_code: Some(country.into()),
+                term_name: Some("N30".into()),
+                currency: Some(if country == "US" { "USD" } else { "EUR" }.into()),
+            }
+        })
+        .collect();
+    let year_start = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap_or(NaiveDate::MIN);
+    let invoices = (0..n_invoices)
+        .map(|i| {
+            let date = year_start + Days::new(rng.below(365) as u64);
+            let lines = (0..1 + rng.below(3))
+                .map(|l| {
+                    let minor = 500 + i64::try_from(rng.below(2_500_000)).unwrap_or(0);
+                    InvoiceLine {
+                        gl_account_no: ACCOUNTS[rng.below(ACCOUNTS.len())].into(),
+                        amount: rust_decimal::Decimal::new(minor, 2),
+                        memo: Some(format!("Services, line {}", l + 1)),
+                        location_id: None,
+                        department_id: None,
+                    }
+                })
+                .collect();
+            let eur = rng.below(8) == 0;
+            NewInvoice {
+                customer_id: customers[rng.below(customers.len())].customer_id.clone(),
+                date_created: date,
+                date_due: Some(date + Days::new(30)),
+                term_name: None,
+                invoice_no: Some(format!("INV-{:07}", i + 1)),
+                description: Some(format!("Historical invoice {}", i + 1)),
+                currency: Some(if eur { "EUR" } else { "USD" }.into()),
+                exch_rate_type: eur.then(|| "Intacct Daily Rate".into()),
+                lines,
+            }
+        })
+        .collect();
+    (customers, invoices)
 }

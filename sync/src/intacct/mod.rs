@@ -11,6 +11,7 @@
 pub mod client;
 pub mod customers;
 pub mod error;
+pub mod load;
 pub mod simulator;
 pub mod wire;
 pub mod xml;
