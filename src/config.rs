@@ -111,6 +111,11 @@ pub struct RawSyncIntacct {
     pub entities: std::collections::BTreeMap<String, RawIntacctEntity>,
     /// Which Account field picks the entity (default: every account in the first entity).
     pub entity_rule: Option<RawEntityRule>,
+    /// What a Closed Won deal becomes: `ar_invoice` (default; `create_invoice` with GL lines)
+    /// or `order_entry` (`create_sotransaction` with item lines).
+    pub document: Option<String>,
+    /// The Order Entry transaction definition (default "Sales Invoice"; it must post to AR).
+    pub order_entry_definition: Option<String>,
     /// Intacct GL account of invoice revenue lines.
     pub revenue_gl: String,
     /// Intacct GL account of tax lines (required when an entity has a tax rate).
@@ -717,6 +722,22 @@ fn intacct_settings(
     let default_currency = c.default_currency.clone().unwrap_or_else(|| "USD".into());
     ledger::Currency::parse(&default_currency)
         .map_err(|e| bad(&k("default_currency"), e.to_string()))?;
+    let document = match c.document.as_deref().unwrap_or("ar_invoice") {
+        "ar_invoice" => sync::q2c::Document::ArInvoice,
+        "order_entry" => sync::q2c::Document::OrderEntry {
+            definition: c
+                .order_entry_definition
+                .clone()
+                .filter(|d| !d.trim().is_empty())
+                .unwrap_or_else(|| "Sales Invoice".into()),
+        },
+        other => {
+            return Err(bad(
+                &k("document"),
+                format!("{other:?} is not one of ar_invoice, order_entry"),
+            ));
+        }
+    };
     let due_days = c.due_days.unwrap_or(30);
     if !(0..=3650).contains(&due_days) {
         return Err(bad(&k("due_days"), "must be 0 to 3650"));
@@ -724,6 +745,7 @@ fn intacct_settings(
     Ok(IntacctSettings {
         entities,
         q2c: sync::q2c::Q2cConfig {
+            document,
             entity_rule,
             revenue_gl: c.revenue_gl.clone(),
             tax_gl: c.tax_gl.clone().unwrap_or_default(),

@@ -35,7 +35,10 @@ use serde_json::{Map, Value as Json, json};
 use crate::cursor::{Cursors, Position};
 use crate::flows::SalesforceSync;
 use crate::intacct::customers::{Account, EnsureError, SAGE_SYSTEM, ensure_customer};
-use crate::intacct::{Element, IntacctClient, IntacctError, InvoiceLine, NewInvoice};
+use crate::intacct::{
+    Element, Exchange, IntacctClient, IntacctError, InvoiceLine, LegacyCurrency, NewInvoice,
+    NewSalesTransaction, SalesTransactionLine,
+};
 use crate::jobs::{BoxFuture, Handler, Job, JobError, Jobs, NewJob, Registry};
 use crate::review::Review;
 use crate::salesforce::{Record, SalesforceError};
@@ -44,6 +47,11 @@ use crate::xref::{Link, Linked, Xref};
 pub const CLOSED_WON: &str = "intacct.closed_won";
 pub const PAYMENT: &str = "intacct.payment";
 pub const PULL: &str = "intacct.pull";
+
+/// The ITEM of tax lines on Order Entry transactions.
+pub const TAX_ITEM: &str = "CASHLOOP-TAX";
+/// The ITEM of an Opportunity without products (its Amount as one line).
+pub const AMOUNT_ITEM: &str = "CASHLOOP-SERVICES";
 
 /// Which Account field picks the entity, and how.
 #[derive(Clone, Debug)]
@@ -85,9 +93,20 @@ pub struct LedgerAccounts {
     pub cash: AccountCode,
 }
 
+/// What a Closed Won deal becomes in Intacct.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Document {
+    /// An AR invoice (`create_invoice`): GL lines, no items.
+    ArInvoice,
+    /// An Order Entry transaction (`create_sotransaction`) of this definition, with item
+    /// lines; a definition that posts to AR ("Sales Invoice") makes the AR invoice with it.
+    OrderEntry { definition: String },
+}
+
 /// How the loop writes to Intacct.
 #[derive(Clone, Debug)]
 pub struct Q2cConfig {
+    pub document: Document,
     pub entity_rule: EntityRule,
     /// Intacct GL account of revenue lines.
     pub revenue_gl: String,
@@ -251,6 +270,9 @@ struct Line {
     product_id: Option<String>,
     item_id: Option<String>,
     memo: String,
+    quantity: Decimal,
+    /// After the discount, unrounded: quantity × this is the line's exact amount.
+    net_unit_price: Decimal,
     amount_minor: i64,
 }
 
@@ -502,6 +524,8 @@ impl Q2c {
                 product_id: product.and_then(|p| p.id()).map(str::to_owned),
                 item_id,
                 memo,
+                quantity: qty,
+                net_unit_price: price * (Decimal::ONE_HUNDRED - discount) / Decimal::ONE_HUNDRED,
                 amount_minor: to_minor(amount, currency, &field("amount"))?,
             });
         }
@@ -519,6 +543,8 @@ impl Q2c {
                 product_id: None,
                 item_id: None,
                 memo: opp.get_str("Name").unwrap_or("Opportunity").to_owned(),
+                quantity: Decimal::ONE,
+                net_unit_price: amount,
                 amount_minor: to_minor(amount, currency, "Opportunity.Amount")?,
             });
         }
@@ -573,55 +599,22 @@ impl Q2c {
                 let key = match self.find_invoice(&client, &invoice_no).await? {
                     Some(k) => k,
                     None => {
-                        let mut inv_lines: Vec<InvoiceLine> = lines
-                            .iter()
-                            .map(|l| InvoiceLine {
-                                gl_account_no: self.config.revenue_gl.clone(),
-                                amount: from_minor(l.amount_minor, currency),
-                                memo: Some(l.memo.clone()),
-                                location_id: None,
-                                department_id: None,
-                            })
-                            .collect();
-                        if tax_minor > 0 {
-                            inv_lines.push(InvoiceLine {
-                                gl_account_no: self.config.tax_gl.clone(),
-                                amount: from_minor(tax_minor, currency),
-                                memo: Some(format!("Tax {}%", entity.tax_rate_percent.normalize())),
-                                location_id: None,
-                                department_id: None,
-                            });
-                        }
-                        let invoice = NewInvoice {
-                            customer_id: customer_id.clone(),
-                            date_created: close_date,
-                            date_due: Some(
-                                close_date + chrono::Duration::days(self.config.due_days),
-                            ),
-                            term_name: None,
-                            invoice_no: Some(invoice_no.clone()),
-                            description: Some(format!(
-                                "Salesforce Opportunity {opp_id}: {}",
-                                opp.get_str("Name").unwrap_or("")
-                            )),
-                            currency: Some(currency.code().to_owned()),
-                            exch_rate_type: Some(self.config.exchange_rate_type.clone()),
-                            lines: inv_lines,
-                        };
-                        match client
-                            .create_invoice(&format!("invoice-{opp_id}"), &invoice)
-                            .await
-                        {
-                            Ok(k) => {
-                                created = true;
-                                k
-                            }
-                            Err(e) if already_done(&e) => self
-                                .find_invoice(&client, &invoice_no)
-                                .await?
-                                .ok_or_else(|| intacct_error(&e))?,
-                            Err(e) => return Err(intacct_error(&e)),
-                        }
+                        let (k, made) = self
+                            .create_document(
+                                &client,
+                                &opp,
+                                &opp_id,
+                                &customer_id,
+                                &invoice_no,
+                                close_date,
+                                currency,
+                                &lines,
+                                tax_minor,
+                                entity.tax_rate_percent,
+                            )
+                            .await?;
+                        created = made;
+                        k
                     }
                 };
                 let link = Link {
@@ -688,6 +681,190 @@ impl Q2c {
         }))
     }
 
+    /// Creates the invoice (AR, or an Order Entry transaction that posts to AR) and returns
+    /// the ARINVOICE's RECORDNO. A create that happened before (a crash, a resent request) is
+    /// found by the invoice number instead of made twice.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_document(
+        &self,
+        client: &IntacctClient,
+        opp: &Record,
+        opp_id: &str,
+        customer_id: &str,
+        invoice_no: &str,
+        close_date: NaiveDate,
+        currency: Currency,
+        lines: &[Line],
+        tax_minor: i64,
+        tax_rate: Decimal,
+    ) -> Result<(String, bool), JobError> {
+        let description = format!(
+            "Salesforce Opportunity {opp_id}: {}",
+            opp.get_str("Name").unwrap_or("")
+        );
+        let due = close_date + chrono::Duration::days(self.config.due_days);
+        let result = match &self.config.document {
+            Document::ArInvoice => {
+                let mut inv_lines: Vec<InvoiceLine> = lines
+                    .iter()
+                    .map(|l| InvoiceLine {
+                        gl_account_no: self.config.revenue_gl.clone(),
+                        amount: from_minor(l.amount_minor, currency),
+                        memo: Some(l.memo.clone()),
+                        location_id: None,
+                        department_id: None,
+                    })
+                    .collect();
+                if tax_minor > 0 {
+                    inv_lines.push(InvoiceLine {
+                        gl_account_no: self.config.tax_gl.clone(),
+                        amount: from_minor(tax_minor, currency),
+                        memo: Some(format!("Tax {}%", tax_rate.normalize())),
+                        location_id: None,
+                        department_id: None,
+                    });
+                }
+                let invoice = NewInvoice {
+                    customer_id: customer_id.to_owned(),
+                    date_created: close_date,
+                    date_due: Some(due),
+                    term_name: None,
+                    invoice_no: Some(invoice_no.to_owned()),
+                    description: Some(description),
+                    currency: Some(currency.code().to_owned()),
+                    exch_rate_type: Some(self.config.exchange_rate_type.clone()),
+                    lines: inv_lines,
+                };
+                client
+                    .create_invoice(&format!("invoice-{opp_id}"), &invoice)
+                    .await
+                    .map(Some)
+            }
+            Document::OrderEntry { definition } => {
+                let mut so_lines = Vec::with_capacity(lines.len() + 1);
+                for l in lines {
+                    let item_id = match &l.item_id {
+                        Some(i) => i.clone(),
+                        // A deal without products: one line of a generic service item.
+                        None => {
+                            self.ensure_plain_item(
+                                client,
+                                AMOUNT_ITEM,
+                                "Salesforce opportunity",
+                                &self.config.revenue_gl,
+                            )
+                            .await?;
+                            AMOUNT_ITEM.to_owned()
+                        }
+                    };
+                    so_lines.push(SalesTransactionLine {
+                        item_id,
+                        quantity: l.quantity,
+                        unit: None,
+                        price: Some(l.net_unit_price.normalize()),
+                        location_id: None,
+                        department_id: None,
+                        memo: Some(l.memo.clone()),
+                    });
+                }
+                if tax_minor > 0 {
+                    self.ensure_plain_item(client, TAX_ITEM, "Sales tax", &self.config.tax_gl)
+                        .await?;
+                    so_lines.push(SalesTransactionLine {
+                        item_id: TAX_ITEM.into(),
+                        quantity: Decimal::ONE,
+                        unit: None,
+                        price: Some(from_minor(tax_minor, currency)),
+                        location_id: None,
+                        department_id: None,
+                        memo: Some(format!("Tax {}%", tax_rate.normalize())),
+                    });
+                }
+                let tx = NewSalesTransaction {
+                    transaction_type: definition.clone(),
+                    date_created: close_date,
+                    customer_id: customer_id.to_owned(),
+                    document_no: Some(invoice_no.to_owned()),
+                    reference_no: Some(opp_id.to_owned()),
+                    term_name: None,
+                    date_due: Some(due),
+                    message: Some(description),
+                    currency: LegacyCurrency {
+                        base_currency: None,
+                        currency: Some(currency.code().to_owned()),
+                        exch_rate_date: Some(close_date),
+                        exchange: Some(Exchange::RateType(self.config.exchange_rate_type.clone())),
+                    },
+                    state: None,
+                    lines: so_lines,
+                };
+                client
+                    .create_sotransaction(&format!("sotx-{opp_id}"), &tx)
+                    .await
+                    .map(|_| None)
+            }
+        };
+        match result {
+            // The AR invoice's key, straight from create_invoice.
+            Ok(Some(key)) => Ok((key, true)),
+            // Order Entry answers with the document id; the AR invoice carries its number.
+            Ok(None) => self
+                .find_invoice(client, invoice_no)
+                .await?
+                .map(|k| (k, true))
+                .ok_or_else(|| {
+                    JobError::Permanent(format!(
+                        "the Order Entry definition {:?} made no AR invoice for {invoice_no}; configure one that posts to Accounts Receivable (\"Sales Invoice\")",
+                        match &self.config.document {
+                            Document::OrderEntry { definition } => definition.as_str(),
+                            Document::ArInvoice => "",
+                        }
+                    ))
+                }),
+            Err(e) if already_done(&e) => self
+                .find_invoice(client, invoice_no)
+                .await?
+                .map(|k| (k, false))
+                .ok_or_else(|| intacct_error(&e)),
+            Err(e) => Err(intacct_error(&e)),
+        }
+    }
+
+    /// An ITEM cashloop itself needs (tax, a line without a product), created once.
+    async fn ensure_plain_item(
+        &self,
+        client: &IntacctClient,
+        item_id: &str,
+        name: &str,
+        gl_account: &str,
+    ) -> Result<(), JobError> {
+        let found = client
+            .read_by_query_all(
+                "ITEM",
+                &["ITEMID"],
+                &format!("ITEMID = {}", quote(item_id)),
+                10,
+            )
+            .await
+            .map_err(|e| intacct_error(&e))?;
+        if found.is_empty() {
+            let record = Element::new("ITEM")
+                .with_leaf("ITEMID", item_id)
+                .with_leaf("NAME", name)
+                .with_leaf("ITEMTYPE", "Non-Inventory")
+                .with_leaf("INCOMEGLACCOUNT", gl_account);
+            match client
+                .create(&format!("item-{item_id}"), vec![record])
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if already_done(&e) => {}
+                Err(e) => return Err(intacct_error(&e)),
+            }
+        }
+        Ok(())
+    }
+
     async fn ensure_item(
         &self,
         client: &IntacctClient,
@@ -717,7 +894,8 @@ impl Q2c {
             let record = Element::new("ITEM")
                 .with_leaf("ITEMID", item_id)
                 .with_leaf("NAME", name)
-                .with_leaf("ITEMTYPE", "Non-Inventory");
+                .with_leaf("ITEMTYPE", "Non-Inventory")
+                .with_leaf("INCOMEGLACCOUNT", &self.config.revenue_gl);
             match client
                 .create(&format!("item-{product_id}"), vec![record])
                 .await

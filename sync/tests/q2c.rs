@@ -17,7 +17,7 @@ use sync::intacct::client::{Secret, UserAuth};
 use sync::intacct::simulator::{Simulator as IaSim, SimulatorConfig as IaSimConfig};
 use sync::intacct::{Element, IntacctClient, IntacctConfig, InvoiceLine, NewInvoice};
 use sync::jobs::{JobError, Jobs};
-use sync::q2c::{EntityRule, EntitySettings, LedgerAccounts, Q2c, Q2cConfig};
+use sync::q2c::{Document, EntityRule, EntitySettings, LedgerAccounts, Q2c, Q2cConfig};
 use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimConfig};
 use sync::salesforce::{ClientConfig, Credentials, Record, SalesforceClient};
 use sync::xref::Xref;
@@ -53,6 +53,10 @@ fn code(s: &str) -> AccountCode {
 }
 
 async fn world(db: Db) -> World {
+    world_with(db, Document::ArInvoice).await
+}
+
+async fn world_with(db: Db, document: Document) -> World {
     let sf = SfSim::start(SfSimConfig::default()).await;
     let creds = Credentials::client_credentials(&sf.config().client_id, &sf.config().client_secret);
     let client = SalesforceClient::new(ClientConfig::new(sf.base_url()), creds).unwrap();
@@ -144,6 +148,7 @@ async fn world(db: Db) -> World {
         },
     );
     let config = Q2cConfig {
+        document,
         entity_rule: EntityRule {
             field: "BillingCountry".into(),
             map: [
@@ -614,5 +619,80 @@ both_backends!(
         let r = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
         assert_eq!((r.invoice_key.as_str(), r.created), (key.as_str(), false));
         assert_eq!(w.ia.records("ARINVOICE").len(), 1);
+    }
+);
+
+both_backends!(
+    order_entry_sales_invoices_with_items_discounts_and_tax,
+    |t| async move {
+        let w = world_with(
+            t.db.clone(),
+            Document::OrderEntry {
+                definition: "Sales Invoice".into(),
+            },
+        )
+        .await;
+        // EUR in entity UK (base GBP): 3 × 250.00 + 1 × 199.99 less 15% (169.9915 → 169.99)
+        // = 919.99; VAT 20% = 184.00 (183.998); total 1103.99.
+        let deal = w.deal(
+            "Bergmann GmbH",
+            "Germany",
+            "EUR",
+            &[
+                ("Widget EU", "WID-EU", "3", "250.00"),
+                ("Setup", "SET-EU", "1", "199.99/15"),
+            ],
+        );
+        let r = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        assert!(r.created);
+        let docs = w.ia.records("SODOCUMENT");
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].text_at("DOCPARID"), Some("Sales Invoice"));
+        assert_eq!(docs[0].text_at("PRRECORDKEY"), Some(r.invoice_key.as_str()));
+        let inv = &w.ia.records("ARINVOICE")[0];
+        assert_eq!(inv.text_at("RECORDID"), Some(r.invoice_no.as_str()));
+        assert_eq!(inv.text_at("CURRENCY"), Some("EUR"));
+        let trx: Decimal = inv.text_at("TRX_TOTALENTERED").unwrap().parse().unwrap();
+        assert_eq!(trx, "1103.99".parse::<Decimal>().unwrap());
+        assert_eq!(
+            inv.text_at("BASECURR"),
+            Some("GBP"),
+            "base amounts in the entity's currency"
+        );
+        // Items: the two products and the tax item, each once.
+        let items: Vec<String> =
+            w.ia.records("ITEM")
+                .iter()
+                .filter_map(|i| i.text_at("ITEMID").map(str::to_owned))
+                .collect();
+        assert_eq!(items.len(), 3, "{items:?}");
+        assert_eq!(w.balance("UK", "1200-EUR").await, 110_399);
+        assert_eq!(w.balance("UK", "2200-EUR").await, 18_400);
+        // A crash after the create, before the link: found by number, not made twice.
+        match &w.db {
+            Db::Postgres(p) => sqlx::query("DELETE FROM sync_xref WHERE object = 'Opportunity'")
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Db::Sqlite(s) => sqlx::query("DELETE FROM sync_xref WHERE object = 'Opportunity'")
+                .execute(&s.pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+        };
+        let again = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        assert_eq!(
+            (again.created, again.invoice_key.as_str()),
+            (false, r.invoice_key.as_str())
+        );
+        assert_eq!(w.ia.records("SODOCUMENT").len(), 1);
+        assert_eq!(w.ia.function_count("create_sotransaction"), 1);
+        assert_eq!(w.balance("UK", "1200-EUR").await, 110_399);
+        w.sync.push("Opportunity", None).await.unwrap();
+        assert_eq!(
+            w.opp_field(&deal.opportunity, "Balance_Due__c").as_deref(),
+            Some("1103.99")
+        );
     }
 );
