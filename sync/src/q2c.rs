@@ -34,7 +34,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::cursor::{Cursors, Position};
 use crate::flows::SalesforceSync;
-use crate::intacct::customers::{Account, EnsureError, SAGE_SYSTEM, ensure_customer};
+use crate::intacct::customers::{Account, EnsureError, Found, SAGE_SYSTEM, ensure_customer};
 use crate::intacct::{
     Element, Exchange, IntacctClient, IntacctError, InvoiceLine, LegacyCurrency, NewInvoice,
     NewSalesTransaction, SalesTransactionLine,
@@ -422,7 +422,8 @@ impl Q2c {
         let account = self
             .sf_one(
                 &format!(
-                    "SELECT Id, Name, BillingCountry, BillingPostalCode, CurrencyIsoCode FROM Account WHERE Id = '{account_id}'"
+                    "SELECT Id, Name, BillingStreet, BillingCity, BillingState, BillingPostalCode, BillingCountry, CurrencyIsoCode \
+                     FROM Account WHERE Id = '{account_id}'"
                 ),
                 &format!("Account {account_id}"),
             )
@@ -560,19 +561,38 @@ impl Q2c {
             "tax",
         )?;
 
-        // 1. The customer.
-        let (customer_id, _) = ensure_customer(
+        // 1. The customer, and its contacts with bill-to and ship-to roles.
+        let contacts = self
+            .salesforce
+            .client()
+            .query_collect(&format!(
+                "SELECT Id, FirstName, LastName, Email, Phone, Title FROM Contact \
+                 WHERE AccountId = '{account_id}' ORDER BY Id LIMIT {CONTACTS_MAX}"
+            ))
+            .await
+            .map_err(|e| sf_error(&e))?;
+        let (bill_to, ship_to) = contact_roles(&contacts);
+        let text = |f: &str| account.get_str(f).map(str::to_owned);
+        let (customer_id, found) = ensure_customer(
             &client,
             &self.xref,
             &self.review,
             &Account {
                 salesforce_id: account_id.clone(),
                 name,
+                street: text("BillingStreet"),
+                city: text("BillingCity"),
+                state: text("BillingState"),
+                postal_code: text("BillingPostalCode"),
+                country: text("BillingCountry"),
+                email: bill_to.and_then(|c| c.get_str("Email")).map(str::to_owned),
             },
             &entity_id,
         )
         .await
         .map_err(ensure_error)?;
+        self.ensure_contacts(&client, &customer_id, found, &contacts, bill_to, ship_to)
+            .await?;
 
         // 2. The items.
         for l in &lines {
@@ -826,6 +846,113 @@ impl Q2c {
                 .await?
                 .map(|k| (k, false))
                 .ok_or_else(|| intacct_error(&e)),
+            Err(e) => Err(intacct_error(&e)),
+        }
+    }
+
+    /// Each Salesforce Contact as an Intacct CONTACT (linked, never made twice); a customer
+    /// created now gets its bill-to and ship-to contacts. An existing customer's roles are
+    /// Intacct's to keep: they are not overwritten.
+    async fn ensure_contacts(
+        &self,
+        client: &IntacctClient,
+        customer_id: &str,
+        found: Found,
+        contacts: &[Record],
+        bill_to: Option<&Record>,
+        ship_to: Option<&Record>,
+    ) -> Result<(), JobError> {
+        let mut names: HashMap<String, String> = HashMap::new();
+        for c in contacts {
+            let Some(id) = c.id() else { continue };
+            let id = sf_id(id, "Contact.Id")?;
+            if let Some(l) = self
+                .xref
+                .by_salesforce("Contact", &id, SAGE_SYSTEM)
+                .await
+                .map_err(storage)?
+            {
+                names.insert(id, l.sage_id);
+                continue;
+            }
+            let first = c.get_str("FirstName").unwrap_or("").trim();
+            let last = c.get_str("LastName").unwrap_or("").trim();
+            let person = format!("{first} {last}").trim().to_owned();
+            if person.is_empty() {
+                continue;
+            }
+            // CONTACTNAME is unique in the company: the person qualified by the customer.
+            let contact_name: String = format!("{person} ({customer_id})")
+                .chars()
+                .take(200)
+                .collect();
+            let existing = client
+                .read_by_query_all(
+                    "CONTACT",
+                    &["CONTACTNAME"],
+                    &format!("CONTACTNAME = {}", quote(&contact_name)),
+                    10,
+                )
+                .await
+                .map_err(|e| intacct_error(&e))?;
+            if existing.is_empty() {
+                let mut record = Element::new("CONTACT")
+                    .with_leaf("CONTACTNAME", &contact_name)
+                    .with_leaf("PRINTAS", &person)
+                    .with_leaf("COMPANYNAME", customer_id);
+                for (tag, field) in [
+                    ("FIRSTNAME", "FirstName"),
+                    ("LASTNAME", "LastName"),
+                    ("EMAIL1", "Email"),
+                    ("PHONE1", "Phone"),
+                ] {
+                    if let Some(v) = c.get_str(field).filter(|v| !v.trim().is_empty()) {
+                        record = record.with_leaf(tag, v);
+                    }
+                }
+                match client.create(&format!("contact-{id}"), vec![record]).await {
+                    Ok(_) => {}
+                    Err(e) if already_done(&e) => {}
+                    Err(e) => return Err(intacct_error(&e)),
+                }
+            }
+            let link = Link {
+                object: "Contact".into(),
+                salesforce_id: id.clone(),
+                sage_system: SAGE_SYSTEM.into(),
+                sage_entity: String::new(),
+                sage_id: contact_name.clone(),
+                last_values: None,
+            };
+            if let Linked::Conflict(other) = self.xref.link(&link).await.map_err(storage)? {
+                return Err(JobError::Permanent(format!(
+                    "the cross-reference links Contact {id} / CONTACT {contact_name:?} elsewhere ({} ⇄ {})",
+                    other.salesforce_id, other.sage_id
+                )));
+            }
+            names.insert(id, contact_name);
+        }
+        if found != Found::Created {
+            return Ok(());
+        }
+        let name_of = |c: Option<&Record>| {
+            c.and_then(|c| c.id())
+                .map(crate::salesforce::wire::canonical_id)
+                .and_then(|id| names.get(&id).cloned())
+        };
+        let (Some(bill), Some(ship)) = (name_of(bill_to), name_of(ship_to)) else {
+            return Ok(());
+        };
+        let update = Element::new("CUSTOMER")
+            .with_leaf("CUSTOMERID", customer_id)
+            .with(Element::new("BILLTO").with_leaf("CONTACTNAME", bill))
+            .with(Element::new("SHIPTO").with_leaf("CONTACTNAME", ship));
+        match client
+            .update(&format!("customer-roles-{customer_id}"), vec![update])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if already_done(&e) => Ok(()),
             Err(e) => Err(intacct_error(&e)),
         }
     }
@@ -1552,6 +1679,41 @@ pub struct PullReport {
     pub receipts: u64,
     pub credit_memos: u64,
     pub invoices: u64,
+}
+
+/// Contacts read per account (the rest stay in Salesforce).
+pub const CONTACTS_MAX: usize = 20;
+
+/// The bill-to contact (an accounts-payable address or title, else the first) and the ship-to
+/// contact (the first other one, else the bill-to).
+pub fn contact_roles(contacts: &[Record]) -> (Option<&Record>, Option<&Record>) {
+    const BILLING: &[&str] = &[
+        "billing",
+        "ap",
+        "ar",
+        "accounts",
+        "accountspayable",
+        "invoices",
+        "invoice",
+        "rechnung",
+        "finance",
+    ];
+    let is_billing = |c: &&Record| {
+        let local = c
+            .get_str("Email")
+            .and_then(|e| e.split_once('@'))
+            .map(|(l, _)| l.to_ascii_lowercase());
+        let title = c.get_str("Title").unwrap_or("").to_ascii_lowercase();
+        local.is_some_and(|l| BILLING.contains(&l.as_str()))
+            || title.contains("billing")
+            || title.contains("accounts payable")
+    };
+    let bill = contacts.iter().find(is_billing).or(contacts.first());
+    let ship = contacts
+        .iter()
+        .find(|c| bill.is_none_or(|b| !std::ptr::eq(*c, b)))
+        .or(bill);
+    (bill, ship)
 }
 
 /// ITEMID for a product: its ProductCode, else `SF-` and the id.

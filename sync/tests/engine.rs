@@ -971,6 +971,7 @@ both_backends!(
         let acme = Account {
             salesforce_id: "001000000000001AAA".into(),
             name: "Acme & Sons".into(),
+            ..Account::default()
         };
         // New: created under a deterministic id, then found through the cross-reference.
         let (id, how) = ensure_customer(&client, &xref, &review, &acme, "US01")
@@ -999,6 +1000,7 @@ both_backends!(
         let globex = Account {
             salesforce_id: "001000000000002AAA".into(),
             name: "Globex".into(),
+            ..Account::default()
         };
         let (id, how) = ensure_customer(&client, &xref, &review, &globex, "US01")
             .await
@@ -1008,6 +1010,7 @@ both_backends!(
         let initech = Account {
             salesforce_id: "001000000000003AAA".into(),
             name: "Initech".into(),
+            ..Account::default()
         };
         sim.insert(
             "CUSTOMER",
@@ -1041,6 +1044,7 @@ both_backends!(
         let twins = Account {
             salesforce_id: "001000000000004AAA".into(),
             name: "Twins".into(),
+            ..Account::default()
         };
         let e = ensure_customer(&client, &xref, &review, &twins, "US01")
             .await

@@ -211,6 +211,28 @@ impl World {
             )
             .unwrap()
             .remove(0);
+        let domain = account
+            .split_whitespace()
+            .next()
+            .unwrap_or("x")
+            .to_ascii_lowercase();
+        self.sf
+            .insert_as_user(
+                "Contact",
+                &[
+                    Record::new("Contact")
+                        .with("FirstName", "Ada")
+                        .with("LastName", "Lovelace")
+                        .with("Email", format!("ada@{domain}.example"))
+                        .with("AccountId", acc.as_str()),
+                    Record::new("Contact")
+                        .with("FirstName", "Bob")
+                        .with("LastName", "Payer")
+                        .with("Email", format!("billing@{domain}.example"))
+                        .with("AccountId", acc.as_str()),
+                ],
+            )
+            .unwrap();
         let book = self
             .sf
             .insert_as_user(
@@ -345,6 +367,32 @@ both_backends!(closed_won_usd_and_eur_in_two_entities, |t| async move {
         2,
         "Acme linked, Bergmann created"
     );
+    // Contacts with roles: the accounts-payable address is bill-to, the other ship-to; the
+    // customer found in Intacct keeps its own roles.
+    assert_eq!(w.ia.records("CONTACT").len(), 4);
+    let customers = w.ia.records("CUSTOMER");
+    let bergmann = customers
+        .iter()
+        .find(|c| c.text_at("NAME") == Some("Bergmann GmbH"))
+        .unwrap();
+    let id = bergmann.text_at("CUSTOMERID").unwrap();
+    assert_eq!(
+        bergmann.text_at("BILLTO/CONTACTNAME"),
+        Some(format!("Bob Payer ({id})").as_str())
+    );
+    assert_eq!(
+        bergmann.text_at("SHIPTO/CONTACTNAME"),
+        Some(format!("Ada Lovelace ({id})").as_str())
+    );
+    assert_eq!(
+        bergmann.text_at("DISPLAYCONTACT/EMAIL1"),
+        Some("billing@bergmann.example")
+    );
+    let acme = customers
+        .iter()
+        .find(|c| c.text_at("CUSTOMERID") == Some("C-ACME"))
+        .unwrap();
+    assert!(acme.text_at("BILLTO/CONTACTNAME").is_none());
     assert_eq!(w.ia.records("ITEM").len(), 3);
 
     // USD: 2 × 1000.00 + 499.99 less 10% (449.991 → 449.99) = 2449.99; tax 8.25% = 202.12.
@@ -694,5 +742,54 @@ both_backends!(
             w.opp_field(&deal.opportunity, "Balance_Due__c").as_deref(),
             Some("1103.99")
         );
+    }
+);
+
+both_backends!(
+    same_named_customers_are_told_apart_by_postcode,
+    |t| async move {
+        let w = world(t.db.clone()).await;
+        let customer = |id: &str, zip: &str| {
+            Element::new("CUSTOMER")
+                .with_leaf("CUSTOMERID", id)
+                .with_leaf("NAME", "Initech")
+                .with(
+                    Element::new("DISPLAYCONTACT")
+                        .with_leaf("PRINTAS", "Initech")
+                        .with(Element::new("MAILADDRESS").with_leaf("ZIP", zip)),
+                )
+        };
+        w.ia.insert(
+            "CUSTOMER",
+            vec![customer("C-NY", "10001"), customer("C-SF", "94105")],
+        );
+        let deal = w.deal(
+            "Initech",
+            "United States",
+            "USD",
+            &[("Box", "BOX", "1", "10.00")],
+        );
+        w.sf.update_as_user(
+            "Account",
+            &deal.account,
+            &Record::new("Account").with("BillingPostalCode", "94105"),
+        )
+        .unwrap();
+        let r = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        assert_eq!(r.customer_id, "C-SF");
+        assert_eq!(w.ia.records("CUSTOMER").len(), 2, "linked, not duplicated");
+        // Without a postcode to tell them apart: review, and nothing created.
+        let other = w.deal(
+            "Initech",
+            "United States",
+            "USD",
+            &[("Box", "BOX", "1", "10.00")],
+        );
+        match w.q2c.closed_won(&other.opportunity).await.unwrap_err() {
+            JobError::Permanent(m) => assert!(m.contains("review item"), "{m}"),
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(w.ia.records("CUSTOMER").len(), 2);
+        assert_eq!(w.ia.records("ARINVOICE").len(), 1);
     }
 );

@@ -1,19 +1,43 @@
 //! Ensuring a Salesforce Account has its Intacct CUSTOMER, without ever making a second one:
-//! the cross-reference first; then a search by the configured natural key (the customer's
-//! name — an account that already exists in Intacct under the same name is linked, not
-//! duplicated); then a create with a deterministic CUSTOMERID and controlid. If a crash falls
-//! between the create and the cross-reference, the retry finds the customer by its key and
-//! links it. More than one candidate is never resolved by picking: it goes to the review queue.
+//! the cross-reference first; then the CUSTOMERID cashloop would have given it (the
+//! Salesforce id stored on the Sage record: found even if renamed in Intacct); then the
+//! natural keys — the name, narrowed by the billing postcode and the e-mail domain when both
+//! sides have them (an account that already exists in Intacct under the same name is linked,
+//! not duplicated); then a create with a deterministic CUSTOMERID and controlid. If a crash
+//! falls between the create and the cross-reference, the retry finds the customer by its key
+//! and links it. More than one candidate is never resolved by picking: it goes to review.
 
 use crate::intacct::{Element, IntacctClient, IntacctError};
 use crate::review::Review;
 use crate::xref::{Link, Linked, Xref};
 
 /// The Salesforce side of a customer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Account {
     pub salesforce_id: String,
     pub name: String,
+    /// Billing address, written to a new customer's MAILADDRESS; the postcode also narrows
+    /// a search by name.
+    pub street: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+    /// The bill-to contact's e-mail: its domain narrows a search by name.
+    pub email: Option<String>,
+}
+
+fn postcode_key(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+fn email_domain(s: &str) -> Option<String> {
+    s.rsplit_once('@')
+        .map(|(_, d)| d.trim().to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
 }
 
 /// How the customer was found.
@@ -76,14 +100,51 @@ pub async fn ensure_customer(
         return Ok((l.sage_id, Found::Xref));
     }
     let mut found = Found::Matched;
-    let candidates = client
+    let own_id = customer_id_for(&account.salesforce_id);
+    let mine = client
         .read_by_query_all(
             "CUSTOMER",
-            &["CUSTOMERID", "NAME"],
-            &format!("NAME = {}", quote(&account.name)),
-            100,
+            &["CUSTOMERID"],
+            &format!("CUSTOMERID = {}", quote(&own_id)),
+            10,
         )
         .await?;
+    let candidates = if mine.is_empty() {
+        client
+            .read_by_query_all(
+                "CUSTOMER",
+                &[],
+                &format!("NAME = {}", quote(&account.name)),
+                100,
+            )
+            .await?
+    } else {
+        mine
+    };
+    // Narrow same-named customers by postcode, then e-mail domain, where both sides have one.
+    let mut candidates: Vec<&Element> = candidates.iter().collect();
+    if candidates.len() > 1
+        && let Some(pc) = account
+            .postal_code
+            .as_deref()
+            .map(postcode_key)
+            .filter(|p| !p.is_empty())
+    {
+        candidates.retain(|c| {
+            c.text_at("DISPLAYCONTACT/MAILADDRESS/ZIP")
+                .map(postcode_key)
+                .is_none_or(|z| z.is_empty() || z == pc)
+        });
+    }
+    if candidates.len() > 1
+        && let Some(domain) = account.email.as_deref().and_then(email_domain)
+    {
+        candidates.retain(|c| {
+            c.text_at("DISPLAYCONTACT/EMAIL1")
+                .and_then(email_domain)
+                .is_none_or(|d| d == domain)
+        });
+    }
     let ids: Vec<String> = candidates
         .iter()
         .filter_map(|c| c.text_at("CUSTOMERID").map(str::to_owned))
@@ -91,16 +152,41 @@ pub async fn ensure_customer(
     let customer_id = match ids.as_slice() {
         [one] => one.clone(),
         [] => {
-            let id = customer_id_for(&account.salesforce_id);
+            let mut address = Element::new("MAILADDRESS");
+            for (tag, v) in [
+                ("ADDRESS1", &account.street),
+                ("CITY", &account.city),
+                ("STATE", &account.state),
+                ("ZIP", &account.postal_code),
+                ("COUNTRY", &account.country),
+            ] {
+                if let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                    address = address.with_leaf(tag, v);
+                }
+            }
+            let mut contact = Element::new("DISPLAYCONTACT")
+                .with_leaf("PRINTAS", account.name.clone())
+                .with_leaf("COMPANYNAME", account.name.clone());
+            if let Some(e) = &account.email {
+                contact = contact.with_leaf("EMAIL1", e);
+            }
+            if !address.children.is_empty() {
+                contact = contact.with(address);
+            }
             let record = Element::new("CUSTOMER")
-                .with_leaf("CUSTOMERID", id.clone())
+                .with_leaf("CUSTOMERID", own_id.clone())
                 .with_leaf("NAME", account.name.clone())
-                .with(Element::new("DISPLAYCONTACT").with_leaf("PRINTAS", account.name.clone()));
-            client
+                .with(contact);
+            match client
                 .create(&format!("customer-{}", account.salesforce_id), vec![record])
-                .await?;
-            found = Found::Created;
-            id
+                .await
+            {
+                Ok(_) => found = Found::Created,
+                // Made by an earlier attempt whose answer was lost: it is ours.
+                Err(e) if e.has_errorno("BL34000061") || e.has_errorno("XL03000004") => {}
+                Err(e) => return Err(e.into()),
+            }
+            own_id
         }
         many => {
             let review_id = review
@@ -108,7 +194,7 @@ pub async fn ensure_customer(
                     "multiple_match",
                     "Account",
                     &account.salesforce_id,
-                    &serde_json::json!({"sage_system": SAGE_SYSTEM, "object": "CUSTOMER", "name": account.name, "candidates": many}),
+                    &serde_json::json!({"sage_system": SAGE_SYSTEM, "object": "CUSTOMER", "name": account.name, "postal_code": account.postal_code, "candidates": many}),
                 )
                 .await?;
             return Err(EnsureError::Ambiguous {
