@@ -581,6 +581,7 @@ fn intacct_settings(
     gateway_accounts: Option<
         &std::collections::HashMap<ledger::Currency, gateway::service::PostingAccounts>,
     >,
+    mappings: &[sync::mapping::ObjectMapping],
 ) -> Result<IntacctSettings, ConfigError> {
     use sync::intacct::{IntacctClient, IntacctConfig, Secret, UserAuth};
     let k = |f: &str| format!("sync.intacct.{f}");
@@ -758,6 +759,7 @@ fn intacct_settings(
             due_days,
             default_currency,
             ledger,
+            mappings: mappings.to_vec(),
         },
         poll_interval_s: c.poll_interval_s.unwrap_or(300).max(1),
     })
@@ -1346,7 +1348,12 @@ impl Config {
                         ));
                     }
                     let gateway_accounts = gateway.as_ref().map(|g| &g.accounts);
-                    Some(intacct_settings(c, &default_entity, gateway_accounts)?)
+                    Some(intacct_settings(
+                        c,
+                        &default_entity,
+                        gateway_accounts,
+                        &r.mappings,
+                    )?)
                 }
             };
             SyncConfig {

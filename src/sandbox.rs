@@ -32,6 +32,10 @@ pub struct SandboxArgs {
     /// Extra generated Closed Won deals beyond the seeded four (for latency figures).
     #[arg(long, default_value_t = 0)]
     pub extra_deals: usize,
+    /// What a Closed Won deal becomes in Intacct: `ar_invoice` or `order_entry` (a Sales
+    /// Invoice with item lines).
+    #[arg(long, default_value = "ar_invoice")]
+    pub document: String,
     /// Runs the loop, prints the summary, and exits instead of serving on.
     #[arg(long)]
     pub exit: bool,
@@ -245,6 +249,7 @@ sender_password = {{ file = {ia_sender:?} }}
 company_id = "{company}"
 user_id = "{user}"
 user_password = {{ file = {ia_user:?} }}
+document = "{document}"
 revenue_gl = "4000"
 tax_gl = "2200"
 bank_account = "BOA"
@@ -280,6 +285,7 @@ cash = "1010"
         sender = ia_cfg.sender_id,
         company = ia_cfg.company_id,
         user = ia_cfg.users[0].0,
+        document = args.document,
     );
     let config_path = dir.join("cashloop.toml");
     std::fs::write(&config_path, &toml)?;
@@ -627,7 +633,7 @@ cash = "1010"
     println!("Closed Won → invoice (entity, customer, invoice number, status, balance due):");
     for d in deals.iter().take(ACCOUNTS.len()) {
         println!(
-            "  {:<22} {}  {:<16} {:<12} {:<14} {:>10}",
+            "  {:<22} {}  {:<22} {:<14} {:<14} {:>10}",
             d.account_name,
             d.currency,
             field(&d.opportunity, "Sage_Invoice_Number__c").unwrap_or_else(|| "(not yet)".into()),

@@ -121,6 +121,9 @@ pub struct Q2cConfig {
     pub default_currency: String,
     /// Ledger accounts per currency; a currency without them is a permanent error.
     pub ledger: HashMap<Currency, LedgerAccounts>,
+    /// The configured field mappings; the `Account` ⇄ `CUSTOMER` one adds fields to new
+    /// customers and keeps linked customers' Salesforce-owned fields up to date.
+    pub mappings: Vec<crate::mapping::ObjectMapping>,
 }
 
 /// The flows between Salesforce, Intacct and the ledger.
@@ -317,6 +320,10 @@ impl Q2c {
             .register(
                 &crate::flows::changed_kind("Opportunity"),
                 Arc::new(OpportunityChangedHandler(me.clone())),
+            )
+            .register(
+                &crate::flows::changed_kind("Account"),
+                Arc::new(AccountChangedHandler(me.clone())),
             )
             .register(PAYMENT, Arc::new(PaymentHandler(me.clone())))
             .register(PULL, Arc::new(PullHandler(me)))
@@ -586,6 +593,7 @@ impl Q2c {
                 postal_code: text("BillingPostalCode"),
                 country: text("BillingCountry"),
                 email: bill_to.and_then(|c| c.get_str("Email")).map(str::to_owned),
+                extra: self.customer_fields(&account_id).await?,
             },
             &entity_id,
         )
@@ -593,6 +601,12 @@ impl Q2c {
         .map_err(ensure_error)?;
         self.ensure_contacts(&client, &customer_id, found, &contacts, bill_to, ship_to)
             .await?;
+        let mut ids = Map::new();
+        ids.insert("Sage_Customer_Id__c".into(), json!(customer_id));
+        self.salesforce
+            .queue_push("Account", "Id", &account_id, &ids)
+            .await
+            .map_err(storage)?;
 
         // 2. The items.
         for l in &lines {
@@ -848,6 +862,124 @@ impl Q2c {
                 .ok_or_else(|| intacct_error(&e)),
             Err(e) => Err(intacct_error(&e)),
         }
+    }
+
+    fn account_mapping(&self) -> Option<&crate::mapping::ObjectMapping> {
+        self.config
+            .mappings
+            .iter()
+            .find(|m| m.salesforce == "Account" && m.sage.eq_ignore_ascii_case("CUSTOMER"))
+    }
+
+    /// The CUSTOMER fields the Account ⇄ CUSTOMER mapping gives Salesforce, read fresh from
+    /// Salesforce. A value the mapping cannot make is a permanent error naming the field.
+    async fn customer_fields(&self, account_id: &str) -> Result<Vec<(String, String)>, JobError> {
+        let Some(m) = self.account_mapping() else {
+            return Ok(Vec::new());
+        };
+        let mut fields: Vec<&str> = m
+            .fields
+            .iter()
+            .filter(|f| f.owner == crate::mapping::Owner::Salesforce)
+            .filter_map(|f| f.salesforce.as_deref())
+            .filter(|f| !f.eq_ignore_ascii_case("Id"))
+            .collect();
+        fields.sort_unstable();
+        fields.dedup();
+        if fields.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(bad) = fields
+            .iter()
+            .find(|f| !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            return Err(JobError::Permanent(format!(
+                "mapping Account ⇄ CUSTOMER: {bad:?} is not a field API name"
+            )));
+        }
+        let record = self
+            .sf_one(
+                &format!(
+                    "SELECT Id, {} FROM Account WHERE Id = '{account_id}'",
+                    fields.join(", ")
+                ),
+                &format!("Account {account_id}"),
+            )
+            .await?;
+        let map: Map<String, Json> = record
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Json::Null)))
+            .collect();
+        let sage = m
+            .to_sage(&map, &BTreeMap::<(String, String), Decimal>::new())
+            .map_err(|e| {
+                JobError::Permanent(format!(
+                    "Account {account_id}: mapping Account ⇄ CUSTOMER: {e}"
+                ))
+            })?;
+        Ok(sage
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                Json::Null => None,
+                Json::String(s) => Some((k, s)),
+                other => Some((k, other.to_string())),
+            })
+            .filter(|(k, _)| !matches!(k.as_str(), "CUSTOMERID" | "RECORDNO"))
+            .collect())
+    }
+
+    /// A pulled Account change: a linked customer's Salesforce-owned fields to Intacct (only
+    /// what changed since the last sync). Accounts without a customer stay in Salesforce
+    /// until their first Closed Won deal.
+    pub async fn account_changed(&self, account_id: &str) -> Result<bool, JobError> {
+        let account_id = sf_id(account_id, "Account.Id")?;
+        let Some(link) = self
+            .xref
+            .by_salesforce("Account", &account_id, SAGE_SYSTEM)
+            .await
+            .map_err(storage)?
+        else {
+            return Ok(false);
+        };
+        let fields = self.customer_fields(&account_id).await?;
+        if fields.is_empty() {
+            return Ok(false);
+        }
+        let next: Map<String, Json> = fields.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let last = link.last_values.as_ref().and_then(Json::as_object);
+        let changed = crate::mapping::changes(&next, last);
+        if changed.is_empty() {
+            return Ok(false);
+        }
+        let client = self.entity(&link.sage_entity)?.client.clone();
+        let mut record = Element::new("CUSTOMER").with_leaf("CUSTOMERID", &link.sage_id);
+        for (k, v) in &changed {
+            crate::intacct::customers::set_path(&mut record, k, v.as_str().unwrap_or_default());
+        }
+        // The controlid names this exact change, so a resend is refused, a new change is not.
+        let digest = {
+            use sha2::Digest;
+            hex::encode(
+                &sha2::Sha256::digest(Json::Object(next.clone()).to_string().as_bytes())[..8],
+            )
+        };
+        match client
+            .update(
+                &format!("customer-update-{account_id}-{digest}"),
+                vec![record],
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if already_done(&e) => {}
+            Err(e) => return Err(intacct_error(&e)),
+        }
+        self.xref
+            .set_last_values("Account", &account_id, SAGE_SYSTEM, &Json::Object(next))
+            .await
+            .map_err(storage)?;
+        Ok(true)
     }
 
     /// Each Salesforce Contact as an Intacct CONTACT (linked, never made twice); a customer
@@ -1786,6 +1918,24 @@ impl Handler for OpportunityChangedHandler {
                 self.0.queue_closed_won(id).await?;
             }
             Ok(())
+        })
+    }
+}
+
+/// A pulled Account change → the linked customer's mapped fields.
+struct AccountChangedHandler(Arc<Q2c>);
+impl Handler for AccountChangedHandler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            if job.payload.get("deleted").and_then(Json::as_bool) == Some(true) {
+                return Ok(());
+            }
+            let id = job
+                .payload
+                .get("id")
+                .and_then(Json::as_str)
+                .ok_or_else(|| JobError::Permanent("id is missing".into()))?;
+            self.0.account_changed(id).await.map(|_| ())
         })
     }
 }

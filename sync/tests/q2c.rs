@@ -57,6 +57,14 @@ async fn world(db: Db) -> World {
 }
 
 async fn world_with(db: Db, document: Document) -> World {
+    world_full(db, document, Vec::new()).await
+}
+
+async fn world_full(
+    db: Db,
+    document: Document,
+    mappings: Vec<sync::mapping::ObjectMapping>,
+) -> World {
     let sf = SfSim::start(SfSimConfig::default()).await;
     let creds = Credentials::client_credentials(&sf.config().client_id, &sf.config().client_secret);
     let client = SalesforceClient::new(ClientConfig::new(sf.base_url()), creds).unwrap();
@@ -167,6 +175,7 @@ async fn world_with(db: Db, document: Document) -> World {
         due_days: 30,
         default_currency: "USD".into(),
         ledger: accounts,
+        mappings,
     };
     let q2c = Q2c::new(
         db.clone(),
@@ -791,5 +800,80 @@ both_backends!(
         }
         assert_eq!(w.ia.records("CUSTOMER").len(), 2);
         assert_eq!(w.ia.records("ARINVOICE").len(), 1);
+    }
+);
+
+both_backends!(
+    the_account_mapping_shapes_customers_and_keeps_them_current,
+    |t| async move {
+        let mapping: sync::mapping::ObjectMapping = serde_json::from_value(json!({
+            "salesforce": "Account", "sage": "CUSTOMER",
+            "fields": [
+                {"salesforce": "Industry", "sage": "CUSTTYPE", "owner": "salesforce",
+                 "transform": {"kind": "lookup", "table": {"Banking": "FIN"}, "default": "OTHER"}},
+                {"salesforce": "Phone", "sage": "DISPLAYCONTACT/PHONE1", "owner": "salesforce"}
+            ]
+        }))
+        .unwrap();
+        let w = world_full(t.db.clone(), Document::ArInvoice, vec![mapping]).await;
+        let deal = w.deal(
+            "Gringotts",
+            "United Kingdom",
+            "EUR",
+            &[("Vault", "VLT", "1", "100.00")],
+        );
+        w.sf.update_as_user(
+            "Account",
+            &deal.account,
+            &Record::new("Account")
+                .with("Industry", "Banking")
+                .with("Phone", "+44 20 7946 0000"),
+        )
+        .unwrap();
+        let r = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        let c =
+            w.ia.records("CUSTOMER")
+                .into_iter()
+                .find(|c| c.text_at("CUSTOMERID") == Some(r.customer_id.as_str()))
+                .unwrap();
+        assert_eq!(c.text_at("CUSTTYPE"), Some("FIN"));
+        assert_eq!(c.text_at("DISPLAYCONTACT/PHONE1"), Some("+44 20 7946 0000"));
+        // The Sage customer id goes back to the Account.
+        w.sync.push("Account", None).await.unwrap();
+        let acc = w.sf.record("Account", &deal.account).unwrap();
+        assert_eq!(
+            acc.get_str("Sage_Customer_Id__c"),
+            Some(r.customer_id.as_str())
+        );
+        // A later change in Salesforce reaches the linked customer; the same values do not
+        // call Intacct again.
+        w.sf.update_as_user(
+            "Account",
+            &deal.account,
+            &Record::new("Account").with("Industry", "Retail"),
+        )
+        .unwrap();
+        assert!(w.q2c.account_changed(&deal.account).await.unwrap());
+        assert!(!w.q2c.account_changed(&deal.account).await.unwrap());
+        let c =
+            w.ia.records("CUSTOMER")
+                .into_iter()
+                .find(|c| c.text_at("CUSTOMERID") == Some(r.customer_id.as_str()))
+                .unwrap();
+        assert_eq!(c.text_at("CUSTTYPE"), Some("OTHER"));
+        assert_eq!(
+            c.text_at("DISPLAYCONTACT/PHONE1"),
+            Some("+44 20 7946 0000"),
+            "untouched"
+        );
+        // An account with no customer is not pushed to Intacct.
+        let prospect =
+            w.sf.insert_as_user(
+                "Account",
+                &[Record::new("Account").with("Name", "Prospect Ltd")],
+            )
+            .unwrap()
+            .remove(0);
+        assert!(!w.q2c.account_changed(&prospect).await.unwrap());
     }
 );

@@ -25,6 +25,24 @@ pub struct Account {
     pub country: Option<String>,
     /// The bill-to contact's e-mail: its domain narrows a search by name.
     pub email: Option<String>,
+    /// More CUSTOMER fields for a create, from the configured Account ⇄ CUSTOMER mapping:
+    /// (path, value), a path such as `CUSTTYPE` or `DISPLAYCONTACT/PHONE1`.
+    pub extra: Vec<(String, String)>,
+}
+
+/// Sets `value` at `path` (`A/B/C`) under `el`, making the elements on the way.
+pub fn set_path(el: &mut Element, path: &str, value: &str) {
+    match path.split_once('/') {
+        None => el.set_leaf(path, value),
+        Some((head, rest)) => {
+            if el.child(head).is_none() {
+                el.children.push(Element::new(head));
+            }
+            if let Some(child) = el.child_mut(head) {
+                set_path(child, rest, value);
+            }
+        }
+    }
 }
 
 fn postcode_key(s: &str) -> String {
@@ -173,10 +191,13 @@ pub async fn ensure_customer(
             if !address.children.is_empty() {
                 contact = contact.with(address);
             }
-            let record = Element::new("CUSTOMER")
+            let mut record = Element::new("CUSTOMER")
                 .with_leaf("CUSTOMERID", own_id.clone())
                 .with_leaf("NAME", account.name.clone())
                 .with(contact);
+            for (path, value) in &account.extra {
+                set_path(&mut record, path, value);
+            }
             match client
                 .create(&format!("customer-{}", account.salesforce_id), vec![record])
                 .await
