@@ -36,8 +36,8 @@ use crate::cursor::{Cursors, Position};
 use crate::flows::SalesforceSync;
 use crate::intacct::customers::{Account, EnsureError, Found, SAGE_SYSTEM, ensure_customer};
 use crate::intacct::{
-    Element, Exchange, IntacctClient, IntacctError, InvoiceLine, LegacyCurrency, NewInvoice,
-    NewSalesTransaction, SalesTransactionLine,
+    Element, Exchange, IntacctClient, IntacctError, InvoiceLine, LegacyCurrency, NewArAdjustment,
+    NewInvoice, NewSalesTransaction, SalesTransactionLine,
 };
 use crate::jobs::{BoxFuture, Handler, Job, JobError, Jobs, NewJob, Registry};
 use crate::review::Review;
@@ -47,6 +47,11 @@ use crate::xref::{Link, Linked, Xref};
 pub const CLOSED_WON: &str = "intacct.closed_won";
 pub const PAYMENT: &str = "intacct.payment";
 pub const PULL: &str = "intacct.pull";
+
+/// The Salesforce object of credits granted on an Opportunity.
+pub const CREDIT_MEMO_OBJECT: &str = "Cashloop_Credit_Memo__c";
+/// The DESCRIPTION prefix of credit memos cashloop makes (the pull leaves them alone).
+const OWN_CREDIT_PREFIX: &str = "cashloop credit memo ";
 
 /// The ITEM of tax lines on Order Entry transactions.
 pub const TAX_ITEM: &str = "CASHLOOP-TAX";
@@ -324,6 +329,10 @@ impl Q2c {
             .register(
                 &crate::flows::changed_kind("Account"),
                 Arc::new(AccountChangedHandler(me.clone())),
+            )
+            .register(
+                &crate::flows::changed_kind(CREDIT_MEMO_OBJECT),
+                Arc::new(CreditMemoHandler(me.clone())),
             )
             .register(PAYMENT, Arc::new(PaymentHandler(me.clone())))
             .register(PULL, Arc::new(PullHandler(me)))
@@ -862,6 +871,183 @@ impl Q2c {
                 .ok_or_else(|| intacct_error(&e)),
             Err(e) => Err(intacct_error(&e)),
         }
+    }
+
+    /// A credit granted on an invoiced Opportunity in Salesforce (`Cashloop_Credit_Memo__c`):
+    /// a credit memo applied to the Opportunity's invoice in Intacct (numbered `CM` + the
+    /// record id, found by that number before any create), Dr revenue / Cr AR in the ledger,
+    /// then the memo's number and status and the invoice's balance back to Salesforce.
+    /// Returns the ARADJUSTMENT number, or `None` when it was done before.
+    pub async fn credit_memo(&self, memo_id: &str) -> Result<Option<String>, JobError> {
+        let memo_id = sf_id(memo_id, "Cashloop_Credit_Memo__c.Id")?;
+        let memo = self
+            .sf_one(
+                &format!(
+                    "SELECT Id, Name, Opportunity__c, Amount__c, Reason__c, Sage_Adjustment_Id__c \
+                     FROM {CREDIT_MEMO_OBJECT} WHERE Id = '{memo_id}'"
+                ),
+                &format!("{CREDIT_MEMO_OBJECT} {memo_id}"),
+            )
+            .await?;
+        if memo
+            .get_str("Sage_Adjustment_Id__c")
+            .is_some_and(|v| !v.is_empty())
+        {
+            return Ok(None);
+        }
+        let field = |f: &str| format!("{CREDIT_MEMO_OBJECT} {memo_id}: {f}");
+        let opp_id = memo
+            .get_str("Opportunity__c")
+            .ok_or_else(|| JobError::Permanent(format!("{} is empty", field("Opportunity__c"))))
+            .and_then(|o| sf_id(o, "Opportunity__c"))?;
+        let link = self
+            .xref
+            .by_salesforce("Opportunity", &opp_id, SAGE_SYSTEM)
+            .await
+            .map_err(storage)?
+            .ok_or_else(|| {
+                JobError::Retryable(format!(
+                    "Opportunity {opp_id} has no Intacct invoice yet (Closed Won not processed)"
+                ))
+            })?;
+        let client = self.entity(&link.sage_entity)?.client.clone();
+        let invoice = self.read_invoice(&client, &link.sage_id).await?;
+        let currency = Currency::parse(
+            invoice
+                .text_at("CURRENCY")
+                .unwrap_or(&self.config.default_currency),
+        )
+        .map_err(|e| JobError::Permanent(format!("ARINVOICE {}: CURRENCY: {e}", link.sage_id)))?;
+        let amount = memo
+            .get_decimal("Amount__c")
+            .filter(|a| *a > Decimal::ZERO)
+            .ok_or_else(|| {
+                JobError::Permanent(format!("{} must be a positive amount", field("Amount__c")))
+            })?;
+        let minor = to_minor(amount, currency, &field("Amount__c"))?;
+        if from_minor(minor, currency) != amount {
+            return Err(JobError::Permanent(format!(
+                "{} has more decimals than {currency} allows",
+                field("Amount__c")
+            )));
+        }
+        let adjustment_no = format!("CM{memo_id}");
+        let invoice_no = invoice.text_at("RECORDID").unwrap_or_default().to_owned();
+        let customer_id = invoice.text_at("CUSTOMERID").unwrap_or_default().to_owned();
+        let existing = client
+            .read_by_query_all(
+                "ARADJUSTMENT",
+                &["RECORDNO"],
+                &format!("RECORDID = {}", quote(&adjustment_no)),
+                10,
+            )
+            .await
+            .map_err(|e| intacct_error(&e))?;
+        if existing.is_empty() {
+            let due = invoice_due(&invoice);
+            if amount > due {
+                return Err(JobError::Permanent(format!(
+                    "{} ({amount}) is more than invoice {invoice_no}'s balance due ({due})",
+                    field("Amount__c")
+                )));
+            }
+            let reason = memo
+                .get_str("Reason__c")
+                .unwrap_or("Credit granted in Salesforce");
+            let adj = NewArAdjustment {
+                customer_id: customer_id.clone(),
+                date_created: Utc::now().date_naive(),
+                date_posted: None,
+                batch_key: None,
+                adjustment_no: Some(adjustment_no.clone()),
+                action: None,
+                invoice_no: Some(invoice_no.clone()),
+                description: Some(format!("{OWN_CREDIT_PREFIX}{memo_id}: {reason}")),
+                external_id: Some(memo_id.clone()),
+                currency: LegacyCurrency {
+                    base_currency: None,
+                    currency: Some(currency.code().to_owned()),
+                    exch_rate_date: None,
+                    exchange: Some(Exchange::RateType(self.config.exchange_rate_type.clone())),
+                },
+                no_gl: None,
+                lines: vec![InvoiceLine {
+                    gl_account_no: self.config.revenue_gl.clone(),
+                    amount: -amount,
+                    memo: Some(reason.chars().take(200).collect()),
+                    location_id: None,
+                    department_id: None,
+                }],
+            };
+            match client
+                .create_aradjustment(&format!("credit-{memo_id}"), &adj)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if already_done(&e) => {}
+                Err(e) => return Err(intacct_error(&e)),
+            }
+        }
+        // The ledger: Dr revenue / Cr AR, once per memo.
+        let accounts = self.accounts(currency)?.clone();
+        let account_id = link
+            .last_values
+            .as_ref()
+            .and_then(|v| v.get("account_id"))
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| customer_id.clone());
+        let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
+        let money = Money::from_minor(minor, currency);
+        let entry = NewEntry::new(
+            EntryHeader {
+                idempotency_key: IdempotencyKey::parse(&format!("intacct:credit:{memo_id}"), "key")
+                    .map_err(bad)?,
+                entity: accounts.entity.clone(),
+                effective_date: Utc::now().date_naive(),
+                source: SourceName::parse("sage-ar", "source").map_err(bad)?,
+                external_ref: Some(Text::parse(&adjustment_no, "external_ref").map_err(bad)?),
+                memo: Some(
+                    Text::parse(
+                        &format!("Credit memo {adjustment_no} on invoice {invoice_no}"),
+                        "memo",
+                    )
+                    .map_err(bad)?,
+                ),
+            },
+            vec![
+                NewPosting {
+                    account: accounts.revenue.clone(),
+                    direction: Direction::Debit,
+                    amount: money,
+                    customer_id: None,
+                    document_ref: None,
+                    memo: None,
+                },
+                NewPosting {
+                    account: accounts.receivable.clone(),
+                    direction: Direction::Credit,
+                    amount: money,
+                    customer_id: Some(CustomerId::parse(&account_id, "account_id").map_err(bad)?),
+                    document_ref: Some(Text::parse(&invoice_no, "invoice").map_err(bad)?),
+                    memo: None,
+                },
+            ],
+        )
+        .map_err(bad)?;
+        self.ledger.post(entry).await.map_err(ledger_error)?;
+        // Back to Salesforce: the memo, and the invoice's new balance on the Opportunity.
+        let mut fields = Map::new();
+        fields.insert("Sage_Adjustment_Id__c".into(), json!(adjustment_no));
+        fields.insert("Status__c".into(), json!("Applied"));
+        self.salesforce
+            .queue_push(CREDIT_MEMO_OBJECT, "Id", &memo_id, &fields)
+            .await
+            .map_err(storage)?;
+        self.queue_push_now(CREDIT_MEMO_OBJECT).await?;
+        let inv = self.read_invoice(&client, &link.sage_id).await?;
+        self.invoice_changed(&link.sage_entity, &inv).await?;
+        Ok(Some(adjustment_no))
     }
 
     fn account_mapping(&self) -> Option<&crate::mapping::ObjectMapping> {
@@ -1704,6 +1890,11 @@ impl Q2c {
 
     /// A credit memo (negative total) made in Intacct: Dr revenue / Cr AR.
     async fn adjustment(&self, entity_id: &str, r: &Element) -> Result<bool, JobError> {
+        if r.text_at("DESCRIPTION")
+            .is_some_and(|d| d.starts_with(OWN_CREDIT_PREFIX))
+        {
+            return Ok(false);
+        }
         let no = r.text_at("RECORDNO").unwrap_or_default();
         let total = dec_at(r, "TRX_TOTALENTERED")
             .or_else(|| dec_at(r, "TOTALENTERED"))
@@ -1936,6 +2127,24 @@ impl Handler for AccountChangedHandler {
                 .and_then(Json::as_str)
                 .ok_or_else(|| JobError::Permanent("id is missing".into()))?;
             self.0.account_changed(id).await.map(|_| ())
+        })
+    }
+}
+
+/// A credit granted in Salesforce → a credit memo in Intacct and the ledger.
+struct CreditMemoHandler(Arc<Q2c>);
+impl Handler for CreditMemoHandler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            if job.payload.get("deleted").and_then(Json::as_bool) == Some(true) {
+                return Ok(());
+            }
+            let id = job
+                .payload
+                .get("id")
+                .and_then(Json::as_str)
+                .ok_or_else(|| JobError::Permanent("id is missing".into()))?;
+            self.0.credit_memo(id).await.map(|_| ())
         })
     }
 }

@@ -877,3 +877,82 @@ both_backends!(
         assert!(!w.q2c.account_changed(&prospect).await.unwrap());
     }
 );
+
+both_backends!(
+    a_credit_granted_in_salesforce_becomes_a_credit_memo,
+    |t| async move {
+        let w = world(t.db.clone()).await;
+        let deal = w.deal(
+            "Wayne Enterprises",
+            "United States",
+            "USD",
+            &[("Cape", "CAPE", "2", "500.00")],
+        );
+        let r = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        // 1000.00 + 8.25% = 1082.50 receivable.
+        assert_eq!(w.balance("US", "1200-USD").await, 108_250);
+        let memo =
+            w.sf.insert_as_user(
+                "Cashloop_Credit_Memo__c",
+                &[Record::new("Cashloop_Credit_Memo__c")
+                    .with("Name", "Late delivery")
+                    .with("Opportunity__c", deal.opportunity.as_str())
+                    .with("Amount__c", "100.00".parse::<Decimal>().unwrap())
+                    .with("Reason__c", "Late delivery")],
+            )
+            .unwrap()
+            .remove(0);
+        let no = w.q2c.credit_memo(&memo).await.unwrap().unwrap();
+        assert_eq!(no, format!("CM{memo}"));
+        // Resent before the write-back landed: found by its number, nothing twice.
+        assert_eq!(w.q2c.credit_memo(&memo).await.unwrap(), Some(no.clone()));
+        let adjustments = w.ia.records("ARADJUSTMENT");
+        assert_eq!(adjustments.len(), 1);
+        let total: Decimal = adjustments[0]
+            .text_at("TRX_TOTALENTERED")
+            .or(adjustments[0].text_at("TOTALENTERED"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(total, "-100".parse::<Decimal>().unwrap());
+        let inv =
+            w.ia.records("ARINVOICE")
+                .into_iter()
+                .find(|i| i.text_at("RECORDNO") == Some(r.invoice_key.as_str()))
+                .unwrap();
+        let due: Decimal = inv.text_at("TRX_TOTALDUE").unwrap().parse().unwrap();
+        assert_eq!(due, "982.50".parse::<Decimal>().unwrap());
+        assert_eq!(w.balance("US", "1200-USD").await, 98_250);
+        assert_eq!(w.balance("US", "4000-USD").await, 90_000);
+        w.sync.push("Cashloop_Credit_Memo__c", None).await.unwrap();
+        w.sync.push("Opportunity", None).await.unwrap();
+        let m = w.sf.record("Cashloop_Credit_Memo__c", &memo).unwrap();
+        assert_eq!(m.get_str("Sage_Adjustment_Id__c"), Some(no.as_str()));
+        assert_eq!(m.get_str("Status__c"), Some("Applied"));
+        assert_eq!(
+            w.opp_field(&deal.opportunity, "Balance_Due__c").as_deref(),
+            Some("982.5")
+        );
+        // Done: a replay does nothing; the Intacct pull does not post our own memo again.
+        assert_eq!(w.q2c.credit_memo(&memo).await.unwrap(), None);
+        assert_eq!(w.q2c.pull("US").await.unwrap().credit_memos, 0);
+        assert_eq!(w.balance("US", "1200-USD").await, 98_250);
+        // More than the balance due: refused, naming the field, nothing written.
+        let too_much =
+            w.sf.insert_as_user(
+                "Cashloop_Credit_Memo__c",
+                &[Record::new("Cashloop_Credit_Memo__c")
+                    .with("Opportunity__c", deal.opportunity.as_str())
+                    .with("Amount__c", "5000.00".parse::<Decimal>().unwrap())],
+            )
+            .unwrap()
+            .remove(0);
+        match w.q2c.credit_memo(&too_much).await.unwrap_err() {
+            JobError::Permanent(m) => {
+                assert!(m.contains("Amount__c") && m.contains("balance due"), "{m}")
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(w.ia.records("ARADJUSTMENT").len(), 1);
+    }
+);

@@ -417,6 +417,18 @@ impl Schema {
                 ext("Gateway_Payment_Id__c", true),
             ],
         );
+        object(
+            "Cashloop_Credit_Memo__c",
+            "a0Y",
+            vec![
+                f("Name", String(80)),
+                req("Opportunity__c", Reference("Opportunity")),
+                req("Amount__c", Currency),
+                f("Reason__c", String(255)),
+                ext("Sage_Adjustment_Id__c", true),
+                f("Status__c", Picklist),
+            ],
+        );
         schema
     }
 }
