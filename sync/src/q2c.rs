@@ -699,6 +699,23 @@ impl Q2c {
 
         // 5. Back to Salesforce, from what Intacct now holds.
         let inv = self.read_invoice(&client, &key).await?;
+        // An invoice found rather than made (keyed in by hand with our number) may not say
+        // what the deal says: a person decides which is right.
+        let entered = dec_at(&inv, "TRX_TOTALENTERED").or_else(|| dec_at(&inv, "TOTALENTERED"));
+        if !created && entered.is_some_and(|e| e != from_minor(total_minor, currency)) {
+            self.review
+                .open(
+                    "other",
+                    "Opportunity",
+                    &opp_id,
+                    &json!({"reason": "amount_mismatch", "invoice": invoice_no,
+                            "intacct_total": entered.map(|e| e.to_string()),
+                            "salesforce_total": from_minor(total_minor, currency).to_string(),
+                            "currency": currency.code()}),
+                )
+                .await
+                .map_err(storage)?;
+        }
         let mut fields = Map::new();
         fields.insert(
             "Sage_Invoice_Number__c".into(),

@@ -664,7 +664,7 @@ both_backends!(
                     exch_rate_type: None,
                     lines: vec![InvoiceLine {
                         gl_account_no: "4000".into(),
-                        amount: "54.13".parse().unwrap(),
+                        amount: "60.00".parse().unwrap(),
                         memo: None,
                         location_id: None,
                         department_id: None,
@@ -676,6 +676,17 @@ both_backends!(
         let r = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
         assert_eq!((r.invoice_key.as_str(), r.created), (key.as_str(), false));
         assert_eq!(w.ia.records("ARINVOICE").len(), 1);
+        // Keyed in for 60.00 while the deal says 54.13 (50.00 + 8.25%): flagged for a person.
+        let open = sync::review::Review::new(w.db.clone())
+            .open_items(10)
+            .await
+            .unwrap();
+        let flagged = open
+            .iter()
+            .find(|i| i.detail["reason"] == "amount_mismatch")
+            .expect("an amount_mismatch review item");
+        assert_eq!(flagged.detail["intacct_total"], "60.00");
+        assert_eq!(flagged.detail["salesforce_total"], "54.13");
     }
 );
 
