@@ -240,7 +240,8 @@ event_secret = {{ file = {event_secret:?} }}
 integration_user_id = "{api_user}"
 login_url = "{sf_url}"
 auth = {{ kind = "client_credentials", client_id = "{client_id}", client_secret = {{ file = {sf_secret:?} }} }}
-objects = [{{ name = "Opportunity", fields = ["Name", "StageName", "IsWon", "Amount"] }}]
+objects = [{{ name = "Opportunity", fields = ["Name", "StageName", "IsWon", "Amount"] }},
+           {{ name = "Cashloop_Credit_Memo__c", fields = ["Name", "Opportunity__c", "Amount__c", "Sage_Adjustment_Id__c"] }}]
 poll_interval_s = 60
 [sync.intacct]
 endpoint = "{ia_endpoint}"
@@ -296,8 +297,8 @@ cash = "1010"
     crate::cli::init_logging(&config, "warn");
 
     // The chart of accounts, before the server starts taking work.
+    let db = crate::cli::open_db(&config).await?;
     {
-        let db = crate::cli::open_db(&config).await?;
         let ledger = crate::cli::open_ledger(&config, db.clone());
         for (entity, currency) in [("US", "USD"), ("UK", "EUR")] {
             for (code, name, kind, normal, sub) in [
@@ -599,6 +600,26 @@ cash = "1010"
             }
         }
     }
+    // A goodwill credit granted in Salesforce on Globex's deal: pulled now (the schedule
+    // would pull it within a minute) and turned into a credit memo in Intacct.
+    let mut credit = None;
+    if let Some(d) = deals.get(1) {
+        let memo = one(
+            "Cashloop_Credit_Memo__c",
+            Record::new("Cashloop_Credit_Memo__c")
+                .with("Name", "Goodwill credit")
+                .with("Opportunity__c", d.opportunity.as_str())
+                .with("Amount__c", "500.00".parse::<rust_decimal::Decimal>()?)
+                .with("Reason__c", "Goodwill: onboarding started late"),
+        )?;
+        sync::jobs::Jobs::new(db.clone())
+            .enqueue(sync::jobs::NewJob::new(
+                sync::flows::PULL,
+                json!({"object": "Cashloop_Credit_Memo__c"}),
+            ))
+            .await?;
+        credit = Some(memo);
+    }
     // Wait for the payments to show on the Opportunities.
     let settle_deadline = Instant::now() + Duration::from_secs(30);
     let want: Vec<(usize, &str)> = payments
@@ -606,10 +627,24 @@ cash = "1010"
         .map(|(i, _, _, _)| (*i, if *i == 0 { "Paid" } else { "Partially Paid" }))
         .chain(cheque.iter().map(|_| (3usize, "Paid")))
         .collect();
+    let globex_due_before = deals
+        .get(1)
+        .and_then(|d| field(&d.opportunity, "Balance_Due__c"));
+    let credited = |memo: &Option<String>| {
+        memo.as_ref().is_none_or(|m| {
+            sf.record("Cashloop_Credit_Memo__c", m)
+                .is_some_and(|r| r.get_str("Sage_Adjustment_Id__c").is_some())
+                && deals
+                    .get(1)
+                    .and_then(|d| field(&d.opportunity, "Balance_Due__c"))
+                    != globex_due_before
+        })
+    };
     while Instant::now() < settle_deadline
-        && !want
-            .iter()
-            .all(|(i, s)| field(&deals[*i].opportunity, "Payment_Status__c").as_deref() == Some(*s))
+        && !(credited(&credit)
+            && want.iter().all(|(i, s)| {
+                field(&deals[*i].opportunity, "Payment_Status__c").as_deref() == Some(*s)
+            }))
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -659,12 +694,24 @@ cash = "1010"
     println!("Payments through the gateway:");
     for (i, id, amount, status) in &payments {
         println!(
-            "  {id}  {} {amount}  {status}  ({})",
+            "  {id}  {} {amount:.2}  {status}  ({})",
             deals[*i].currency, deals[*i].account_name
         );
     }
     if let Some((no, due)) = &cheque {
         println!("A cheque keyed into Intacct: {no}  {due}");
+    }
+    if let Some(m) = &credit {
+        let r = sf.record("Cashloop_Credit_Memo__c", m);
+        println!(
+            "A credit granted in Salesforce (Globex Inc, 500.00): credit memo {} {}",
+            r.as_ref()
+                .and_then(|r| r.get_str("Sage_Adjustment_Id__c"))
+                .unwrap_or("(not yet)"),
+            r.as_ref()
+                .and_then(|r| r.get_str("Status__c"))
+                .unwrap_or("")
+        );
     }
     let tb = call("GET", "/v1/ledger/trial-balance".into(), None, json!(null)).await;
     println!("Ledger balances:");
@@ -693,6 +740,13 @@ cash = "1010"
     println!();
     println!("Try:  curl -H 'Authorization: Bearer {admin_key}' {base}/v1/sync/status");
     println!("      curl -H 'Authorization: Bearer {admin_key}' {base}/v1/ledger/trial-balance");
+    let w_credit = credit
+        .iter()
+        .filter(|m| {
+            sf.record("Cashloop_Credit_Memo__c", m)
+                .is_some_and(|r| r.get_str("Sage_Adjustment_Id__c").is_some())
+        })
+        .count();
     let figures = json!({
         "deals": deals.len(),
         "invoiced": invoiced,
@@ -701,6 +755,7 @@ cash = "1010"
         "closed_won_to_invoice_ms_max": sorted.last().copied().unwrap_or(0.0),
         "payments": payments.len(),
         "cheques": cheque.iter().count(),
+        "credit_memos": w_credit,
         "intacct_customers": ia.records("CUSTOMER").len(),
         "intacct_invoices": ia.records("ARINVOICE").len(),
         "intacct_ar_payments": ia.records("ARPYMT").len(),
