@@ -397,14 +397,15 @@ impl Q2c {
         // a shared dedupe key could instead leave this row to the next scheduled push.
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).map_err(|e| JobError::Retryable(format!("random: {e}")))?;
+        // Due in the past, so it runs before the queue's backlog: a user is waiting for it.
+        let mut job = NewJob::new(crate::flows::PUSH, json!({"object": object})).dedupe(format!(
+            "{}:{object}:now:{}",
+            crate::flows::PUSH,
+            hex::encode(nonce)
+        ));
+        job.run_at = Some(Utc::now() - chrono::Duration::hours(1));
         self.jobs
-            .enqueue(
-                NewJob::new(crate::flows::PUSH, json!({"object": object})).dedupe(format!(
-                    "{}:{object}:now:{}",
-                    crate::flows::PUSH,
-                    hex::encode(nonce)
-                )),
-            )
+            .enqueue(job)
             .await
             .map_err(storage)?;
         Ok(())
@@ -2122,7 +2123,15 @@ impl Handler for OpportunityChangedHandler {
                     f.get("StageName").and_then(Json::as_str) == Some("Closed Won")
                         || f.get("IsWon").and_then(Json::as_bool) == Some(true)
                 });
-            if won {
+            // Already invoiced (the Closed Won event got there first): nothing to queue.
+            let linked = self
+                .0
+                .xref
+                .by_salesforce("Opportunity", &sf_id(id, "id")?, SAGE_SYSTEM)
+                .await
+                .map_err(storage)?
+                .is_some();
+            if won && !linked {
                 self.0.queue_closed_won(id).await?;
             }
             Ok(())
