@@ -53,6 +53,17 @@ pub const CREDIT_MEMO_OBJECT: &str = "Cashloop_Credit_Memo__c";
 /// The DESCRIPTION prefix of credit memos cashloop makes (the pull leaves them alone).
 const OWN_CREDIT_PREFIX: &str = "cashloop credit memo ";
 
+/// The cross-reference object of an Opportunity's Sales Order (before it is invoiced).
+pub const ORDER_OBJECT: &str = "Opportunity.Order";
+
+/// What [`Q2c::create_document`] made.
+enum Made {
+    /// The ARINVOICE's RECORDNO, and whether it was made now (not found).
+    Invoice(String, bool),
+    /// An Order Entry document that does not post to AR: its DOCID.
+    Order(String),
+}
+
 /// The ITEM of tax lines on Order Entry transactions.
 pub const TAX_ITEM: &str = "CASHLOOP-TAX";
 /// The ITEM of an Opportunity without products (its Amount as one line).
@@ -157,6 +168,9 @@ impl std::fmt::Debug for Q2c {
 pub struct ClosedWonReport {
     pub entity: String,
     pub customer_id: String,
+    /// The Sales Order's DOCID, when the deal went through one.
+    pub order_id: Option<String>,
+    /// Empty while an order waits to be invoiced.
     pub invoice_key: String,
     pub invoice_no: String,
     /// False when the invoice was found (created before, or by a run that crashed).
@@ -404,10 +418,7 @@ impl Q2c {
             hex::encode(nonce)
         ));
         job.run_at = Some(Utc::now() - chrono::Duration::hours(1));
-        self.jobs
-            .enqueue(job)
-            .await
-            .map_err(storage)?;
+        self.jobs.enqueue(job).await.map_err(storage)?;
         Ok(())
     }
 
@@ -629,8 +640,10 @@ impl Q2c {
             }
         }
 
-        // 3. The invoice: cross-reference, then the invoice number, then create.
-        let invoice_no = format!("{}{opp_id}", self.config.invoice_prefix);
+        // 3. The invoice: cross-reference, then the invoice number, then create. An Order
+        // Entry definition that does not post to AR (a Sales Order) makes an order first; the
+        // deal is invoiced when Intacct converts the order (found here or by the pull).
+        let our_no = format!("{}{opp_id}", self.config.invoice_prefix);
         let mut created = false;
         let key = match self
             .xref
@@ -640,49 +653,77 @@ impl Q2c {
         {
             Some(l) => l.sage_id,
             None => {
-                let key = match self.find_invoice(&client, &invoice_no).await? {
-                    Some(k) => k,
-                    None => {
-                        let (k, made) = self
+                let order = self
+                    .xref
+                    .by_salesforce(ORDER_OBJECT, &opp_id, SAGE_SYSTEM)
+                    .await
+                    .map_err(storage)?
+                    .map(|l| l.sage_id);
+                let found = match &order {
+                    Some(docid) => self.converted_invoice(&client, docid).await?,
+                    None => self.find_invoice(&client, &our_no).await?,
+                };
+                let key = match (found, order) {
+                    (Some(k), _) => k,
+                    (None, Some(docid)) => {
+                        return self
+                            .ordered(&opp_id, &entity_id, &customer_id, &docid)
+                            .await;
+                    }
+                    (None, None) => {
+                        match self
                             .create_document(
                                 &client,
                                 &opp,
                                 &opp_id,
                                 &customer_id,
-                                &invoice_no,
+                                &our_no,
                                 close_date,
                                 currency,
                                 &lines,
                                 tax_minor,
                                 entity.tax_rate_percent,
                             )
-                            .await?;
-                        created = made;
-                        k
+                            .await?
+                        {
+                            Made::Invoice(k, made) => {
+                                created = made;
+                                k
+                            }
+                            Made::Order(docid) => {
+                                self.link(ORDER_OBJECT, &opp_id, &entity_id, &docid, None)
+                                    .await?;
+                                return self
+                                    .ordered(&opp_id, &entity_id, &customer_id, &docid)
+                                    .await;
+                            }
+                        }
                     }
                 };
-                let link = Link {
-                    object: "Opportunity".into(),
-                    salesforce_id: opp_id.clone(),
-                    sage_system: SAGE_SYSTEM.into(),
-                    sage_entity: entity_id.clone(),
-                    sage_id: key.clone(),
-                    last_values: Some(
-                        json!({"invoice_no": invoice_no, "currency": currency.code(), "account_id": account_id}),
-                    ),
-                };
-                match self.xref.link(&link).await.map_err(storage)? {
-                    Linked::Created | Linked::Existing => {}
-                    Linked::Conflict(other) => {
-                        return Err(JobError::Permanent(format!(
-                            "the cross-reference links Opportunity {opp_id} / ARINVOICE {key} elsewhere ({} ⇄ {})",
-                            other.salesforce_id, other.sage_id
-                        )));
-                    }
-                }
+                let no = self
+                    .read_invoice(&client, &key)
+                    .await?
+                    .text_at("RECORDID")
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or(&our_no)
+                    .to_owned();
+                self.link(
+                    "Opportunity",
+                    &opp_id,
+                    &entity_id,
+                    &key,
+                    Some(json!({"invoice_no": no, "currency": currency.code(), "account_id": account_id})),
+                )
+                .await?;
                 key
             }
         };
+        let inv = self.read_invoice(&client, &key).await?;
+        let invoice_no = inv
+            .text_at("RECORDID")
+            .filter(|r| !r.is_empty())
+            .unwrap_or(&our_no)
+            .to_owned();
 
         // 4. The ledger: Dr AR / Cr revenue (and tax), once per Opportunity.
         let total_minor = subtotal_minor + tax_minor;
@@ -699,7 +740,6 @@ impl Q2c {
         .await?;
 
         // 5. Back to Salesforce, from what Intacct now holds.
-        let inv = self.read_invoice(&client, &key).await?;
         // An invoice found rather than made (keyed in by hand with our number) may not say
         // what the deal says: a person decides which is right.
         let entered = dec_at(&inv, "TRX_TOTALENTERED").or_else(|| dec_at(&inv, "TOTALENTERED"));
@@ -733,9 +773,16 @@ impl Q2c {
         fields.insert("Payment_Status__c".into(), json!(payment_status(&inv)));
         self.write_back("Opportunity", &opp_id, fields).await?;
         tracing::info!(opportunity = %opp_id, entity = %entity_id, invoice = %invoice_no, total_minor, created, "Closed Won invoiced");
+        let order_id = self
+            .xref
+            .by_salesforce(ORDER_OBJECT, &opp_id, SAGE_SYSTEM)
+            .await
+            .map_err(storage)?
+            .map(|l| l.sage_id);
         Ok(Some(ClosedWonReport {
             entity: entity_id,
             customer_id,
+            order_id,
             invoice_key: key,
             invoice_no,
             created,
@@ -758,7 +805,7 @@ impl Q2c {
         lines: &[Line],
         tax_minor: i64,
         tax_rate: Decimal,
-    ) -> Result<(String, bool), JobError> {
+    ) -> Result<Made, JobError> {
         let description = format!(
             "Salesforce Opportunity {opp_id}: {}",
             opp.get_str("Name").unwrap_or("")
@@ -844,6 +891,7 @@ impl Q2c {
                 let tx = NewSalesTransaction {
                     transaction_type: definition.clone(),
                     date_created: close_date,
+                    created_from: None,
                     customer_id: customer_id.to_owned(),
                     document_no: Some(invoice_no.to_owned()),
                     reference_no: Some(opp_id.to_owned()),
@@ -867,28 +915,100 @@ impl Q2c {
         };
         match result {
             // The AR invoice's key, straight from create_invoice.
-            Ok(Some(key)) => Ok((key, true)),
-            // Order Entry answers with the document id; the AR invoice carries its number.
-            Ok(None) => self
-                .find_invoice(client, invoice_no)
-                .await?
-                .map(|k| (k, true))
-                .ok_or_else(|| {
-                    JobError::Permanent(format!(
-                        "the Order Entry definition {:?} made no AR invoice for {invoice_no}; configure one that posts to Accounts Receivable (\"Sales Invoice\")",
-                        match &self.config.document {
-                            Document::OrderEntry { definition } => definition.as_str(),
-                            Document::ArInvoice => "",
-                        }
-                    ))
-                }),
-            Err(e) if already_done(&e) => self
-                .find_invoice(client, invoice_no)
-                .await?
-                .map(|k| (k, false))
-                .ok_or_else(|| intacct_error(&e)),
+            Ok(Some(key)) => Ok(Made::Invoice(key, true)),
+            // Order Entry: a definition that posts to AR made the invoice under our number;
+            // one that does not (a Sales Order) made an order.
+            Ok(None) => match self.find_invoice(client, invoice_no).await? {
+                Some(k) => Ok(Made::Invoice(k, true)),
+                None => Ok(Made::Order(self.order_docid(invoice_no))),
+            },
+            Err(e) if already_done(&e) => match self.find_invoice(client, invoice_no).await? {
+                Some(k) => Ok(Made::Invoice(k, false)),
+                None if matches!(self.config.document, Document::OrderEntry { .. }) => {
+                    Ok(Made::Order(self.order_docid(invoice_no)))
+                }
+                None => Err(intacct_error(&e)),
+            },
             Err(e) => Err(intacct_error(&e)),
         }
+    }
+
+    /// The DOCID Intacct gives an Order Entry document numbered `docno`.
+    fn order_docid(&self, docno: &str) -> String {
+        match &self.config.document {
+            Document::OrderEntry { definition } => format!("{definition}-{docno}"),
+            Document::ArInvoice => docno.to_owned(),
+        }
+    }
+
+    /// The AR invoice of the document that converted order `docid`, if any yet.
+    async fn converted_invoice(
+        &self,
+        client: &IntacctClient,
+        docid: &str,
+    ) -> Result<Option<String>, JobError> {
+        let docs = client
+            .read_by_query_all(
+                "SODOCUMENT",
+                &["DOCID", "PRRECORDKEY", "CREATEDFROM"],
+                &format!("CREATEDFROM = {}", quote(docid)),
+                100,
+            )
+            .await
+            .map_err(|e| intacct_error(&e))?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.text_at("PRRECORDKEY"))
+            .find(|k| !k.is_empty())
+            .map(str::to_owned))
+    }
+
+    async fn link(
+        &self,
+        object: &str,
+        opp_id: &str,
+        entity_id: &str,
+        sage_id: &str,
+        last_values: Option<Json>,
+    ) -> Result<(), JobError> {
+        let link = Link {
+            object: object.into(),
+            salesforce_id: opp_id.into(),
+            sage_system: SAGE_SYSTEM.into(),
+            sage_entity: entity_id.into(),
+            sage_id: sage_id.into(),
+            last_values,
+        };
+        match self.xref.link(&link).await.map_err(storage)? {
+            Linked::Created | Linked::Existing => Ok(()),
+            Linked::Conflict(other) => Err(JobError::Permanent(format!(
+                "the cross-reference links {object} {opp_id} / {sage_id} elsewhere ({} ⇄ {})",
+                other.salesforce_id, other.sage_id
+            ))),
+        }
+    }
+
+    /// An order waiting to be invoiced: its number on the Opportunity; no receivable yet.
+    async fn ordered(
+        &self,
+        opp_id: &str,
+        entity_id: &str,
+        customer_id: &str,
+        docid: &str,
+    ) -> Result<Option<ClosedWonReport>, JobError> {
+        let mut fields = Map::new();
+        fields.insert("Sage_Order_Number__c".into(), json!(docid));
+        fields.insert("Sage_Invoice_Status__c".into(), json!("Ordered"));
+        self.write_back("Opportunity", opp_id, fields).await?;
+        tracing::info!(opportunity = %opp_id, order = %docid, "Closed Won ordered; invoiced when Intacct converts the order");
+        Ok(Some(ClosedWonReport {
+            entity: entity_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            order_id: Some(docid.to_owned()),
+            invoice_key: String::new(),
+            invoice_no: String::new(),
+            created: false,
+        }))
     }
 
     /// A credit granted on an invoiced Opportunity in Salesforce (`Cashloop_Credit_Memo__c`):
@@ -1985,6 +2105,40 @@ impl Q2c {
             .await
     }
 
+    /// An invoice made by Order Entry from one of our Sales Orders (its SODOCUMENT names the
+    /// order in CREATEDFROM): the deal is invoiced now — the same Closed Won step finds the
+    /// invoice through the order, links it, posts the ledger and writes back.
+    async fn order_invoiced(&self, entity_id: &str, r: &Element) -> Result<bool, JobError> {
+        if r.text_at("MODULEKEY").is_some_and(|m| m != "8.SO") {
+            return Ok(false);
+        }
+        let key = r.text_at("RECORDNO").unwrap_or_default();
+        let client = self.entity(entity_id)?.client.clone();
+        let docs = client
+            .read_by_query_all(
+                "SODOCUMENT",
+                &["DOCID", "CREATEDFROM"],
+                &format!("PRRECORDKEY = {}", quote(key)),
+                10,
+            )
+            .await
+            .map_err(|e| intacct_error(&e))?;
+        for d in &docs {
+            let Some(order) = d.text_at("CREATEDFROM").filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            if let Some(l) = self
+                .xref
+                .by_sage(SAGE_SYSTEM, ORDER_OBJECT, entity_id, order)
+                .await
+                .map_err(storage)?
+            {
+                return Ok(self.closed_won(&l.salesforce_id).await?.is_some());
+            }
+        }
+        Ok(false)
+    }
+
     /// An invoice changed in Intacct: its status and balance to the linked Opportunity.
     async fn invoice_changed(&self, entity_id: &str, r: &Element) -> Result<bool, JobError> {
         let key = r.text_at("RECORDNO").unwrap_or_default();
@@ -1994,7 +2148,7 @@ impl Q2c {
             .await
             .map_err(storage)?
         else {
-            return Ok(false);
+            return self.order_invoiced(entity_id, r).await;
         };
         let mut fields = Map::new();
         fields.insert(

@@ -967,3 +967,120 @@ both_backends!(
         assert_eq!(w.ia.records("ARADJUSTMENT").len(), 1);
     }
 );
+
+both_backends!(
+    a_sales_order_is_invoiced_when_intacct_converts_it,
+    |t| async move {
+        let w = world_with(
+            t.db.clone(),
+            Document::OrderEntry {
+                definition: "Sales Order".into(),
+            },
+        )
+        .await;
+        let deal = w.deal(
+            "Stark Industries",
+            "United States",
+            "USD",
+            &[("Armor", "ARM-1", "2", "1000.00")],
+        );
+        let r = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        let order = r.order_id.clone().expect("an order");
+        assert!(r.invoice_key.is_empty());
+        assert_eq!(w.ia.records("SODOCUMENT").len(), 1);
+        assert!(
+            w.ia.records("ARINVOICE").is_empty(),
+            "no receivable before the invoice"
+        );
+        assert_eq!(w.balance("US", "1200-USD").await, 0);
+        w.sync.push("Opportunity", None).await.unwrap();
+        assert_eq!(
+            w.opp_field(&deal.opportunity, "Sage_Order_Number__c")
+                .as_deref(),
+            Some(order.as_str())
+        );
+        assert_eq!(
+            w.opp_field(&deal.opportunity, "Sage_Invoice_Status__c")
+                .as_deref(),
+            Some("Ordered")
+        );
+        // Replayed: still one order.
+        let again = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        assert_eq!(again.order_id.as_deref(), Some(order.as_str()));
+        assert_eq!(w.ia.function_count("create_sotransaction"), 1);
+
+        // Intacct converts the order into a Sales Invoice (2 × 1000.00 + 8.25% tax line).
+        let customer = w.ia.records("CUSTOMER")[0]
+            .text_at("CUSTOMERID")
+            .unwrap()
+            .to_owned();
+        let client = intacct_client(&w.ia, "US");
+        client
+            .create_sotransaction(
+                "convert-1",
+                &sync::intacct::NewSalesTransaction {
+                    transaction_type: "Sales Invoice".into(),
+                    date_created: chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap(),
+                    created_from: Some(order.clone()),
+                    customer_id: customer,
+                    document_no: None,
+                    reference_no: None,
+                    term_name: None,
+                    date_due: None,
+                    message: None,
+                    currency: sync::intacct::LegacyCurrency {
+                        base_currency: None,
+                        currency: Some("USD".into()),
+                        exch_rate_date: None,
+                        exchange: None,
+                    },
+                    state: None,
+                    lines: vec![
+                        sync::intacct::SalesTransactionLine {
+                            item_id: "ARM-1".into(),
+                            quantity: "2".parse().unwrap(),
+                            unit: None,
+                            price: Some("1000.00".parse().unwrap()),
+                            location_id: None,
+                            department_id: None,
+                            memo: None,
+                        },
+                        sync::intacct::SalesTransactionLine {
+                            item_id: "CASHLOOP-TAX".into(),
+                            quantity: "1".parse().unwrap(),
+                            unit: None,
+                            price: Some("165.00".parse().unwrap()),
+                            location_id: None,
+                            department_id: None,
+                            memo: None,
+                        },
+                    ],
+                },
+            )
+            .await
+            .unwrap();
+        let pulled = w.q2c.pull("US").await.unwrap();
+        assert_eq!(pulled.invoices, 1);
+        let inv = &w.ia.records("ARINVOICE")[0];
+        let link = Xref::new(w.db.clone())
+            .by_salesforce("Opportunity", &deal.opportunity, "intacct")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(Some(link.sage_id.as_str()), inv.text_at("RECORDNO"));
+        assert_eq!(w.balance("US", "1200-USD").await, 216_500);
+        w.sync.push("Opportunity", None).await.unwrap();
+        assert_eq!(
+            w.opp_field(&deal.opportunity, "Sage_Invoice_Number__c")
+                .as_deref(),
+            inv.text_at("RECORDID")
+        );
+        assert_eq!(
+            w.opp_field(&deal.opportunity, "Balance_Due__c").as_deref(),
+            Some("2165")
+        );
+        // Pulled again: nothing posted twice.
+        w.q2c.pull("US").await.unwrap();
+        assert_eq!(w.balance("US", "1200-USD").await, 216_500);
+    }
+);

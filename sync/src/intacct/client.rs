@@ -252,6 +252,8 @@ pub struct NewSalesTransaction {
     /// The transaction definition: `Sales Order`, `Sales Invoice`, …
     pub transaction_type: String,
     pub date_created: NaiveDate,
+    /// The DOCID this one converts (`Sales Order-SO-00029` → a Sales Invoice).
+    pub created_from: Option<String>,
     pub customer_id: String,
     /// `None`: numbered by the definition's sequence.
     pub document_no: Option<String>,
@@ -558,8 +560,9 @@ impl Function {
     ) -> Function {
         let mut el = Element::new("create_sotransaction")
             .with_leaf("transactiontype", &tx.transaction_type)
-            .with(legacy_date("datecreated", tx.date_created))
-            .with_leaf("customerid", &tx.customer_id);
+            .with(legacy_date("datecreated", tx.date_created));
+        el = opt_leaf(el, "createdfrom", tx.created_from.as_ref());
+        el = el.with_leaf("customerid", &tx.customer_id);
         el = opt_leaf(el, "documentno", tx.document_no.as_ref());
         el = opt_leaf(el, "referenceno", tx.reference_no.as_ref());
         el = opt_leaf(el, "termname", tx.term_name.as_ref());

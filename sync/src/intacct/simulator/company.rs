@@ -881,6 +881,27 @@ impl Company {
         if self.by_key(doc_spec, &docid).is_some() {
             return Err(duplicate("document", &docid, "Document"));
         }
+        // Converting another document (an order into an invoice): it must exist, belong to the
+        // customer and not be converted already.
+        let created_from = body
+            .text_at("createdfrom")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
+        if let Some(src) = &created_from {
+            let src_no = self
+                .by_key(doc_spec, src)
+                .ok_or_else(|| fail(&format!("Invalid createdfrom {src} specified.")))?;
+            let src_doc = self
+                .get("SODOCUMENT", src_no)
+                .cloned()
+                .unwrap_or_else(|| Element::new("SODOCUMENT"));
+            if field(&src_doc, "CUSTVENDID") != Some(customer_id) {
+                return Err(fail(&format!("{src} belongs to another customer")));
+            }
+            if field(&src_doc, "STATE") == Some("Converted") {
+                return Err(fail(&format!("{src} is already converted")));
+            }
+        }
         let state = body
             .text_at("state")
             .filter(|s| !s.is_empty())
@@ -930,8 +951,16 @@ impl Company {
             .with_leaf("TRX_TOTAL", total.to_string())
             .with_leaf("TOTAL", money.to_base(total).to_string());
         set_totals(&mut rec, money.rate, total, Decimal::ZERO);
-        rec = rec.with_leaf("PRRECORDKEY", prrecordkey).with(entries);
+        rec = rec
+            .with_leaf("PRRECORDKEY", prrecordkey)
+            .with_leaf("CREATEDFROM", created_from.clone().unwrap_or_default())
+            .with(entries);
         self.insert_raw("SODOCUMENT", rec, location);
+        if let Some(src) = &created_from
+            && let Some(no) = self.by_key(doc_spec, src)
+        {
+            self.modify("SODOCUMENT", no, |d| d.set_leaf("STATE", "Converted"));
+        }
         Ok(docid)
     }
 

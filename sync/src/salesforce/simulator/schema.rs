@@ -333,6 +333,7 @@ impl Schema {
                 ro("IsClosed", Boolean),
                 ro("IsWon", Boolean),
                 ext("Sage_Invoice_Number__c", true),
+                f("Sage_Order_Number__c", String(80)),
                 f("Sage_Invoice_Status__c", Picklist),
                 f("Balance_Due__c", Currency),
                 f("Payment_Status__c", Picklist),
