@@ -9,14 +9,19 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use db::{Db, both_backends};
 use rust_decimal::Decimal;
+use std::time::Duration;
+use sync::flows::changed_kind;
 use sync::flows::{PullObject, SalesforceSync};
 use sync::intacct::client::{Secret, UserAuth};
 use sync::intacct::simulator::{Simulator as IaSim, SimulatorConfig as IaSimConfig};
 use sync::intacct::{Element, IntacctClient, IntacctConfig, InvoiceLine, LegacyCurrency, NewBill};
-use sync::jobs::{JobError, Jobs};
+use sync::jobs::{JobError, Jobs, NewJob, Registry, WorkerOptions, run_worker};
 use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimConfig};
 use sync::salesforce::{ClientConfig, Credentials, Record, SalesforceClient, Value};
-use sync::vendors::{VENDOR_XREF_OBJECT, Vendors, VendorsConfig, bill_key, vendor_id_for};
+use sync::vendors::{
+    PULL, VENDOR_XREF_OBJECT, Vendors, VendorsConfig, account_changed_handler, bill_key,
+    vendor_id_for,
+};
 use sync::xref::Xref;
 
 struct World {
@@ -605,5 +610,107 @@ both_backends!(
             JobError::Permanent(m) => assert!(m.contains("\"DE\""), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+);
+
+both_backends!(
+    the_worker_runs_pulls_pushes_and_account_changes,
+    |t| async move {
+        let w = world(t.db.clone()).await;
+        let us = w.client("US");
+        us.create("v-acme", vec![vendor("V-ACME", "Acme Supplies")])
+            .await
+            .unwrap();
+        us.create_bill(
+            "bill-1",
+            &NewBill {
+                vendor_id: "V-ACME".into(),
+                date_created: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+                date_due: None,
+                term_name: None,
+                bill_no: Some("INV-9".into()),
+                po_number: None,
+                description: None,
+                currency: LegacyCurrency::default(),
+                lines: vec![line("6000", "42.42")],
+            },
+        )
+        .await
+        .unwrap();
+        let jobs = Jobs::new(w.db.clone());
+        let vendors = Arc::new(w.vendors);
+        let registry =
+            Vendors::register_shared(vendors.clone(), w.sync.clone().register(Registry::new()))
+                .register(
+                    &changed_kind("Account"),
+                    account_changed_handler(None, vendors.clone()),
+                );
+        assert!(registry.kinds().contains(&PULL.to_owned()));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(run_worker(
+            jobs.clone(),
+            registry,
+            WorkerOptions {
+                name: "test".into(),
+                concurrency: 2,
+                lease: Duration::from_secs(30),
+                idle_poll: Duration::from_millis(20),
+            },
+            stop_rx,
+        ));
+        vendors.queue_pulls(7).await.unwrap();
+        vendors.queue_pulls(7).await.unwrap();
+        let account =
+            w.sf.insert_as_user(
+                "Account",
+                &[Record::new("Account")
+                    .with("Name", "Globex Parts")
+                    .with("Type", "Vendor")],
+            )
+            .unwrap()
+            .remove(0);
+        jobs.enqueue(NewJob::new(
+            &changed_kind("Account"),
+            serde_json::json!({"id": account}),
+        ))
+        .await
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let bills = w
+                .sync
+                .client()
+                .query_collect("SELECT Id, Amount__c FROM Cashloop_AP_Bill__c")
+                .await
+                .unwrap();
+            let written =
+                w.sf.record("Account", &account)
+                    .and_then(|a| a.get_str("Sage_Vendor_Id__c").map(str::to_owned));
+            if bills.len() == 1 && written.is_some() && w.ia.records("VENDOR").len() == 2 {
+                assert_eq!(
+                    bills[0].get("Amount__c").unwrap().as_decimal(),
+                    Some(dec("42.42"))
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.send(true).unwrap();
+        worker.await.unwrap();
+        let status = jobs.status().await.unwrap();
+        assert_eq!(status.by_status.get("dead"), None, "{status:?}");
+        // One pull per entity and slot: the second queue_pulls added nothing.
+        let pulls = jobs
+            .list(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|j| j.kind == PULL)
+            .count();
+        assert_eq!(pulls, 2);
     }
 );
