@@ -20,7 +20,7 @@
 //! The boundary second of every pull is read again (Intacct stamps to the second), so every
 //! step is idempotent: upserts by external id, the outbox skipping what is already pushed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -485,9 +485,11 @@ impl Vendors {
         if let Some((since, rows)) = self.changed(&client, &system, "APBILL").await? {
             let mut last = None;
             let mut failure = None;
+            // Vendor → Account id, for the bills of one vendor read in this run.
+            let mut accounts = HashMap::new();
             for (here, r) in &rows {
                 if mine(r) {
-                    match self.bill_changed(entity_id, r).await {
+                    match self.bill_changed(entity_id, r, &mut accounts).await {
                         Ok(()) => report.bills += 1,
                         Err(e) => {
                             failure = Some(e);
@@ -596,13 +598,25 @@ impl Vendors {
     }
 
     /// A changed bill to its `Cashloop_AP_Bill__c`.
-    async fn bill_changed(&self, entity_id: &str, r: &Element) -> Result<(), JobError> {
+    async fn bill_changed(
+        &self,
+        entity_id: &str,
+        r: &Element,
+        accounts: &mut HashMap<String, String>,
+    ) -> Result<(), JobError> {
         let no = text(r, "RECORDNO").unwrap_or_default();
         let vendor_id = text(r, "VENDORID").unwrap_or_default();
-        let Some(account) = self.vendor_account(entity_id, &vendor_id).await? else {
-            return Err(JobError::Retryable(format!(
-                "APBILL {no} (entity {entity_id}): vendor {vendor_id:?} is not in Salesforce yet; the bill waits for it"
-            )));
+        let account = match accounts.get(&vendor_id) {
+            Some(a) => a.clone(),
+            None => {
+                let Some(a) = self.vendor_account(entity_id, &vendor_id).await? else {
+                    return Err(JobError::Retryable(format!(
+                        "APBILL {no} (entity {entity_id}): vendor {vendor_id:?} is not in Salesforce yet; the bill waits for it"
+                    )));
+                };
+                accounts.insert(vendor_id.clone(), a.clone());
+                a
+            }
         };
         let number = text(r, "RECORDID");
         let vendor_name = text(r, "VENDORNAME").unwrap_or_else(|| vendor_id.clone());
