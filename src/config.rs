@@ -134,6 +134,21 @@ pub struct RawSyncIntacct {
     pub poll_interval_s: Option<u64>,
     /// Ledger accounts per currency (`[sync.intacct.ledger.USD]`).
     pub ledger: std::collections::BTreeMap<String, RawQ2cLedger>,
+    /// The optional vendors and AP bills module (`[sync.intacct.vendors]`); off when absent.
+    pub vendors: Option<RawIntacctVendors>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntacctVendors {
+    /// Default true when the table is present.
+    pub enabled: Option<bool>,
+    /// Entity new vendors from Salesforce are created in (default: the first entity).
+    pub vendor_entity: Option<String>,
+    /// Account Type that marks a vendor (default "Vendor").
+    pub account_type: Option<String>,
+    /// How often vendors and bills are read (default: sync.intacct.poll_interval_s).
+    pub poll_interval_s: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -511,6 +526,9 @@ pub struct IntacctSettings {
     pub entities: std::collections::BTreeMap<String, sync::q2c::EntitySettings>,
     pub q2c: sync::q2c::Q2cConfig,
     pub poll_interval_s: u64,
+    /// The vendors and AP bills module, when switched on.
+    pub vendors: Option<sync::vendors::VendorsConfig>,
+    pub vendors_poll_interval_s: u64,
 }
 
 /// A ready Salesforce client and what to pull with it.
@@ -657,6 +675,29 @@ fn intacct_settings(
         );
     }
     let first = c.entities.keys().next().cloned().unwrap_or_default();
+    let poll_interval_s = c.poll_interval_s.unwrap_or(300).max(1);
+    let vendors = match &c.vendors {
+        Some(v) if v.enabled.unwrap_or(true) => {
+            let vendor_entity = v.vendor_entity.clone().unwrap_or_else(|| first.clone());
+            if !c.entities.contains_key(&vendor_entity) {
+                return Err(bad(
+                    &k("vendors.vendor_entity"),
+                    format!("{vendor_entity:?}: not an entity under [sync.intacct.entities]"),
+                ));
+            }
+            Some(sync::vendors::VendorsConfig {
+                vendor_entity,
+                account_type: v.account_type.clone().unwrap_or_else(|| "Vendor".into()),
+            })
+        }
+        _ => None,
+    };
+    let vendors_poll_interval_s = c
+        .vendors
+        .as_ref()
+        .and_then(|v| v.poll_interval_s)
+        .unwrap_or(poll_interval_s)
+        .max(1);
     let entity_rule = match &c.entity_rule {
         None => sync::q2c::EntityRule {
             field: "BillingCountry".into(),
@@ -761,7 +802,9 @@ fn intacct_settings(
             ledger,
             mappings: mappings.to_vec(),
         },
-        poll_interval_s: c.poll_interval_s.unwrap_or(300).max(1),
+        poll_interval_s,
+        vendors,
+        vendors_poll_interval_s,
     })
 }
 

@@ -227,6 +227,28 @@ pub async fn serve_on(
                 ia.q2c.clone(),
             ));
             registry = sync::q2c::Q2c::register_shared(q2c.clone(), registry);
+            if let Some(vc) = &ia.vendors {
+                let vendors = std::sync::Arc::new(sync::vendors::Vendors::new(
+                    db.clone(),
+                    jobs.clone(),
+                    flows.clone(),
+                    ia.entities
+                        .iter()
+                        .map(|(id, e)| (id.clone(), e.client.clone()))
+                        .collect(),
+                    vc.clone(),
+                ));
+                registry = sync::vendors::Vendors::register_shared(vendors.clone(), registry)
+                    // Replaces Q2c's handler for this kind: customers first, then vendors.
+                    .register(
+                        &sync::flows::changed_kind("Account"),
+                        sync::vendors::account_changed_handler(Some(q2c.clone()), vendors.clone()),
+                    );
+                tokio::spawn(vendors.run_schedule(
+                    std::time::Duration::from_secs(ia.vendors_poll_interval_s),
+                    sync_rx.clone(),
+                ));
+            }
             tokio::spawn(q2c.run_schedule(
                 std::time::Duration::from_secs(ia.poll_interval_s),
                 sync_rx.clone(),

@@ -242,7 +242,7 @@ login_url = "{sf_url}"
 auth = {{ kind = "client_credentials", client_id = "{client_id}", client_secret = {{ file = {sf_secret:?} }} }}
 objects = [{{ name = "Opportunity", fields = ["Name", "StageName", "IsWon", "Amount"] }},
            {{ name = "Cashloop_Credit_Memo__c", fields = ["Name", "Opportunity__c", "Amount__c", "Sage_Adjustment_Id__c"] }}]
-poll_interval_s = 60
+poll_interval_s = 15
 [sync.intacct]
 endpoint = "{ia_endpoint}"
 sender_id = "{sender}"
@@ -254,7 +254,9 @@ document = "{document}"
 revenue_gl = "4000"
 tax_gl = "2200"
 bank_account = "BOA"
-poll_interval_s = 30
+poll_interval_s = 10
+[sync.intacct.vendors]
+account_type = "Vendor"
 [sync.intacct.entities.US]
 tax_rate_percent = "8.25"
 [sync.intacct.entities.UK]
@@ -349,6 +351,39 @@ cash = "1010"
                 .with_leaf("CUSTOMERID", "C-1007")
                 .with_leaf("NAME", "Globex Inc")
                 .with(Element::new("DISPLAYCONTACT").with_leaf("PRINTAS", "Globex Inc")),
+        ],
+    );
+    // A supplier and its bill, entered in Intacct: the vendors module brings both to Salesforce.
+    ia.insert(
+        "VENDOR",
+        vec![
+            Element::new("VENDOR")
+                .with_leaf("VENDORID", "V-2001")
+                .with_leaf("NAME", "Northwind Hosting")
+                .with(
+                    Element::new("DISPLAYCONTACT")
+                        .with_leaf("PRINTAS", "Northwind Hosting")
+                        .with_leaf("EMAIL1", "billing@northwind.example"),
+                ),
+        ],
+    );
+    ia.insert(
+        "APBILL",
+        vec![
+            Element::new("APBILL")
+                .with_leaf("VENDORID", "V-2001")
+                .with_leaf("RECORDID", "NW-88123")
+                .with_leaf(
+                    "WHENCREATED",
+                    chrono::Utc::now().format("%m/%d/%Y").to_string(),
+                )
+                .with_leaf("CURRENCY", "USD")
+                .with_leaf("STATE", "Posted")
+                .with_leaf("TRX_TOTALENTERED", "1840.00")
+                .with_leaf("TRX_TOTALDUE", "1840.00")
+                .with_leaf("TOTALENTERED", "1840.00")
+                .with_leaf("TOTALDUE", "1840.00")
+                .with_leaf("MEGAENTITYID", "US"),
         ],
     );
     let one = |object: &str, r: Record| -> anyhow::Result<String> {
@@ -603,6 +638,10 @@ cash = "1010"
     // A goodwill credit granted in Salesforce on Globex's deal: pulled now (the schedule
     // would pull it within a minute) and turned into a credit memo in Intacct.
     let mut credit = None;
+    // Read before the credit is granted: the loop can be faster than this process.
+    let globex_due_before = deals
+        .get(1)
+        .and_then(|d| field(&d.opportunity, "Balance_Due__c"));
     if let Some(d) = deals.get(1) {
         let memo = one(
             "Cashloop_Credit_Memo__c",
@@ -620,6 +659,15 @@ cash = "1010"
             .await?;
         credit = Some(memo);
     }
+    // Read the vendors and bills now (the schedule would within its interval).
+    for entity in ["US", "UK"] {
+        sync::jobs::Jobs::new(db.clone())
+            .enqueue(sync::jobs::NewJob::new(
+                sync::vendors::PULL,
+                json!({"entity": entity}),
+            ))
+            .await?;
+    }
     // Wait for the payments to show on the Opportunities.
     let settle_deadline = Instant::now() + Duration::from_secs(30);
     let want: Vec<(usize, &str)> = payments
@@ -627,9 +675,6 @@ cash = "1010"
         .map(|(i, _, _, _)| (*i, if *i == 0 { "Paid" } else { "Partially Paid" }))
         .chain(cheque.iter().map(|_| (3usize, "Paid")))
         .collect();
-    let globex_due_before = deals
-        .get(1)
-        .and_then(|d| field(&d.opportunity, "Balance_Due__c"));
     let credited = |memo: &Option<String>| {
         memo.as_ref().is_none_or(|m| {
             sf.record("Cashloop_Credit_Memo__c", m)
@@ -642,11 +687,30 @@ cash = "1010"
     };
     while Instant::now() < settle_deadline
         && !(credited(&credit)
+            && sf.count(sync::vendors::BILL_OBJECT) > 0
             && want.iter().all(|(i, s)| {
                 field(&deals[*i].opportunity, "Payment_Status__c").as_deref() == Some(*s)
             }))
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if Instant::now() >= settle_deadline {
+        // Say what is still outstanding rather than print a summary that looks complete.
+        for (i, s) in &want {
+            let got = field(&deals[*i].opportunity, "Payment_Status__c");
+            if got.as_deref() != Some(*s) {
+                eprintln!(
+                    "still waiting: {} Payment_Status__c {got:?}, expected {s}",
+                    deals[*i].account_name
+                );
+            }
+        }
+        if !credited(&credit) {
+            eprintln!("still waiting: the credit memo on Globex Inc");
+        }
+        if sf.count(sync::vendors::BILL_OBJECT) == 0 {
+            eprintln!("still waiting: the AP bill in Salesforce");
+        }
     }
 
     // The summary.
@@ -713,6 +777,11 @@ cash = "1010"
                 .unwrap_or("")
         );
     }
+    println!(
+        "Vendors and AP bills from Intacct in Salesforce: {} vendor account(s), {} bill(s)",
+        sf.find("Account", "Type", "Vendor").len(),
+        sf.count(sync::vendors::BILL_OBJECT)
+    );
     let tb = call("GET", "/v1/ledger/trial-balance".into(), None, json!(null)).await;
     println!("Ledger balances:");
     match &tb {
@@ -756,6 +825,7 @@ cash = "1010"
         "payments": payments.len(),
         "cheques": cheque.iter().count(),
         "credit_memos": w_credit,
+        "ap_bills_in_salesforce": sf.count(sync::vendors::BILL_OBJECT),
         "intacct_customers": ia.records("CUSTOMER").len(),
         "intacct_invoices": ia.records("ARINVOICE").len(),
         "intacct_ar_payments": ia.records("ARPYMT").len(),

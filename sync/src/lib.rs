@@ -18,4 +18,5 @@ pub mod outbound;
 pub mod q2c;
 pub mod review;
 pub mod salesforce;
+pub mod vendors;
 pub mod xref;

@@ -1296,6 +1296,7 @@ fn sales_tx(
     NewSalesTransaction {
         transaction_type: definition.into(),
         date_created: d(2024, 3, 1),
+        created_from: None,
         customer_id: customer.into(),
         document_no: None,
         reference_no: None,

@@ -299,6 +299,9 @@ impl Schema {
                 ext("Sage_Customer_Id__c", true),
                 // Not unique: two accounts can carry one legacy code (upsert answers 300).
                 ext("Legacy_Customer_Code__c", false),
+                // The optional vendors module: Accounts with Type = Vendor.
+                ext("Sage_Vendor_Id__c", true),
+                f("Vendor_Email__c", Email),
             ],
         );
         object(
@@ -418,9 +421,27 @@ impl Schema {
                 ext("Gateway_Payment_Id__c", true),
             ],
         );
+        // The optional vendors module: Intacct AP bills, upserted by entity and RECORDNO.
+        object(
+            "Cashloop_AP_Bill__c",
+            "a0Y",
+            vec![
+                f("Name", String(80)),
+                f("Vendor__c", Reference("Account")),
+                ext("Sage_Bill_Key__c", true),
+                f("Bill_Number__c", String(80)),
+                f("Bill_Date__c", Date),
+                f("Due_Date__c", Date),
+                f("Amount__c", Currency),
+                f("Amount_Due__c", Currency),
+                f("Currency__c", String(3)),
+                f("Status__c", Picklist),
+                f("Entity__c", String(40)),
+            ],
+        );
         object(
             "Cashloop_Credit_Memo__c",
-            "a0Y",
+            "a0Z",
             vec![
                 f("Name", String(80)),
                 req("Opportunity__c", Reference("Opportunity")),
