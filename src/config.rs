@@ -39,6 +39,9 @@ pub struct RawSync {
     pub lease_ms: u64,
     /// How often an idle worker looks for due jobs.
     pub idle_poll_ms: u64,
+    /// Finished jobs (succeeded, resolved) are deleted after this many days; 0 keeps them.
+    /// The error queue and the attempt history are kept.
+    pub retention_days: u32,
     pub salesforce: Option<RawSyncSalesforce>,
     /// Sage Intacct and the quote-to-cash loop (needs `[sync.salesforce]` with `auth`).
     pub intacct: Option<RawSyncIntacct>,
@@ -52,6 +55,7 @@ impl Default for RawSync {
             worker_concurrency: 4,
             lease_ms: 60_000,
             idle_poll_ms: 1_000,
+            retention_days: 30,
             salesforce: None,
             intacct: None,
             mappings: Vec::new(),
@@ -504,6 +508,8 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct SyncConfig {
     pub worker_concurrency: usize,
+    /// 0: finished jobs are kept.
+    pub retention_days: u32,
     pub lease_ms: u64,
     pub idle_poll_ms: u64,
     /// Verifies `POST /v1/events/salesforce` (HMAC-SHA256 over `t.body`).
@@ -1405,6 +1411,7 @@ impl Config {
                 integration_user_id,
                 mappings: r.mappings.clone(),
                 worker_concurrency: r.worker_concurrency,
+                retention_days: r.retention_days,
                 lease_ms: r.lease_ms,
                 idle_poll_ms: r.idle_poll_ms.max(10),
                 event_secret,

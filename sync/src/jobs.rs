@@ -644,6 +644,40 @@ impl Jobs {
     }
 
     /// Counts by status and the age of the oldest due pending job.
+    /// Deletes finished jobs (succeeded or resolved by a person) that finished before
+    /// `before`, in batches of `batch`; returns how many. Dead jobs (the error queue) and their
+    /// attempt history stay. A deleted job's dedupe key is free again, so keep finished jobs
+    /// longer than any sender retries (Salesforce retries an event for minutes, not days).
+    pub async fn prune(&self, before: DateTime<Utc>, batch: i64) -> Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let n = match &self.db {
+                Db::Postgres(p) => sqlx::query(
+                    "DELETE FROM sync_jobs WHERE id IN (SELECT id FROM sync_jobs \
+                     WHERE status IN ('succeeded', 'resolved') AND finished_at < $1 ORDER BY id LIMIT $2)",
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(p)
+                .await?
+                .rows_affected(),
+                Db::Sqlite(s) => sqlx::query(
+                    "DELETE FROM sync_jobs WHERE id IN (SELECT id FROM sync_jobs \
+                     WHERE status IN ('succeeded', 'resolved') AND finished_at < ?1 ORDER BY id LIMIT ?2)",
+                )
+                .bind(ts(before))
+                .bind(batch)
+                .execute(&s.pool)
+                .await?
+                .rows_affected(),
+            };
+            total += n;
+            if n < batch.max(1) as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     pub async fn status(&self) -> Result<QueueStatus> {
         let now = Utc::now();
         let (counts, oldest): (Vec<(String, i64)>, Option<String>) = match &self.db {

@@ -1062,3 +1062,59 @@ both_backends!(
         );
     }
 );
+
+both_backends!(finished_jobs_are_pruned_dead_ones_stay, |t| async move {
+    let jobs = fast(t.db.clone());
+    for i in 0..5 {
+        jobs.enqueue(NewJob::new("pull", json!({"n": i})).dedupe(format!("evt-{i}")))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let dead = jobs
+        .enqueue(NewJob {
+            max_attempts: Some(1),
+            ..NewJob::new("push", json!({}))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let pending = jobs
+        .enqueue(NewJob {
+            run_at: Some(Utc::now() + chrono::Duration::hours(1)),
+            ..NewJob::new("pull", json!({}))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    for job in jobs.claim("w1", &["pull"], 10, LEASE).await.unwrap() {
+        assert!(jobs.succeed(&job).await.unwrap());
+    }
+    for job in jobs.claim("w1", &["push"], 10, LEASE).await.unwrap() {
+        jobs.fail(&job, &JobError::Permanent("no".into()))
+            .await
+            .unwrap();
+    }
+    // Finished before the cut-off: gone, in batches; the error queue and due work stay.
+    assert_eq!(
+        jobs.prune(Utc::now() - chrono::Duration::hours(1), 2)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        jobs.prune(Utc::now() + chrono::Duration::seconds(1), 2)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(jobs.get(dead).await.unwrap().status, "dead");
+    assert_eq!(jobs.get(pending).await.unwrap().status, "pending");
+    // A pruned job's dedupe key is free again.
+    assert!(
+        jobs.enqueue(NewJob::new("pull", json!({})).dedupe("evt-0"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+});
