@@ -1124,7 +1124,13 @@ fn reconcile_bench(args: &ReconcileBenchArgs) -> anyhow::Result<()> {
         ..reconcile::MatchConfig::default()
     };
     let t1 = Instant::now();
-    let result = reconcile::reconcile(inputs, &config)?;
+    let mut phases = serde_json::Map::new();
+    let mut last = t1;
+    let result = reconcile::reconcile_with_progress(inputs, &config, &mut |phase| {
+        let now = Instant::now();
+        phases.insert(phase.as_str().into(), json!((now - last).as_secs_f64()));
+        last = now;
+    })?;
     let match_s = t1.elapsed().as_secs_f64();
     let peak_rss_mb = peak_rss_kb().unwrap_or(0) / 1024;
     let summary = result.summary();
@@ -1146,6 +1152,7 @@ fn reconcile_bench(args: &ReconcileBenchArgs) -> anyhow::Result<()> {
             "csv_bytes": csv_bytes,
             "read_s": read_s,
             "match_s": match_s,
+            "match_phases_s": phases,
             "total_s": total_s,
             "read_rows_per_s": rate(rows, read_s),
             "match_rows_per_s": rate(rows, match_s),

@@ -55,9 +55,15 @@ impl Hasher for FxHasher {
     fn write_usize(&mut self, i: usize) {
         self.add(i as u64);
     }
+    /// The multiply-rotate state keeps the entropy of late input bytes in its high bits,
+    /// while hashbrown picks buckets with the low bits: fold high into low (the MurmurHash3
+    /// finalizer) so ids that differ only in their last digits spread over the table.
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
     }
 }
 

@@ -17,6 +17,7 @@ pub use matching::{
     Adjustment, Application, Category, CategoryTotal, Confidence, FxApplied, ItemIdx, ItemOutcome,
     MatchConfig, PaymentIdx, PaymentOutcome, ReconcileError, Reconciliation, Rule,
     SettlementOutcome, SubsetLimits, Suggestion, Summary, Tolerance, reconcile,
+    reconcile_with_progress,
 };
 pub use model::{
     BatchId, CustomerId, DatedRate, DepositId, DocumentNumber, EntityCode, Inputs, ModelError,

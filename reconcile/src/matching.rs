@@ -470,6 +470,12 @@ fn for_each_token(text: &str, buf: &mut String, mut f: impl FnMut(&str)) {
     }
 }
 
+/// A 64-bit hash of `value` for the compact indexes (hits are always confirmed).
+fn text_hash<T: std::hash::Hash + ?Sized>(value: &T) -> u64 {
+    use std::hash::BuildHasher;
+    crate::hash::FxBuild::default().hash_one(value)
+}
+
 fn upper(s: &str) -> Cow<'_, str> {
     if s.bytes().any(|b| b.is_ascii_lowercase()) || !s.is_ascii() {
         Cow::Owned(s.chars().flat_map(char::to_uppercase).collect())
@@ -479,7 +485,6 @@ fn upper(s: &str) -> Cow<'_, str> {
 }
 
 type CustKey<'a> = (&'a str, &'a str);
-type Key<'a> = (&'a str, &'a str, Currency);
 
 struct Engine<'a> {
     cfg: &'a MatchConfig,
@@ -496,10 +501,19 @@ struct Engine<'a> {
     apps: Vec<Application>,
     pay_apps: Vec<(u32, u32)>,
     pay_key: Vec<u32>,
+    pay_cust: Vec<u32>,
+    item_key: Vec<u32>,
+    key_cust: Vec<u32>,
+    key_currency: Vec<Currency>,
     key_range: Vec<(u32, u32)>,
     key_cursor: Vec<u32>,
-    cust_keys: FxHashMap<CustKey<'a>, Vec<u32>>,
-    numbers: FxHashMap<Cow<'a, str>, ItemIdx>,
+    /// Per customer, its range of keys.
+    cust_keys: Vec<(u32, u32)>,
+    /// Hash of the upper-cased document number → first item; the chain holds every item
+    /// with that hash (lookups compare the number itself).
+    numbers: FxHashMap<u64, ItemIdx>,
+    /// Whether every document number has a digit (then tokens without one are not looked up).
+    numbers_have_digits: bool,
     next_same_number: Vec<ItemIdx>,
     amounts: FxHashMap<(u32, i64), ItemIdx>,
     next_same_amount: Vec<ItemIdx>,
@@ -509,28 +523,79 @@ struct Engine<'a> {
     deferred_fx: Vec<(PaymentIdx, Vec<ItemIdx>)>,
 }
 
+/// The steps of a run, reported to the progress callback of [`reconcile_with_progress`] as
+/// each one finishes (in this order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Inputs sorted into canonical order, ids checked unique.
+    Sort,
+    /// Per-customer ranges, document-number and amount indexes built.
+    Index,
+    /// Cut-off, ACH return pairing and duplicate detection.
+    Screen,
+    ReferencePass,
+    ExactAmountPass,
+    OldestFirstPass,
+    SubsetPass,
+    FxPass,
+    /// Categories, settlements and proposed adjustments.
+    Classify,
+}
+
+impl Phase {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Phase::Sort => "sort",
+            Phase::Index => "index",
+            Phase::Screen => "screen",
+            Phase::ReferencePass => "reference_pass",
+            Phase::ExactAmountPass => "exact_amount_pass",
+            Phase::OldestFirstPass => "oldest_first_pass",
+            Phase::SubsetPass => "subset_pass",
+            Phase::FxPass => "fx_pass",
+            Phase::Classify => "classify",
+        }
+    }
+}
+
 /// Runs every pass over `inputs` and classifies every item.
-pub fn reconcile(
+pub fn reconcile(inputs: Inputs, config: &MatchConfig) -> Result<Reconciliation, ReconcileError> {
+    reconcile_with_progress(inputs, config, &mut |_| {})
+}
+
+/// [`reconcile`], calling `progress` as each [`Phase`] finishes (for progress display and
+/// timing; it cannot change the result).
+pub fn reconcile_with_progress(
     mut inputs: Inputs,
     config: &MatchConfig,
+    progress: &mut dyn FnMut(Phase),
 ) -> Result<Reconciliation, ReconcileError> {
     canonicalize(&mut inputs)?;
+    progress(Phase::Sort);
     let (payments, items, applications, suggestions) = {
         let mut e = Engine::new(&inputs, config);
+        progress(Phase::Index);
         e.cut_off();
         e.pair_returns();
-        e.duplicates_by_key();
+        progress(Phase::Screen);
         e.pass_reference();
+        progress(Phase::ReferencePass);
         e.pass_exact_amount();
+        progress(Phase::ExactAmountPass);
         e.pass_oldest_first();
+        progress(Phase::OldestFirstPass);
         e.pass_subset();
+        progress(Phase::SubsetPass);
         e.pass_fx();
+        progress(Phase::FxPass);
         let payments = e.payment_outcomes();
         let items = e.item_outcomes();
         (payments, items, e.apps, e.suggestions)
     };
     let (settlements, in_transit) = match_settlements(&inputs);
     let adjustments = adjustments(&inputs, &payments, &items, &applications);
+    progress(Phase::Classify);
     Ok(Reconciliation {
         inputs,
         payments,
@@ -543,67 +608,161 @@ pub fn reconcile(
     })
 }
 
+/// The first 16 bytes of `s`, big-endian, zero-padded: comparing these compares the strings
+/// lexicographically up to 16 bytes (identifiers hold no NUL), without touching the heap.
+fn prefix(s: &str) -> u128 {
+    let b = s.as_bytes();
+    let mut word = [0u8; 16];
+    let n = b.len().min(16);
+    word[..n].copy_from_slice(&b[..n]);
+    u128::from_be_bytes(word)
+}
+
+/// Reorders `v` in place so that `new[j] = old[order[j]]` (`order` is a permutation of its
+/// indices), by following cycles with swaps: no second copy of the rows.
+fn permute<T>(v: &mut [T], order: &[u32]) {
+    let mut done = vec![false; v.len()];
+    for i in 0..v.len() {
+        if done[i] {
+            continue;
+        }
+        let mut j = i;
+        loop {
+            done[j] = true;
+            let k = order[j] as usize;
+            if k == i {
+                break;
+            }
+            v.swap(j, k);
+            j = k;
+        }
+    }
+}
+
 /// Sorts every input by its natural key (unique ids last) and rejects duplicate ids.
+///
+/// Payments: (date, id). Open items: (entity, customer, currency, due date, date, number,
+/// id). The sorts run on compact keys (dates and 16-byte string prefixes) and fall back to
+/// the full strings only when those tie, so a million rows sort without chasing pointers.
 fn canonicalize(inputs: &mut Inputs) -> Result<(), ReconcileError> {
-    /// `v` is sorted by `key`: equal neighbours are duplicates.
-    fn dup<T>(
-        v: &[T],
-        key: impl Fn(&T) -> String,
+    /// Ids sorted by (16-byte prefix, full id): equal neighbours are duplicates. Integer
+    /// compares almost always decide, so this beats hashing a million strings.
+    fn unique<'s>(
+        ids: impl Iterator<Item = &'s str>,
+        n: usize,
         kind: &'static str,
     ) -> Result<(), ReconcileError> {
-        for w in v.windows(2) {
-            let (a, b) = (key(&w[0]), key(&w[1]));
-            if a == b {
-                return Err(ReconcileError::DuplicateId { kind, id: a });
-            }
-        }
-        Ok(())
-    }
-    // Uniqueness: sort a permutation by id, compare neighbours.
-    {
-        let mut ids: Vec<&str> = inputs.payments.iter().map(|p| p.id.as_str()).collect();
-        ids.sort_unstable();
-        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ReconcileError::DuplicateId {
-                kind: "payment",
-                id: w[0].to_owned(),
-            });
-        }
-        let mut ids: Vec<&str> = inputs.open_items.iter().map(|i| i.id.as_str()).collect();
-        ids.sort_unstable();
-        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ReconcileError::DuplicateId {
-                kind: "open item",
-                id: w[0].to_owned(),
-            });
+        let mut keys: Vec<(u128, &str)> = Vec::with_capacity(n);
+        keys.extend(ids.map(|id| (prefix(id), id)));
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        match keys
+            .windows(2)
+            .find(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1)
+        {
+            Some(w) => Err(ReconcileError::DuplicateId {
+                kind,
+                id: w[0].1.to_owned(),
+            }),
+            None => Ok(()),
         }
     }
-    inputs
-        .payments
-        .sort_unstable_by(|a, b| a.date.cmp(&b.date).then_with(|| a.id.cmp(&b.id)));
-    inputs.open_items.sort_unstable_by(|a, b| {
-        (
-            a.entity.as_str(),
-            a.customer.as_str(),
-            a.open.currency().code(),
-        )
-            .cmp(&(
-                b.entity.as_str(),
-                b.customer.as_str(),
-                b.open.currency().code(),
-            ))
-            .then_with(|| (a.due_date, a.date).cmp(&(b.due_date, b.date)))
+    let pays = &inputs.payments;
+    unique(pays.iter().map(|p| p.id.as_str()), pays.len(), "payment")?;
+    let items = &inputs.open_items;
+    unique(
+        items.iter().map(|i| i.id.as_str()),
+        items.len(),
+        "open item",
+    )?;
+    unique(
+        inputs.settlements.iter().map(|s| s.batch().as_str()),
+        inputs.settlements.len(),
+        "settlement batch",
+    )?;
+
+    let mut keys: Vec<(NaiveDate, u128, u32)> = pays
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.date, prefix(p.id.as_str()), idx(i)))
+        .collect();
+    keys.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| pays[a.2 as usize].id.cmp(&pays[b.2 as usize].id))
+    });
+    let order: Vec<u32> = keys.iter().map(|k| k.2).collect();
+    drop(keys);
+    permute(&mut inputs.payments, &order);
+
+    type ItemKey = (u128, u128, [u8; 3], NaiveDate, NaiveDate, u128, u32);
+    let mut keys: Vec<ItemKey> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            let code = it.open.currency().code().as_bytes();
+            (
+                prefix(it.entity.as_str()),
+                prefix(it.customer.as_str()),
+                [code[0], code[1], code[2]],
+                it.due_date,
+                it.date,
+                prefix(it.number.as_str()),
+                idx(i),
+            )
+        })
+        .collect();
+    let full = |a: &OpenItem, b: &OpenItem| {
+        (a.entity.as_str(), a.customer.as_str())
+            .cmp(&(b.entity.as_str(), b.customer.as_str()))
             .then_with(|| a.number.cmp(&b.number))
             .then_with(|| a.id.cmp(&b.id))
+    };
+    keys.sort_unstable_by(|a, b| {
+        (a.0, a.1, a.2, a.3, a.4, a.5)
+            .cmp(&(b.0, b.1, b.2, b.3, b.4, b.5))
+            .then_with(|| full(&items[a.6 as usize], &items[b.6 as usize]))
     });
+    // Prefix ties on entity or customer can order longer strings out of place relative to
+    // (due date, date): restore the exact order within runs of equal prefixes.
+    let mut order: Vec<u32> = keys.iter().map(|k| k.6).collect();
+    let mut start = 0;
+    while start < keys.len() {
+        let mut end = start + 1;
+        while end < keys.len() && (keys[end].0, keys[end].1) == (keys[start].0, keys[start].1) {
+            end += 1;
+        }
+        if end - start > 1 {
+            let long = order[start..end].iter().any(|&i| {
+                let it = &items[i as usize];
+                it.entity.as_str().len() > 16 || it.customer.as_str().len() > 16
+            });
+            if long {
+                order[start..end].sort_unstable_by(|&a, &b| {
+                    let (x, y) = (&items[a as usize], &items[b as usize]);
+                    (
+                        x.entity.as_str(),
+                        x.customer.as_str(),
+                        x.open.currency().code(),
+                    )
+                        .cmp(&(
+                            y.entity.as_str(),
+                            y.customer.as_str(),
+                            y.open.currency().code(),
+                        ))
+                        .then_with(|| (x.due_date, x.date).cmp(&(y.due_date, y.date)))
+                        .then_with(|| x.number.cmp(&y.number))
+                        .then_with(|| x.id.cmp(&y.id))
+                });
+            }
+        }
+        start = end;
+    }
+    drop(keys);
+    permute(&mut inputs.open_items, &order);
+
     inputs
         .settlements
         .sort_unstable_by(|a, b| a.batch().cmp(b.batch()));
-    dup(
-        &inputs.settlements,
-        |s| s.batch().to_string(),
-        "settlement batch",
-    )?;
     inputs.rates.sort_unstable_by(|a, b| {
         (a.rate.from().code(), a.rate.to().code(), a.date).cmp(&(
             b.rate.from().code(),
@@ -611,11 +770,15 @@ fn canonicalize(inputs: &mut Inputs) -> Result<(), ReconcileError> {
             b.date,
         ))
     });
-    dup(
-        &inputs.rates,
-        |r| format!("{}/{} {}", r.rate.from(), r.rate.to(), r.date),
-        "rate",
-    )?;
+    if let Some(w) = inputs.rates.windows(2).find(|w| {
+        (w[0].rate.from(), w[0].rate.to(), w[0].date)
+            == (w[1].rate.from(), w[1].rate.to(), w[1].date)
+    }) {
+        return Err(ReconcileError::DuplicateId {
+            kind: "rate",
+            id: format!("{}/{} {}", w[0].rate.from(), w[0].rate.to(), w[0].date),
+        });
+    }
     Ok(())
 }
 
@@ -634,42 +797,66 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|i| cfg.period_end.is_none_or(|end| i.date <= end))
             .collect();
-        // Per-(entity, customer, currency) contiguous ranges of the sorted items.
-        let mut keys: FxHashMap<Key<'a>, u32> = map_with_capacity(n_items / 4 + 1);
+        // Per-(entity, customer, currency) contiguous ranges of the sorted items ("keys"); the
+        // keys of one (entity, customer) are consecutive too ("customers").
         let mut key_range: Vec<(u32, u32)> = Vec::new();
-        let mut cust_keys: FxHashMap<CustKey<'a>, Vec<u32>> = map_with_capacity(n_items / 4 + 1);
+        let mut key_cust: Vec<u32> = Vec::new();
+        let mut key_currency: Vec<Currency> = Vec::new();
+        let mut item_key: Vec<u32> = Vec::with_capacity(n_items);
+        let mut cust_of: FxHashMap<CustKey<'a>, u32> = map_with_capacity(n_items / 4 + 1);
+        let mut cust_keys: Vec<(u32, u32)> = Vec::new();
         let mut start = 0usize;
         while start < n_items {
             let it = &items[start];
-            let key: Key<'a> = (it.entity.as_str(), it.customer.as_str(), it.open.currency());
+            let cust: CustKey<'a> = (it.entity.as_str(), it.customer.as_str());
+            let cur = it.open.currency();
             let mut end = start + 1;
             while end < n_items
-                && (
-                    items[end].entity.as_str(),
-                    items[end].customer.as_str(),
-                    items[end].open.currency(),
-                ) == key
+                && items[end].open.currency() == cur
+                && (items[end].entity.as_str(), items[end].customer.as_str()) == cust
             {
                 end += 1;
             }
             let k = idx(key_range.len());
+            let c = match cust_of.get(&cust) {
+                Some(&c) => c,
+                None => {
+                    let c = idx(cust_keys.len());
+                    cust_of.insert(cust, c);
+                    cust_keys.push((k, k));
+                    c
+                }
+            };
+            cust_keys[c as usize].1 = k + 1;
             key_range.push((idx(start), idx(end)));
-            keys.insert(key, k);
-            cust_keys.entry((key.0, key.1)).or_default().push(k);
+            key_cust.push(c);
+            key_currency.push(cur);
+            item_key.resize(end, k);
             start = end;
         }
         let key_cursor = key_range.iter().map(|r| r.0).collect();
-        let pay_key = pays
-            .iter()
-            .map(|p| {
-                keys.get(&(p.entity.as_str(), p.customer.as_str(), p.amount.currency()))
-                    .copied()
+        let mut pay_cust = Vec::with_capacity(pays.len());
+        let mut pay_key = Vec::with_capacity(pays.len());
+        for p in pays {
+            let c = cust_of
+                .get(&(p.entity.as_str(), p.customer.as_str()))
+                .copied()
+                .unwrap_or(NONE);
+            let k = if c == NONE {
+                NONE
+            } else {
+                let (a, b) = cust_keys[c as usize];
+                (a..b)
+                    .find(|&k| key_currency[k as usize] == p.amount.currency())
                     .unwrap_or(NONE)
-            })
-            .collect();
+            };
+            pay_cust.push(c);
+            pay_key.push(k);
+        }
         // Document numbers (upper-cased) and (key, amount) indexes with chains through
         // equal entries, in item order (oldest first within a key).
-        let mut numbers: FxHashMap<Cow<'a, str>, ItemIdx> = map_with_capacity(n_items);
+        let mut numbers: FxHashMap<u64, ItemIdx> = map_with_capacity(n_items);
+        let mut numbers_have_digits = true;
         let mut next_same_number = vec![NONE; n_items];
         let mut amounts: FxHashMap<(u32, i64), ItemIdx> = map_with_capacity(n_items);
         let mut next_same_amount = vec![NONE; n_items];
@@ -680,7 +867,9 @@ impl<'a> Engine<'a> {
                     continue;
                 }
                 let it = &items[iu];
-                if let Some(prev) = numbers.insert(upper(it.number.as_str()), i) {
+                let number = upper(it.number.as_str());
+                numbers_have_digits &= number.bytes().any(|b| b.is_ascii_digit());
+                if let Some(prev) = numbers.insert(text_hash(&number), i) {
                     next_same_number[iu] = prev;
                 }
                 if it.kind == OpenItemKind::Invoice
@@ -712,10 +901,15 @@ impl<'a> Engine<'a> {
             apps: Vec::with_capacity(pays.len()),
             pay_apps: vec![(0, 0); pays.len()],
             pay_key,
+            pay_cust,
+            item_key,
+            key_cust,
+            key_currency,
             key_range,
             key_cursor,
             cust_keys,
             numbers,
+            numbers_have_digits,
             next_same_number,
             amounts,
             next_same_amount,
@@ -748,6 +942,13 @@ impl<'a> Engine<'a> {
     /// Pairs each ACH return with the ACH settlement whose id its reference names (same
     /// customer, currency and amount); unpaired returns are orphans.
     fn pair_returns(&mut self) {
+        if !self
+            .pays
+            .iter()
+            .any(|p| p.source == PaymentSource::AchReturn)
+        {
+            return;
+        }
         let mut by_id: FxHashMap<&'a str, PaymentIdx> = map_with_capacity(0);
         for (p, pay) in self.pays.iter().enumerate() {
             if pay.source == PaymentSource::AchSettlement {
@@ -778,29 +979,6 @@ impl<'a> Engine<'a> {
                     self.state[o as usize] = PState::Returned(idx(p));
                 }
                 None => self.state[p] = PState::OrphanReturn,
-            }
-        }
-    }
-
-    fn duplicates_by_key(&mut self) {
-        let mut first: FxHashMap<(&'a str, &'a str, Money, NaiveDate, &'a str), PaymentIdx> =
-            map_with_capacity(self.pays.len() / 2);
-        for (p, pay) in self.pays.iter().enumerate() {
-            if !self.candidate(p) || pay.reference.as_str().is_empty() {
-                continue;
-            }
-            let key = (
-                pay.entity.as_str(),
-                pay.customer.as_str(),
-                pay.amount.money(),
-                pay.date,
-                pay.reference.as_str(),
-            );
-            match first.get(&key) {
-                Some(&f) => self.state[p] = PState::Duplicate(f, Rule::DuplicateKey),
-                None => {
-                    first.insert(key, idx(p));
-                }
             }
         }
     }
@@ -899,22 +1077,62 @@ impl<'a> Engine<'a> {
     }
 
     /// Pass 1: document numbers found in the reference text.
+    ///
+    /// Duplicates by key are caught here too, before a payment's reference is used: same
+    /// entity, customer, amount, date and reference as an earlier payment (in payment order).
     fn pass_reference(&mut self) {
         let mut buf = String::new();
         let mut hits: Vec<ItemIdx> = Vec::new();
+        // Keyed by a hash of (entity, customer, amount, date, reference); a hit is confirmed
+        // against the earlier payment's fields (a hash collision is then no duplicate).
+        let mut first: FxHashMap<u64, PaymentIdx> = map_with_capacity(self.pays.len());
+        let same_key = |a: &Payment, b: &Payment| {
+            a.amount == b.amount
+                && a.date == b.date
+                && a.reference == b.reference
+                && a.customer == b.customer
+                && a.entity == b.entity
+        };
         for p in 0..self.pays.len() {
             if !self.candidate(p) || self.pays[p].reference.as_str().is_empty() {
                 continue;
             }
-            let pay = &self.pays[p];
+            let pay: &'a Payment = &self.pays[p];
+            let key = text_hash(&(
+                pay.entity.as_str(),
+                pay.customer.as_str(),
+                pay.amount.money(),
+                pay.date,
+                pay.reference.as_str(),
+            ));
+            match first.get(&key) {
+                Some(&f) if same_key(&self.pays[f as usize], pay) => {
+                    self.state[p] = PState::Duplicate(f, Rule::DuplicateKey);
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    first.insert(key, idx(p));
+                }
+            }
             hits.clear();
             let max = self.cfg.max_reference_hits;
-            let (numbers, next, items) = (&self.numbers, &self.next_same_number, self.items);
+            let cust = self.pay_cust[p];
+            if cust == NONE {
+                continue;
+            }
+            let (numbers, next) = (&self.numbers, &self.next_same_number);
+            let (item_key, key_cust, items) = (&self.item_key, &self.key_cust, self.items);
+            let need_digit = self.numbers_have_digits;
             for_each_token(pay.reference.as_str(), &mut buf, |tok| {
-                let mut i = numbers.get(tok).copied().unwrap_or(NONE);
+                if need_digit && !tok.bytes().any(|b| b.is_ascii_digit()) {
+                    return;
+                }
+                let mut i = numbers.get(&text_hash(tok)).copied().unwrap_or(NONE);
                 while i != NONE && hits.len() < max {
-                    let it = &items[i as usize];
-                    if it.entity == pay.entity && it.customer == pay.customer {
+                    if key_cust[item_key[i as usize] as usize] == cust
+                        && upper(items[i as usize].number.as_str()) == tok
+                    {
                         hits.push(i);
                     }
                     i = next[i as usize];
@@ -1290,22 +1508,18 @@ impl<'a> Engine<'a> {
             }
             let pay = &self.pays[p];
             let cur = pay.amount.currency();
-            let Some(keys) = self
-                .cust_keys
-                .get(&(pay.entity.as_str(), pay.customer.as_str()))
-            else {
+            let cust = self.pay_cust[p];
+            if cust == NONE {
                 continue;
-            };
-            let has_same = keys.iter().any(|&k| {
-                let s = self.key_range[k as usize].0 as usize;
-                self.items[s].open.currency() == cur
-            });
-            let keys = keys.clone();
+            }
+            let (first_key, end_key) = self.cust_keys[cust as usize];
+            let keys = first_key..end_key;
+            let has_same = self.pay_key[p] != NONE;
             let mut other_currency = false;
             let mut any_rate = false;
             for k in keys {
-                let (s, e) = self.key_range[k as usize];
-                let target = self.items[s as usize].open.currency();
+                let e = self.key_range[k as usize].1;
+                let target = self.key_currency[k as usize];
                 if target == cur {
                     continue;
                 }
