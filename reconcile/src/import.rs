@@ -404,6 +404,7 @@ pub fn parse_date(s: &str) -> Option<NaiveDate> {
 /// `parse_row`. Returns the rows and the line of each (for duplicate-id reports).
 fn read_csv<R: Read, T>(
     reader: R,
+    capacity: usize,
     kind: Kind,
     ctx: &mut Ctx,
     mut parse_row: impl FnMut(&Row<'_>, &mut Ctx) -> Option<T>,
@@ -415,8 +416,8 @@ fn read_csv<R: Read, T>(
         .buffer_capacity(1 << 20)
         .from_reader(reader);
     let mut record = csv::ByteRecord::new();
-    let mut rows = Vec::new();
-    let mut lines = Vec::new();
+    let mut rows = Vec::with_capacity(capacity);
+    let mut lines = Vec::with_capacity(capacity);
     // Header.
     ctx.start_line(1);
     match csv.read_byte_record(&mut record) {
@@ -504,8 +505,12 @@ fn check_unique<'a>(
 
 /// Reads a payments CSV.
 pub fn read_payments<R: Read>(reader: R) -> Result<Vec<Payment>, ImportError> {
+    read_payments_sized(reader, 0)
+}
+
+fn read_payments_sized<R: Read>(reader: R, capacity: usize) -> Result<Vec<Payment>, ImportError> {
     let mut ctx = Ctx::new(Kind::Payments);
-    let (rows, lines) = read_csv(reader, Kind::Payments, &mut ctx, |row, ctx| {
+    let (rows, lines) = read_csv(reader, capacity, Kind::Payments, &mut ctx, |row, ctx| {
         let id = row.parsed(ctx, 0, PaymentId::parse);
         let entity = row.shared(ctx, 1);
         let customer = row.shared(ctx, 2);
@@ -540,8 +545,15 @@ pub fn read_payments<R: Read>(reader: R) -> Result<Vec<Payment>, ImportError> {
 
 /// Reads an invoices (AR open items) CSV.
 pub fn read_open_items<R: Read>(reader: R) -> Result<Vec<OpenItem>, ImportError> {
+    read_open_items_sized(reader, 0)
+}
+
+fn read_open_items_sized<R: Read>(
+    reader: R,
+    capacity: usize,
+) -> Result<Vec<OpenItem>, ImportError> {
     let mut ctx = Ctx::new(Kind::Invoices);
-    let (rows, lines) = read_csv(reader, Kind::Invoices, &mut ctx, |row, ctx| {
+    let (rows, lines) = read_csv(reader, capacity, Kind::Invoices, &mut ctx, |row, ctx| {
         let id = row.parsed(ctx, 0, OpenItemId::parse);
         let number = row.parsed(ctx, 1, DocumentNumber::parse);
         let kind = row.parsed(ctx, 2, OpenItemKind::parse);
@@ -570,8 +582,15 @@ pub fn read_open_items<R: Read>(reader: R) -> Result<Vec<OpenItem>, ImportError>
 
 /// Reads a settlements (processor deposits) CSV.
 pub fn read_settlements<R: Read>(reader: R) -> Result<Vec<SettlementBatch>, ImportError> {
+    read_settlements_sized(reader, 0)
+}
+
+fn read_settlements_sized<R: Read>(
+    reader: R,
+    capacity: usize,
+) -> Result<Vec<SettlementBatch>, ImportError> {
     let mut ctx = Ctx::new(Kind::Settlements);
-    let (rows, lines) = read_csv(reader, Kind::Settlements, &mut ctx, |row, ctx| {
+    let (rows, lines) = read_csv(reader, capacity, Kind::Settlements, &mut ctx, |row, ctx| {
         let deposit = row.parsed(ctx, 0, DepositId::parse);
         let batch = row.parsed(ctx, 1, BatchId::parse);
         let date = row.date(ctx, 2);
@@ -607,8 +626,12 @@ pub fn read_settlements<R: Read>(reader: R) -> Result<Vec<SettlementBatch>, Impo
 
 /// Reads an FX rates CSV (one rate per pair and date).
 pub fn read_rates<R: Read>(reader: R) -> Result<Vec<DatedRate>, ImportError> {
+    read_rates_sized(reader, 0)
+}
+
+fn read_rates_sized<R: Read>(reader: R, capacity: usize) -> Result<Vec<DatedRate>, ImportError> {
     let mut ctx = Ctx::new(Kind::Rates);
-    let (rows, lines) = read_csv(reader, Kind::Rates, &mut ctx, |row, ctx| {
+    let (rows, lines) = read_csv(reader, capacity, Kind::Rates, &mut ctx, |row, ctx| {
         let from = row.currency(ctx, 0);
         let to = row.currency(ctx, 1);
         let date = row.date(ctx, 2);
@@ -651,25 +674,32 @@ pub struct InputFiles {
 /// Reads every given file (payments and settlements on one thread, invoices and rates on
 /// another) into [`Inputs`]; all-or-nothing across the files: every file's errors come back.
 pub fn read_inputs(files: &InputFiles) -> Result<Inputs, Vec<ImportError>> {
+    /// Reads `path` with row vectors sized from the file length (rows are at least
+    /// `MIN_ROW_BYTES` long), so a large file does not regrow and copy them.
     fn opt<T>(
         path: Option<&PathBuf>,
-        read: fn(std::fs::File) -> Result<Vec<T>, ImportError>,
+        read: fn(std::fs::File, usize) -> Result<Vec<T>, ImportError>,
     ) -> Result<Vec<T>, ImportError> {
+        const MIN_ROW_BYTES: u64 = 48;
         match path {
-            Some(p) => read(open(p)?),
+            Some(p) => {
+                let file = open(p)?;
+                let len = file.metadata().map_or(0, |m| m.len());
+                read(file, usize::try_from(len / MIN_ROW_BYTES).unwrap_or(0))
+            }
             None => Ok(Vec::new()),
         }
     }
     let ((payments, settlements), (open_items, rates)) = std::thread::scope(|s| {
         let left = s.spawn(|| {
             (
-                opt(files.payments.as_ref(), read_payments),
-                opt(files.settlements.as_ref(), read_settlements),
+                opt(files.payments.as_ref(), read_payments_sized),
+                opt(files.settlements.as_ref(), read_settlements_sized),
             )
         });
         let right = (
-            opt(files.invoices.as_ref(), read_open_items),
-            opt(files.rates.as_ref(), read_rates),
+            opt(files.invoices.as_ref(), read_open_items_sized),
+            opt(files.rates.as_ref(), read_rates_sized),
         );
         let left = left
             .join()

@@ -54,6 +54,10 @@ pub type ItemIdx = u32;
 
 const NONE: u32 = u32::MAX;
 
+/// Customers (keys) with at most this many open items are searched by scanning their range
+/// instead of through the (key, amount) index.
+const SMALL_KEY_RANGE: usize = 32;
+
 /// How far a residual may be from zero and still count as settled: within `absolute_minor`
 /// minor units of the item's currency, or within `percent_bp` basis points (1/100 of a
 /// percent) of the base amount, whichever is larger. Integer math only.
@@ -858,7 +862,16 @@ impl<'a> Engine<'a> {
         let mut numbers: FxHashMap<u64, ItemIdx> = map_with_capacity(n_items);
         let mut numbers_have_digits = true;
         let mut next_same_number = vec![NONE; n_items];
-        let mut amounts: FxHashMap<(u32, i64), ItemIdx> = map_with_capacity(n_items);
+        // Customers with few open items are scanned in place (one or two cache lines of
+        // `open`); only larger ranges get an (amount → items) index.
+        let small_range = SMALL_KEY_RANGE.min(cfg.max_amount_candidates);
+        let mut amounts: FxHashMap<(u32, i64), ItemIdx> = map_with_capacity(
+            key_range
+                .iter()
+                .filter(|(s, e)| (e - s) as usize > small_range)
+                .map(|(s, e)| (e - s) as usize)
+                .sum(),
+        );
         let mut next_same_amount = vec![NONE; n_items];
         for (k, &(s, e)) in key_range.iter().enumerate().rev() {
             for i in (s..e).rev() {
@@ -873,6 +886,7 @@ impl<'a> Engine<'a> {
                     next_same_number[iu] = prev;
                 }
                 if it.kind == OpenItemKind::Invoice
+                    && (e - s) as usize > small_range
                     && let Some(prev) = amounts.insert((idx(k), it.open.amount_minor()), i)
                 {
                     next_same_amount[iu] = prev;
@@ -1184,8 +1198,37 @@ impl<'a> Engine<'a> {
                 continue;
             }
             let amount = self.pays[p].amount.amount_minor();
-            let mut i = self.amounts.get(&(k, amount)).copied().unwrap_or(NONE);
+            let (s, e) = self.key_range[k as usize];
             let (mut chosen, mut others, mut steps) = (NONE, 0u32, 0usize);
+            if (e - s) as usize <= SMALL_KEY_RANGE.min(self.cfg.max_amount_candidates) {
+                // Same candidates, in the same order, as the index would give.
+                for i in s..e {
+                    let iu = i as usize;
+                    let it = &self.items[iu];
+                    if !self.eligible[iu]
+                        || it.kind != OpenItemKind::Invoice
+                        || it.open.amount_minor() != amount
+                    {
+                        continue;
+                    }
+                    if self.open[iu] == amount {
+                        if chosen == NONE {
+                            chosen = i;
+                        } else {
+                            others += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            let mut i = if chosen == NONE
+                && others == 0
+                && (e - s) as usize > SMALL_KEY_RANGE.min(self.cfg.max_amount_candidates)
+            {
+                self.amounts.get(&(k, amount)).copied().unwrap_or(NONE)
+            } else {
+                NONE
+            };
             while i != NONE && steps < self.cfg.max_amount_candidates {
                 steps += 1;
                 if self.open[i as usize] == amount {

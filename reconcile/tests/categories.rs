@@ -532,3 +532,27 @@ fn summary_counts_every_item_once() {
     assert_eq!(count(&s.items), 2);
     assert_eq!(s.payments[&Category::Matched].amount_minor["USD"], 10_000);
 }
+
+#[test]
+fn exact_amount_for_a_customer_with_many_open_items() {
+    // More open items than the in-place scan handles: the (key, amount) index path.
+    let mut items: Vec<_> = (0..50)
+        .map(|n| inv(&format!("INV-{n:03}"), "C1", 1_000 + n, "USD", "2026-09-01"))
+        .collect();
+    items.push(inv("INV-LATE", "C1", 1_007, "USD", "2026-09-20"));
+    let r = run(inputs(
+        vec![
+            pay("P1", "C1", 1_007, "USD", "2026-10-05", ""),
+            pay("P2", "C1", 1_007, "USD", "2026-10-06", ""),
+            pay("P3", "C1", 1_007, "USD", "2026-10-07", ""),
+        ],
+        items,
+    ));
+    assert_eq!(applied(&r, "P1"), [("INV-007".to_owned(), 1_007)]);
+    assert_eq!(r.payments[p_idx(&r, "P1")].confidence.percent(), 75);
+    assert_eq!(applied(&r, "P2"), [("INV-LATE".to_owned(), 1_007)]);
+    assert_eq!(r.payments[p_idx(&r, "P2")].confidence.percent(), 90);
+    assert_eq!(rule(&r, "P2"), Some(Rule::ExactAmount));
+    // Nothing left at that amount; oldest-first cannot land exactly (1,000 < 1,007 < 2,001).
+    assert_eq!(pc(&r, "P3"), Category::UnmatchedPayment);
+}
