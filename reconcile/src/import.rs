@@ -29,7 +29,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use ledger::{Currency, FxRate, Money};
 
-use crate::hash::{FxBuild, map_with_capacity};
+use crate::hash::FxBuild;
 use crate::model::{
     BatchId, CustomerId, DatedRate, DepositId, DocumentNumber, EntityCode, Inputs, ModelError,
     OpenItem, OpenItemId, OpenItemKind, Payment, PaymentId, PaymentSource, PositiveMoney,
@@ -482,14 +482,31 @@ fn check_unique<'a>(
     ids: impl Iterator<Item = &'a str>,
     lines: &[u32],
 ) {
-    let mut seen = map_with_capacity::<&str, u32>(lines.len());
+    // Sort by (16-byte prefix, id, line): equal ids become neighbours, in line order, and
+    // integer compares decide almost every comparison (no hashing of a million strings).
+    let prefix = |s: &str| {
+        let mut word = [0u8; 16];
+        let n = s.len().min(16);
+        word[..n].copy_from_slice(&s.as_bytes()[..n]);
+        u128::from_be_bytes(word)
+    };
+    let mut keys: Vec<(u128, &str, u32)> = Vec::with_capacity(lines.len());
+    keys.extend(ids.zip(lines).map(|(id, &line)| (prefix(id), id, line)));
+    keys.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.cmp(b.1))
+            .then_with(|| a.2.cmp(&b.2))
+    });
     let mut dups = Vec::new();
-    for (id, &line) in ids.zip(lines) {
-        if let Some(first) = seen.insert(id, line) {
-            seen.insert(id, first);
-            dups.push((line, first, id.to_owned()));
+    let mut first = 0usize;
+    for i in 1..keys.len() {
+        if keys[i].0 == keys[first].0 && keys[i].1 == keys[first].1 {
+            dups.push((keys[i].2, keys[first].2, keys[i].1.to_owned()));
+        } else {
+            first = i;
         }
     }
+    dups.sort_unstable();
     for (line, first, id) in dups {
         ctx.start_line(u64::from(line));
         ctx.error(

@@ -490,6 +490,14 @@ fn upper(s: &str) -> Cow<'_, str> {
 
 type CustKey<'a> = (&'a str, &'a str);
 
+/// Phase-1 output of the reference pass for a range of payments.
+struct ReferenceScan {
+    /// Duplicate key per payment of the range (0 when not a candidate).
+    keys: Vec<u64>,
+    /// (payment, item) pairs in payment order.
+    hits: Vec<(PaymentIdx, ItemIdx)>,
+}
+
 struct Engine<'a> {
     cfg: &'a MatchConfig,
     pays: &'a [Payment],
@@ -1090,54 +1098,37 @@ impl<'a> Engine<'a> {
         };
     }
 
-    /// Pass 1: document numbers found in the reference text.
-    ///
-    /// Duplicates by key are caught here too, before a payment's reference is used: same
-    /// entity, customer, amount, date and reference as an earlier payment (in payment order).
-    fn pass_reference(&mut self) {
+    /// Duplicate keys and referenced items (same customer, sorted, deduplicated) of the
+    /// payments in `range` that can still be applied. Reads only.
+    fn reference_hits(&self, range: std::ops::Range<usize>) -> ReferenceScan {
+        let mut out = ReferenceScan {
+            keys: Vec::with_capacity(range.len()),
+            hits: Vec::new(),
+        };
         let mut buf = String::new();
         let mut hits: Vec<ItemIdx> = Vec::new();
-        // Keyed by a hash of (entity, customer, amount, date, reference); a hit is confirmed
-        // against the earlier payment's fields (a hash collision is then no duplicate).
-        let mut first: FxHashMap<u64, PaymentIdx> = map_with_capacity(self.pays.len());
-        let same_key = |a: &Payment, b: &Payment| {
-            a.amount == b.amount
-                && a.date == b.date
-                && a.reference == b.reference
-                && a.customer == b.customer
-                && a.entity == b.entity
-        };
-        for p in 0..self.pays.len() {
-            if !self.candidate(p) || self.pays[p].reference.as_str().is_empty() {
+        let max = self.cfg.max_reference_hits;
+        let (numbers, next) = (&self.numbers, &self.next_same_number);
+        let (item_key, key_cust, items) = (&self.item_key, &self.key_cust, self.items);
+        let need_digit = self.numbers_have_digits;
+        for p in range {
+            let pay = &self.pays[p];
+            if !self.candidate(p) || pay.reference.as_str().is_empty() {
+                out.keys.push(0);
                 continue;
             }
-            let pay: &'a Payment = &self.pays[p];
-            let key = text_hash(&(
+            out.keys.push(text_hash(&(
                 pay.entity.as_str(),
                 pay.customer.as_str(),
                 pay.amount.money(),
                 pay.date,
                 pay.reference.as_str(),
-            ));
-            match first.get(&key) {
-                Some(&f) if same_key(&self.pays[f as usize], pay) => {
-                    self.state[p] = PState::Duplicate(f, Rule::DuplicateKey);
-                    continue;
-                }
-                Some(_) => {}
-                None => {
-                    first.insert(key, idx(p));
-                }
-            }
-            hits.clear();
-            let max = self.cfg.max_reference_hits;
+            )));
             let cust = self.pay_cust[p];
             if cust == NONE {
                 continue;
             }
-            let (numbers, next) = (&self.numbers, &self.next_same_number);
-            let (item_key, key_cust, items) = (&self.item_key, &self.key_cust, self.items);
-            let need_digit = self.numbers_have_digits;
+            hits.clear();
             for_each_token(pay.reference.as_str(), &mut buf, |tok| {
                 if need_digit && !tok.bytes().any(|b| b.is_ascii_digit()) {
                     return;
@@ -1152,11 +1143,67 @@ impl<'a> Engine<'a> {
                     i = next[i as usize];
                 }
             });
+            hits.sort_unstable();
+            hits.dedup();
+            out.hits.extend(hits.iter().map(|&i| (idx(p), i)));
+        }
+        out
+    }
+
+    /// Pass 1: document numbers found in the reference text.
+    ///
+    /// Duplicates by key are caught here too, before a payment's reference is used: same
+    /// entity, customer, amount, date and reference as an earlier payment (in payment order).
+    fn pass_reference(&mut self) {
+        // Phase 1 (read-only, both cores): each payment's duplicate key and referenced items.
+        let n = self.pays.len();
+        let mid = n / 2;
+        let (mut scan, right) = std::thread::scope(|s| {
+            let this = &*self;
+            let right = s.spawn(move || this.reference_hits(mid..n));
+            let left = this.reference_hits(0..mid);
+            (left, right.join())
+        });
+        let right = right.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        scan.keys.extend(right.keys);
+        scan.hits.extend(right.hits);
+        // Phase 2 (in payment order): duplicates first, then apply.
+        // Keyed by a hash of (entity, customer, amount, date, reference); a hit is confirmed
+        // against the earlier payment's fields (a hash collision is then no duplicate).
+        let mut first: FxHashMap<u64, PaymentIdx> = map_with_capacity(n);
+        let same_key = |a: &Payment, b: &Payment| {
+            a.amount == b.amount
+                && a.date == b.date
+                && a.reference == b.reference
+                && a.customer == b.customer
+                && a.entity == b.entity
+        };
+        let mut cursor = 0usize;
+        let mut hits: Vec<ItemIdx> = Vec::new();
+        for p in 0..n {
+            hits.clear();
+            while cursor < scan.hits.len() && scan.hits[cursor].0 as usize == p {
+                hits.push(scan.hits[cursor].1);
+                cursor += 1;
+            }
+            if !self.candidate(p) || self.pays[p].reference.as_str().is_empty() {
+                continue;
+            }
+            let pay: &'a Payment = &self.pays[p];
+            let key = scan.keys[p];
+            match first.get(&key) {
+                Some(&f) if same_key(&self.pays[f as usize], pay) => {
+                    self.state[p] = PState::Duplicate(f, Rule::DuplicateKey);
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    first.insert(key, idx(p));
+                }
+            }
             if hits.is_empty() {
                 continue;
             }
-            hits.sort_unstable();
-            hits.dedup();
             let cur = pay.amount.currency();
             let same: Vec<ItemIdx> = hits
                 .iter()
