@@ -57,6 +57,16 @@ pub enum Command {
     /// Benchmarks; each ends with one JSON line of its figures.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Reconciliation: match payments to AR invoices from exported files.
+    #[command(subcommand)]
+    Reconcile(ReconcileCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReconcileCommand {
+    /// A run over CSV files (payments, invoices, optional settlements and rates); refused
+    /// with every bad line listed if any input is invalid.
+    Run(crate::reconcile_cli::RunArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod reconcile_cli;
 pub mod sandbox;
 pub mod server;
 pub mod tls;
@@ -100,6 +101,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             cli::init_logging(&config, "warn");
             cli::sync_command(&config, cmd).await?;
             Ok(0)
+        }
+        Command::Reconcile(cli::ReconcileCommand::Run(args)) => {
+            cli::init_logging(&config, "warn");
+            Ok(if reconcile_cli::run(&args)? { 0 } else { 2 })
         }
         Command::Bench(cmd) => {
             cli::init_logging(&config, "warn");

@@ -2516,3 +2516,110 @@ async fn sandbox_runs_the_whole_loop() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--dir"));
 }
+
+/// `cashloop reconcile run` over exported files: a report per category, and bad input refused
+/// before the run starts, every bad line named.
+#[test]
+fn reconcile_run_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    std::fs::write(
+        p("payments.csv"),
+        "id,entity,customer,currency,amount,date,reference,source,batch_id\n\
+         P1,US,ACME,USD,1082.50,2026-10-05,Payment for INV-1001,sage_receipt,\n\
+         P2,US,GLOBEX,USD,500.00,2026-10-07,on account INV-1002,sage_receipt,\n\
+         P3,US,INITECH,USD,75.00,2026-11-02,INV-1003,sage_receipt,\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p("invoices.csv"),
+        "id,number,kind,entity,customer,currency,amount_open,date,due_date\n\
+         I1,INV-1001,invoice,US,ACME,USD,1082.50,2026-09-20,2026-10-20\n\
+         I2,INV-1002,invoice,US,GLOBEX,USD,800.00,2026-09-25,2026-10-25\n\
+         I3,INV-1004,invoice,US,UMBRELLA,USD,42.00,2026-10-01,2026-10-31\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+            .args(["reconcile", "run", "--payments"])
+            .arg(p("payments.csv"))
+            .arg("--invoices")
+            .arg(p("invoices.csv"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--period", "2026-10"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let payments = &summary["payments"];
+    assert_eq!(payments["matched"]["count"], 1, "{summary}");
+    assert_eq!(
+        payments["timing"]["count"], 1,
+        "after the period end: {summary}"
+    );
+    assert_eq!(
+        payments["partial_beyond_tolerance"]["count"], 1,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["items"]["unmatched_invoice"]["count"], 1,
+        "{summary}"
+    );
+    // Every input in exactly one category.
+    let count = |m: &serde_json::Value| {
+        m.as_object()
+            .unwrap()
+            .values()
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!((count(payments), count(&summary["items"])), (3, 3));
+
+    let csv_out = run(&[
+        "--format",
+        "csv",
+        "--out",
+        p("report.csv").to_str().unwrap(),
+    ]);
+    assert!(csv_out.status.success());
+    let report = std::fs::read_to_string(p("report.csv")).unwrap();
+    assert!(report.starts_with("kind,id,category,rule,confidence,currency,amount_minor"));
+    assert!(
+        report.contains("payment,P1,matched,exact_reference,"),
+        "{report}"
+    );
+    assert_eq!(report.lines().count(), 7);
+
+    // Bad input: the run does not start; each bad line is named with its column.
+    std::fs::write(
+        p("invoices.csv"),
+        "id,number,kind,entity,customer,currency,amount_open,date,due_date\n\
+         I1,INV-1001,invoice,US,ACME,USD,10.005,2026-09-20,2026-10-20\n\
+         I2,INV-1002,invoice,US,GLOBEX,XXX,800.00,2026-09-25,2026-10-25\n\
+         I3,INV-1003,invoice,US,ACME,USD,5.00,2026-13-01,2026-10-31\n",
+    )
+    .unwrap();
+    let bad = run(&[]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("did not start"), "{err}");
+    for want in [
+        "line 2",
+        "amount_open",
+        "line 3",
+        "currency",
+        "line 4",
+        "date",
+    ] {
+        assert!(err.contains(want), "{want:?} missing: {err}");
+    }
+    assert!(bad.stdout.is_empty());
+    let bad_period = run(&["--period", "2026-13"]);
+    assert!(!bad_period.status.success());
+    assert!(String::from_utf8_lossy(&bad_period.stderr).contains("--period"));
+}
