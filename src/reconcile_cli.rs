@@ -46,10 +46,9 @@ pub fn period_end(period: &str) -> anyhow::Result<NaiveDate> {
     } else {
         NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
     };
-    Ok(next
-        .context("--period: out of range")?
+    next.context("--period: out of range")?
         .pred_opt()
-        .context("--period")?)
+        .context("--period")
 }
 
 /// Runs it; `Ok(false)` when the input was refused (the errors are on stderr).
