@@ -268,24 +268,21 @@ pub async fn serve_on(
     if config.sync.retention_days > 0 {
         let jobs = jobs.clone();
         let days = i64::from(config.sync.retention_days);
-        let mut stop = sync_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                let before = chrono::Utc::now() - chrono::Duration::days(days);
-                match jobs.prune(before, 5_000).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "pruned finished sync jobs"),
-                    Err(e) => tracing::warn!(error = %e, "pruning sync jobs failed"),
+        tokio::spawn(sync::jobs::run_on_ticks(
+            std::time::Duration::from_secs(3_600),
+            sync_rx.clone(),
+            move |_| {
+                let jobs = jobs.clone();
+                async move {
+                    let before = chrono::Utc::now() - chrono::Duration::days(days);
+                    match jobs.prune(before, 5_000).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(deleted = n, "pruned finished sync jobs"),
+                        Err(e) => tracing::warn!(error = %e, "pruning sync jobs failed"),
+                    }
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(3_600)) => {}
-                    _ = stop.changed() => {}
-                }
-                if *stop.borrow() {
-                    return;
-                }
-            }
-        });
+            },
+        ));
     }
     let worker = tokio::spawn(sync::jobs::run_worker(
         jobs.clone(),

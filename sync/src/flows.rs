@@ -311,31 +311,19 @@ impl SalesforceSync {
 
     /// Queues pulls and pushes every `interval` until `stop` turns true (one job per object and
     /// tick across all servers: the tick is part of the dedupe key).
-    pub async fn run_schedule(
-        self,
-        interval: Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let secs = interval.as_secs().max(1) as i64;
-        loop {
-            let slot = Utc::now().timestamp() / secs;
-            if let Err(e) = self.queue_pulls(None, slot).await {
-                tracing::warn!(error = ?e, "queueing Salesforce pulls failed");
+    pub async fn run_schedule(self, interval: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+        crate::jobs::run_on_ticks(interval, stop, |slot| {
+            let me = &self;
+            async move {
+                if let Err(e) = me.queue_pulls(None, slot).await {
+                    tracing::warn!(error = ?e, "queueing Salesforce pulls failed");
+                }
+                if let Err(e) = me.queue_pushes(slot).await {
+                    tracing::warn!(error = ?e, "queueing Salesforce pushes failed");
+                }
             }
-            if let Err(e) = self.queue_pushes(slot).await {
-                tracing::warn!(error = ?e, "queueing Salesforce pushes failed");
-            }
-            // Sleep to the next tick boundary.
-            let next = (slot + 1) * secs;
-            let wait = (next - Utc::now().timestamp()).max(1) as u64;
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
-                return;
-            }
-        }
+        })
+        .await
     }
 
     async fn call<T>(

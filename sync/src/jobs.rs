@@ -808,6 +808,76 @@ impl Jobs {
     }
 }
 
+impl Job {
+    /// A text field of the payload; missing, it is a permanent error naming the field.
+    pub fn text(&self, field: &str) -> std::result::Result<&str, JobError> {
+        self.payload
+            .get(field)
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| JobError::Permanent(format!("{field} is missing")))
+    }
+
+    /// The record id of a `salesforce.changed:<Object>` job; `None` for a deletion.
+    pub fn changed_id(&self) -> std::result::Result<Option<&str>, JobError> {
+        if self
+            .payload
+            .get("deleted")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true)
+        {
+            return Ok(None);
+        }
+        self.text("id").map(Some)
+    }
+}
+
+impl Jobs {
+    /// Queues `kind` once per value of `field` (`{"entity": "US"}` …) for the schedule's tick
+    /// `slot`: the slot is in the dedupe key, so several servers queue one job per tick.
+    pub async fn enqueue_tick<'v>(
+        &self,
+        kind: &str,
+        field: &str,
+        values: impl IntoIterator<Item = &'v str>,
+        slot: i64,
+    ) -> Result<()> {
+        for v in values {
+            self.enqueue(
+                NewJob::new(kind, serde_json::json!({ field: v }))
+                    .dedupe(format!("{kind}:{v}:{slot}")),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Calls `tick(slot)` at every `interval` boundary (`slot` = Unix seconds / interval) until
+/// `stop` turns true. Schedules put the slot in their dedupe keys.
+pub async fn run_on_ticks<F, Fut>(
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut tick: F,
+) where
+    F: FnMut(i64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let secs = interval.as_secs().max(1) as i64;
+    loop {
+        let slot = Utc::now().timestamp() / secs;
+        tick(slot).await;
+        // Sleep to the next tick boundary.
+        let wait = ((slot + 1) * secs - Utc::now().timestamp()).max(1) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
 /// Runs a job of one kind.
 pub trait Handler: Send + Sync {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, std::result::Result<(), JobError>>;

@@ -286,6 +286,64 @@ fn parse_stamp(s: &str) -> Option<NaiveDateTime> {
     NaiveDateTime::parse_from_str(s.trim(), "%m/%d/%Y %H:%M:%S").ok()
 }
 
+/// One leg of an AR entry: account, side, minor units, sub-ledger customer, document.
+type Leg<'a> = (
+    &'a AccountCode,
+    Direction,
+    i64,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// A journal entry from the AR loop (source `sage-ar`). A value the ledger refuses is of our
+/// own making, so a permanent error.
+fn ar_entry(
+    entity: &EntityCode,
+    currency: Currency,
+    key: &str,
+    date: NaiveDate,
+    external_ref: Option<&str>,
+    memo: &str,
+    legs: &[Leg<'_>],
+) -> Result<NewEntry, JobError> {
+    let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
+    let postings = legs
+        .iter()
+        .map(|&(account, direction, minor, customer, doc)| {
+            Ok(NewPosting {
+                account: account.clone(),
+                direction,
+                amount: Money::from_minor(minor, currency),
+                customer_id: customer
+                    .map(|c| CustomerId::parse(c, "customer"))
+                    .transpose()
+                    .map_err(bad)?,
+                document_ref: doc
+                    .map(|d| Text::parse(d, "document"))
+                    .transpose()
+                    .map_err(bad)?,
+                memo: None,
+            })
+        })
+        .collect::<Result<Vec<_>, JobError>>()?;
+    NewEntry::new(
+        EntryHeader {
+            idempotency_key: IdempotencyKey::parse(key, "key").map_err(bad)?,
+            entity: entity.clone(),
+            effective_date: date,
+            source: SourceName::parse("sage-ar", "source").map_err(bad)?,
+            external_ref: external_ref
+                .filter(|r| !r.is_empty())
+                .map(|r| Text::parse(r, "external_ref"))
+                .transpose()
+                .map_err(bad)?,
+            memo: Some(Text::parse(memo, "memo").map_err(bad)?),
+        },
+        postings,
+    )
+    .map_err(bad)
+}
+
 /// One invoice line as computed from an OpportunityLineItem.
 #[derive(Clone, Debug)]
 struct Line {
@@ -1135,44 +1193,24 @@ impl Q2c {
             .and_then(Json::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| customer_id.clone());
-        let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
-        let money = Money::from_minor(minor, currency);
-        let entry = NewEntry::new(
-            EntryHeader {
-                idempotency_key: IdempotencyKey::parse(&format!("intacct:credit:{memo_id}"), "key")
-                    .map_err(bad)?,
-                entity: accounts.entity.clone(),
-                effective_date: Utc::now().date_naive(),
-                source: SourceName::parse("sage-ar", "source").map_err(bad)?,
-                external_ref: Some(Text::parse(&adjustment_no, "external_ref").map_err(bad)?),
-                memo: Some(
-                    Text::parse(
-                        &format!("Credit memo {adjustment_no} on invoice {invoice_no}"),
-                        "memo",
-                    )
-                    .map_err(bad)?,
+        let entry = ar_entry(
+            &accounts.entity,
+            currency,
+            &format!("intacct:credit:{memo_id}"),
+            Utc::now().date_naive(),
+            Some(&adjustment_no),
+            &format!("Credit memo {adjustment_no} on invoice {invoice_no}"),
+            &[
+                (&accounts.revenue, Direction::Debit, minor, None, None),
+                (
+                    &accounts.receivable,
+                    Direction::Credit,
+                    minor,
+                    Some(&account_id),
+                    Some(&invoice_no),
                 ),
-            },
-            vec![
-                NewPosting {
-                    account: accounts.revenue.clone(),
-                    direction: Direction::Debit,
-                    amount: money,
-                    customer_id: None,
-                    document_ref: None,
-                    memo: None,
-                },
-                NewPosting {
-                    account: accounts.receivable.clone(),
-                    direction: Direction::Credit,
-                    amount: money,
-                    customer_id: Some(CustomerId::parse(&account_id, "account_id").map_err(bad)?),
-                    document_ref: Some(Text::parse(&invoice_no, "invoice").map_err(bad)?),
-                    memo: None,
-                },
             ],
-        )
-        .map_err(bad)?;
+        )?;
         self.ledger.post(entry).await.map_err(ledger_error)?;
         // Back to Salesforce: the memo, and the invoice's new balance on the Opportunity.
         let mut fields = Map::new();
@@ -1548,50 +1586,34 @@ impl Q2c {
         subtotal_minor: i64,
         tax_minor: i64,
     ) -> Result<(), JobError> {
-        let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
-        let customer = CustomerId::parse(account_id, "AccountId").map_err(bad)?;
-        let doc = Text::parse(invoice_no, "invoice_no").map_err(bad)?;
-        let leg = |account: &AccountCode, direction, minor: i64| NewPosting {
-            account: account.clone(),
-            direction,
-            amount: Money::from_minor(minor, currency),
-            customer_id: None,
-            document_ref: None,
-            memo: None,
-        };
-        let mut ar = leg(
-            &accounts.receivable,
-            Direction::Debit,
-            subtotal_minor + tax_minor,
-        );
-        ar.customer_id = Some(customer);
-        ar.document_ref = Some(doc);
-        let mut postings = vec![
-            ar,
-            leg(&accounts.revenue, Direction::Credit, subtotal_minor),
+        let mut legs = vec![
+            (
+                &accounts.receivable,
+                Direction::Debit,
+                subtotal_minor + tax_minor,
+                Some(account_id),
+                Some(invoice_no),
+            ),
+            (
+                &accounts.revenue,
+                Direction::Credit,
+                subtotal_minor,
+                None,
+                None,
+            ),
         ];
         if tax_minor > 0 {
-            postings.push(leg(&accounts.tax, Direction::Credit, tax_minor));
+            legs.push((&accounts.tax, Direction::Credit, tax_minor, None, None));
         }
-        let entry = NewEntry::new(
-            EntryHeader {
-                idempotency_key: IdempotencyKey::parse(&format!("intacct:invoice:{opp_id}"), "key")
-                    .map_err(bad)?,
-                entity: accounts.entity.clone(),
-                effective_date: date,
-                source: SourceName::parse("sage-ar", "source").map_err(bad)?,
-                external_ref: Some(Text::parse(invoice_no, "external_ref").map_err(bad)?),
-                memo: Some(
-                    Text::parse(
-                        &format!("Invoice {invoice_no} for Opportunity {opp_id}"),
-                        "memo",
-                    )
-                    .map_err(bad)?,
-                ),
-            },
-            postings,
-        )
-        .map_err(bad)?;
+        let entry = ar_entry(
+            &accounts.entity,
+            currency,
+            &format!("intacct:invoice:{opp_id}"),
+            date,
+            Some(invoice_no),
+            &format!("Invoice {invoice_no} for Opportunity {opp_id}"),
+            &legs,
+        )?;
         self.ledger.post(entry).await.map_err(ledger_error)?;
         Ok(())
     }
@@ -1755,38 +1777,32 @@ impl Q2c {
 
     /// Queues a pull of every entity, deduplicated per `slot`.
     pub async fn queue_pulls(&self, slot: i64) -> Result<(), JobError> {
-        for e in self.entities.keys() {
-            self.jobs
-                .enqueue(
-                    NewJob::new(PULL, json!({"entity": e})).dedupe(format!("{PULL}:{e}:{slot}")),
-                )
-                .await
-                .map_err(storage)?;
-        }
-        Ok(())
+        self.jobs
+            .enqueue_tick(
+                PULL,
+                "entity",
+                self.entities.keys().map(String::as_str),
+                slot,
+            )
+            .await
+            .map_err(storage)
     }
 
     /// Queues pulls every `interval` until `stop` turns true.
     pub async fn run_schedule(
         self: Arc<Self>,
         interval: Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let secs = interval.as_secs().max(1) as i64;
-        loop {
-            let slot = Utc::now().timestamp() / secs;
-            if let Err(e) = self.queue_pulls(slot).await {
-                tracing::warn!(error = ?e, "queueing Intacct pulls failed");
+        crate::jobs::run_on_ticks(interval, stop, |slot| {
+            let me = self.clone();
+            async move {
+                if let Err(e) = me.queue_pulls(slot).await {
+                    tracing::warn!(error = ?e, "queueing Intacct pulls failed");
+                }
             }
-            let wait = ((slot + 1) * secs - Utc::now().timestamp()).max(1) as u64;
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
-                return;
-            }
-        }
+        })
+        .await
     }
 
     /// What changed in one entity since its cursors: receipts and credit memos made in Intacct
@@ -1921,63 +1937,31 @@ impl Q2c {
                     .map(str::to_owned);
             }
         }
-        let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
         let date = r
             .text_at("RECEIPTDATE")
             .and_then(|d| NaiveDate::parse_from_str(d, "%m/%d/%Y").ok())
             .unwrap_or_else(|| Utc::now().date_naive());
-        let money = Money::from_minor(minor, currency);
-        let entry = NewEntry::new(
-            EntryHeader {
-                idempotency_key: IdempotencyKey::parse(
-                    &format!("intacct:arpymt:{entity_id}:{no}"),
-                    "key",
-                )
-                .map_err(bad)?,
-                entity: accounts.entity.clone(),
-                effective_date: date,
-                source: SourceName::parse("sage-ar", "source").map_err(bad)?,
-                external_ref: r
-                    .text_at("DOCNUMBER")
-                    .filter(|d| !d.is_empty())
-                    .map(|d| Text::parse(d, "DOCNUMBER"))
-                    .transpose()
-                    .map_err(bad)?,
-                memo: Some(
-                    Text::parse(
-                        &format!(
-                            "Receipt {no} recorded in Intacct ({})",
-                            r.text_at("PAYMENTMETHOD").unwrap_or("payment")
-                        ),
-                        "memo",
-                    )
-                    .map_err(bad)?,
+        let entry = ar_entry(
+            &accounts.entity,
+            currency,
+            &format!("intacct:arpymt:{entity_id}:{no}"),
+            date,
+            r.text_at("DOCNUMBER"),
+            &format!(
+                "Receipt {no} recorded in Intacct ({})",
+                r.text_at("PAYMENTMETHOD").unwrap_or("payment")
+            ),
+            &[
+                (&accounts.cash, Direction::Debit, minor, None, None),
+                (
+                    &accounts.receivable,
+                    Direction::Credit,
+                    minor,
+                    Some(&sub),
+                    doc.as_deref(),
                 ),
-            },
-            vec![
-                NewPosting {
-                    account: accounts.cash.clone(),
-                    direction: Direction::Debit,
-                    amount: money,
-                    customer_id: None,
-                    document_ref: None,
-                    memo: None,
-                },
-                NewPosting {
-                    account: accounts.receivable.clone(),
-                    direction: Direction::Credit,
-                    amount: money,
-                    customer_id: Some(CustomerId::parse(&sub, "CUSTOMERID").map_err(bad)?),
-                    document_ref: doc
-                        .as_deref()
-                        .map(|d| Text::parse(d, "invoice"))
-                        .transpose()
-                        .map_err(bad)?,
-                    memo: None,
-                },
             ],
-        )
-        .map_err(bad)?;
+        )?;
         let posted = self.post_from_sage(entry, "ARPYMT", entity_id, no).await?;
         // Its invoices' balance and status to the linked Opportunities now (not waiting for
         // the invoice's own change to be pulled).
@@ -2058,49 +2042,24 @@ impl Q2c {
             Some(l) => l.salesforce_id,
             None => customer.to_owned(),
         };
-        let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
-        let money = Money::from_minor(minor, currency);
-        let entry = NewEntry::new(
-            EntryHeader {
-                idempotency_key: IdempotencyKey::parse(
-                    &format!("intacct:aradjustment:{entity_id}:{no}"),
-                    "key",
-                )
-                .map_err(bad)?,
-                entity: accounts.entity.clone(),
-                effective_date: Utc::now().date_naive(),
-                source: SourceName::parse("sage-ar", "source").map_err(bad)?,
-                external_ref: r
-                    .text_at("RECORDID")
-                    .filter(|d| !d.is_empty())
-                    .map(|d| Text::parse(d, "RECORDID"))
-                    .transpose()
-                    .map_err(bad)?,
-                memo: Some(
-                    Text::parse(&format!("Credit memo {no} recorded in Intacct"), "memo")
-                        .map_err(bad)?,
+        let entry = ar_entry(
+            &accounts.entity,
+            currency,
+            &format!("intacct:aradjustment:{entity_id}:{no}"),
+            Utc::now().date_naive(),
+            r.text_at("RECORDID"),
+            &format!("Credit memo {no} recorded in Intacct"),
+            &[
+                (&accounts.revenue, Direction::Debit, minor, None, None),
+                (
+                    &accounts.receivable,
+                    Direction::Credit,
+                    minor,
+                    Some(&sub),
+                    None,
                 ),
-            },
-            vec![
-                NewPosting {
-                    account: accounts.revenue.clone(),
-                    direction: Direction::Debit,
-                    amount: money,
-                    customer_id: None,
-                    document_ref: None,
-                    memo: None,
-                },
-                NewPosting {
-                    account: accounts.receivable.clone(),
-                    direction: Direction::Credit,
-                    amount: money,
-                    customer_id: Some(CustomerId::parse(&sub, "CUSTOMERID").map_err(bad)?),
-                    document_ref: None,
-                    memo: None,
-                },
             ],
-        )
-        .map_err(bad)?;
+        )?;
         self.post_from_sage(entry, "ARADJUSTMENT", entity_id, no)
             .await
     }
@@ -2226,11 +2185,7 @@ struct ClosedWonHandler(Arc<Q2c>);
 impl Handler for ClosedWonHandler {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let id = job
-                .payload
-                .get("opportunity_id")
-                .and_then(Json::as_str)
-                .ok_or_else(|| JobError::Permanent("opportunity_id is missing".into()))?;
+            let id = job.text("opportunity_id")?;
             self.0.closed_won(id).await.map(|_| ())
         })
     }
@@ -2265,11 +2220,7 @@ struct OpportunityChangedHandler(Arc<Q2c>);
 impl Handler for OpportunityChangedHandler {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let id = job
-                .payload
-                .get("id")
-                .and_then(Json::as_str)
-                .ok_or_else(|| JobError::Permanent("id is missing".into()))?;
+            let id = job.text("id")?;
             let won = crate::flows::mirrored(&self.0.db, "Opportunity", id)
                 .await
                 .map_err(storage)?
@@ -2298,14 +2249,9 @@ struct AccountChangedHandler(Arc<Q2c>);
 impl Handler for AccountChangedHandler {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            if job.payload.get("deleted").and_then(Json::as_bool) == Some(true) {
+            let Some(id) = job.changed_id()? else {
                 return Ok(());
-            }
-            let id = job
-                .payload
-                .get("id")
-                .and_then(Json::as_str)
-                .ok_or_else(|| JobError::Permanent("id is missing".into()))?;
+            };
             self.0.account_changed(id).await.map(|_| ())
         })
     }
@@ -2316,14 +2262,9 @@ struct CreditMemoHandler(Arc<Q2c>);
 impl Handler for CreditMemoHandler {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            if job.payload.get("deleted").and_then(Json::as_bool) == Some(true) {
+            let Some(id) = job.changed_id()? else {
                 return Ok(());
-            }
-            let id = job
-                .payload
-                .get("id")
-                .and_then(Json::as_str)
-                .ok_or_else(|| JobError::Permanent("id is missing".into()))?;
+            };
             self.0.credit_memo(id).await.map(|_| ())
         })
     }
@@ -2340,11 +2281,7 @@ struct PullHandler(Arc<Q2c>);
 impl Handler for PullHandler {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let e = job
-                .payload
-                .get("entity")
-                .and_then(Json::as_str)
-                .ok_or_else(|| JobError::Permanent("entity is missing".into()))?;
+            let e = job.text("entity")?;
             self.0.pull(e).await.map(|_| ())
         })
     }

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDate, NaiveDateTime, Utc};
+use chrono::{NaiveDate, NaiveDateTime};
 use db::Db;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value as Json, json};
@@ -302,38 +302,32 @@ impl Vendors {
 
     /// Queues a pull of every entity, deduplicated per `slot`.
     pub async fn queue_pulls(&self, slot: i64) -> Result<(), JobError> {
-        for e in self.entities.keys() {
-            self.jobs
-                .enqueue(
-                    NewJob::new(PULL, json!({"entity": e})).dedupe(format!("{PULL}:{e}:{slot}")),
-                )
-                .await
-                .map_err(storage)?;
-        }
-        Ok(())
+        self.jobs
+            .enqueue_tick(
+                PULL,
+                "entity",
+                self.entities.keys().map(String::as_str),
+                slot,
+            )
+            .await
+            .map_err(storage)
     }
 
     /// Queues pulls every `interval` until `stop` turns true.
     pub async fn run_schedule(
         self: Arc<Self>,
         interval: Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let secs = interval.as_secs().max(1) as i64;
-        loop {
-            let slot = Utc::now().timestamp() / secs;
-            if let Err(e) = self.queue_pulls(slot).await {
-                tracing::warn!(error = ?e, "queueing Intacct vendor pulls failed");
+        crate::jobs::run_on_ticks(interval, stop, |slot| {
+            let me = self.clone();
+            async move {
+                if let Err(e) = me.queue_pulls(slot).await {
+                    tracing::warn!(error = ?e, "queueing Intacct vendor pulls failed");
+                }
             }
-            let wait = ((slot + 1) * secs - Utc::now().timestamp()).max(1) as u64;
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
-                return;
-            }
-        }
+        })
+        .await
     }
 
     async fn queue_push_now(&self, object: &str) -> Result<(), JobError> {
@@ -840,14 +834,9 @@ struct AccountChangedHandler {
 impl Handler for AccountChangedHandler {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            if job.payload.get("deleted").and_then(Json::as_bool) == Some(true) {
+            let Some(id) = job.changed_id()? else {
                 return Ok(());
-            }
-            let id = job
-                .payload
-                .get("id")
-                .and_then(Json::as_str)
-                .ok_or_else(|| JobError::Permanent("id is missing".into()))?;
+            };
             if let Some(q2c) = &self.q2c {
                 q2c.account_changed(id).await?;
             }
@@ -860,11 +849,7 @@ struct PullHandler(Arc<Vendors>);
 impl Handler for PullHandler {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let e = job
-                .payload
-                .get("entity")
-                .and_then(Json::as_str)
-                .ok_or_else(|| JobError::Permanent("entity is missing".into()))?;
+            let e = job.text("entity")?;
             let r = self.0.pull(e).await?;
             tracing::info!(entity = %e, vendors = r.vendors, linked = r.linked, bills = r.bills, "intacct vendors pull done");
             Ok(())
