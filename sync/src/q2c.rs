@@ -1024,14 +1024,14 @@ impl Q2c {
     async fn link(
         &self,
         object: &str,
-        opp_id: &str,
+        salesforce_id: &str,
         entity_id: &str,
         sage_id: &str,
         last_values: Option<Json>,
     ) -> Result<(), JobError> {
         let link = Link {
             object: object.into(),
-            salesforce_id: opp_id.into(),
+            salesforce_id: salesforce_id.into(),
             sage_system: SAGE_SYSTEM.into(),
             sage_entity: entity_id.into(),
             sage_id: sage_id.into(),
@@ -1040,7 +1040,7 @@ impl Q2c {
         match self.xref.link(&link).await.map_err(storage)? {
             Linked::Created | Linked::Existing => Ok(()),
             Linked::Conflict(other) => Err(JobError::Permanent(format!(
-                "the cross-reference links {object} {opp_id} / {sage_id} elsewhere ({} ⇄ {})",
+                "the cross-reference links {object} {salesforce_id} / {sage_id} elsewhere ({} ⇄ {})",
                 other.salesforce_id, other.sage_id
             ))),
         }
@@ -1451,7 +1451,7 @@ impl Q2c {
         }
     }
 
-    /// An ITEM cashloop itself needs (tax, a line without a product), created once.
+    /// An ITEM in Intacct (found by ITEMID, else created once): products, tax, plain lines.
     async fn ensure_plain_item(
         &self,
         client: &IntacctClient,
@@ -1502,46 +1502,10 @@ impl Q2c {
         {
             return Ok(());
         }
-        let found = client
-            .read_by_query_all(
-                "ITEM",
-                &["ITEMID"],
-                &format!("ITEMID = {}", quote(item_id)),
-                10,
-            )
-            .await
-            .map_err(|e| intacct_error(&e))?;
-        if found.is_empty() {
-            let record = Element::new("ITEM")
-                .with_leaf("ITEMID", item_id)
-                .with_leaf("NAME", name)
-                .with_leaf("ITEMTYPE", "Non-Inventory")
-                .with_leaf("INCOMEGLACCOUNT", &self.config.revenue_gl);
-            match client
-                .create(&format!("item-{product_id}"), vec![record])
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if already_done(&e) => {}
-                Err(e) => return Err(intacct_error(&e)),
-            }
-        }
-        let link = Link {
-            object: "Product2".into(),
-            salesforce_id: product_id.into(),
-            sage_system: SAGE_SYSTEM.into(),
-            // Items are shared by every entity (created at the level the session sees).
-            sage_entity: String::new(),
-            sage_id: item_id.into(),
-            last_values: None,
-        };
-        match self.xref.link(&link).await.map_err(storage)? {
-            Linked::Conflict(other) => Err(JobError::Permanent(format!(
-                "the cross-reference links Product2 {product_id} / ITEM {item_id} elsewhere ({} ⇄ {})",
-                other.salesforce_id, other.sage_id
-            ))),
-            _ => Ok(()),
-        }
+        self.ensure_plain_item(client, item_id, name, &self.config.revenue_gl)
+            .await?;
+        // Items are shared by every entity (created at the level the session sees).
+        self.link("Product2", product_id, "", item_id, None).await
     }
 
     async fn find_invoice(

@@ -1064,16 +1064,8 @@ impl IntacctClient {
         controlid: &str,
         invoice: &NewInvoice,
     ) -> Result<String, IntacctError> {
-        let r = self
-            .execute_one(
-                Function::create_invoice(controlid, invoice),
-                write_options(),
-            )
-            .await?;
-        r.key.ok_or_else(|| IntacctError::MalformedResponse {
-            status: 200,
-            detail: "create_invoice answered without a <key>".into(),
-        })
+        self.legacy_key(Function::create_invoice(controlid, invoice))
+            .await
     }
 
     /// A legacy create's `<key>` (idempotent by `controlid`).

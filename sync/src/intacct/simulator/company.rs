@@ -1192,19 +1192,7 @@ impl Company {
                 .map_err(|m| fail(&m))?;
             }
         }
-        let mut items = Element::new("ARADJUSTMENTITEMS");
-        for (i, l) in lines.iter().enumerate() {
-            items = items.with(
-                Element::new("aradjustmentitem")
-                    .with_leaf("LINE_NO", i.to_string())
-                    .with_leaf("ACCOUNTNO", &l.account)
-                    .with_leaf("TRX_AMOUNT", cents(l.amount).to_string())
-                    .with_leaf("AMOUNT", money.to_base(l.amount).to_string())
-                    .with_leaf("ENTRYDESCRIPTION", &l.memo)
-                    .with_leaf("LOCATIONID", &l.location)
-                    .with_leaf("DEPARTMENTID", &l.department),
-            );
-        }
+        let items = gl_items("ARADJUSTMENTITEMS", "aradjustmentitem", &lines, &money);
         let no = self.alloc_recordno();
         let text = |name: &str| body.text_at(name).unwrap_or_default().to_owned();
         let mut rec = Element::new("ARADJUSTMENT")
@@ -1270,21 +1258,8 @@ impl Company {
         if !bill_no.is_empty() && self.by_key(spec("APBILL")?, bill_no).is_some() {
             return Err(duplicate("Bill", bill_no, "Bill"));
         }
-        let mut items = Element::new("APBILLITEMS");
-        let mut total = Decimal::ZERO;
-        for (i, l) in lines.iter().enumerate() {
-            total += l.amount;
-            items = items.with(
-                Element::new("apbillitem")
-                    .with_leaf("LINE_NO", i.to_string())
-                    .with_leaf("ACCOUNTNO", &l.account)
-                    .with_leaf("TRX_AMOUNT", cents(l.amount).to_string())
-                    .with_leaf("AMOUNT", money.to_base(l.amount).to_string())
-                    .with_leaf("ENTRYDESCRIPTION", &l.memo)
-                    .with_leaf("LOCATIONID", &l.location)
-                    .with_leaf("DEPARTMENTID", &l.department),
-            );
-        }
+        let items = gl_items("APBILLITEMS", "apbillitem", &lines, &money);
+        let total: Decimal = lines.iter().map(|l| l.amount).sum();
         let no = self.alloc_recordno();
         let text = |name: &str| body.text_at(name).unwrap_or_default().to_owned();
         let mut rec = Element::new("APBILL")
@@ -1602,6 +1577,24 @@ struct GlLine {
     memo: String,
     location: String,
     department: String,
+}
+
+/// The line elements of an adjustment or a bill: transaction and base amounts per GL line.
+fn gl_items(container: &str, item: &str, lines: &[GlLine], money: &Money) -> Element {
+    let mut items = Element::new(container);
+    for (i, l) in lines.iter().enumerate() {
+        items = items.with(
+            Element::new(item)
+                .with_leaf("LINE_NO", i.to_string())
+                .with_leaf("ACCOUNTNO", &l.account)
+                .with_leaf("TRX_AMOUNT", cents(l.amount).to_string())
+                .with_leaf("AMOUNT", money.to_base(l.amount).to_string())
+                .with_leaf("ENTRYDESCRIPTION", &l.memo)
+                .with_leaf("LOCATIONID", &l.location)
+                .with_leaf("DEPARTMENTID", &l.department),
+        );
+    }
+    items
 }
 
 fn gl_lines(lines: &[&Element], none: &str) -> Result<Vec<GlLine>, String> {
