@@ -703,13 +703,14 @@ impl Q2c {
         // deal is invoiced when Intacct converts the order (found here or by the pull).
         let our_no = format!("{}{opp_id}", self.config.invoice_prefix);
         let mut created = false;
-        let key = match self
+        // `to_link`: found or made now, linked once the invoice is read (one read for both).
+        let (key, to_link) = match self
             .xref
             .by_salesforce("Opportunity", &opp_id, SAGE_SYSTEM)
             .await
             .map_err(storage)?
         {
-            Some(l) => l.sage_id,
+            Some(l) => (l.sage_id, false),
             None => {
                 let order = self
                     .xref
@@ -758,22 +759,7 @@ impl Q2c {
                         }
                     }
                 };
-                let no = self
-                    .read_invoice(&client, &key)
-                    .await?
-                    .text_at("RECORDID")
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or(&our_no)
-                    .to_owned();
-                self.link(
-                    "Opportunity",
-                    &opp_id,
-                    &entity_id,
-                    &key,
-                    Some(json!({"invoice_no": no, "currency": currency.code(), "account_id": account_id})),
-                )
-                .await?;
-                key
+                (key, true)
             }
         };
         let inv = self.read_invoice(&client, &key).await?;
@@ -782,6 +768,16 @@ impl Q2c {
             .filter(|r| !r.is_empty())
             .unwrap_or(&our_no)
             .to_owned();
+        if to_link {
+            self.link(
+                "Opportunity",
+                &opp_id,
+                &entity_id,
+                &key,
+                Some(json!({"invoice_no": invoice_no, "currency": currency.code(), "account_id": account_id})),
+            )
+            .await?;
+        }
 
         // 4. The ledger: Dr AR / Cr revenue (and tax), once per Opportunity.
         let total_minor = subtotal_minor + tax_minor;
