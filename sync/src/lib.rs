@@ -8,6 +8,7 @@
 //! Salesforce REST / Bulk 2.0 client with its protocol-faithful simulator ([`salesforce`]), and
 //! the Salesforce pull / push flows on the job queue ([`flows`]). Issue 5 (in progress): the Sage
 //! Intacct XML Web Services client core and its simulator ([`intacct`]), not yet wired to flows.
+//! Issue 8 (part 1): the Sage X3 REST / SOAP client, routing and simulator ([`x3`]).
 
 pub mod cursor;
 pub mod flows;
@@ -19,4 +20,5 @@ pub mod q2c;
 pub mod review;
 pub mod salesforce;
 pub mod vendors;
+pub mod x3;
 pub mod xref;
