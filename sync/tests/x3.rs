@@ -904,3 +904,81 @@ async fn soap_wire_shapes() {
         .unwrap_err();
     assert_eq!(business_texts(&err), vec!["Pool NOPOOL not found"]);
 }
+
+// ----- X3's documented feed (protocols.md §3.2, DOC EXCERPT of V7DEV integration-guide_ws-query) -----
+
+/// The documented query feed, verbatim.
+const DOC_QUERY_FEED: &str = r#"{"$itemsPerPage": 20,
+ "$resources": [{ "BPCNUM": "0113", "BPCNAM": "ACME Inc." }, { "BPCNUM": "0120", "BPCNAM": "ACME Ltd." }],
+ "$links": {"$next": {"$url": "http://myhost:8124/api1/x3/erp/MYENDPOINT/BPCUSTOMER?representation=BPCUSTOMER.$query&key=gt.0197",
+                      "$type": "application/json", "$method": "GET"},
+            "$last": {"$url": "http://myhost:8124/api1/x3/erp/MYENDPOINT/BPCUSTOMER?representation=BPCUSTOMER.$query&key=lt",
+                      "$type": "application/json", "$method": "GET"}}}"#;
+
+/// Serves the documented feed at `/api1/x3/erp/MYENDPOINT/BPCUSTOMER`, its `$next` host
+/// rewritten to this server when `rewrite`; the page after `key=gt.0197` is the last.
+async fn doc_server(rewrite: bool) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::extract::{RawQuery, State};
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let feed = if rewrite {
+        DOC_QUERY_FEED.replace("http://myhost:8124", &base)
+    } else {
+        DOC_QUERY_FEED.to_owned()
+    };
+    let app = axum::Router::new()
+        .route(
+            "/api1/x3/erp/MYENDPOINT/BPCUSTOMER",
+            axum::routing::get(
+                |State((feed, seen)): State<(String, Arc<Mutex<Vec<String>>>)>,
+                 RawQuery(q): RawQuery| async move {
+                    let q = q.unwrap_or_default();
+                    seen.lock().unwrap().push(q.clone());
+                    let body = if q.contains("key=gt.0197") {
+                        r#"{"$itemsPerPage": 20, "$resources": [{"$uuid": "6bc5644d-0000-0000-0000-000000000000", "$etag": "2015-08-18T08:14:25Z", "BPCNUM": "0198", "BPCNAM": "ACME GmbH"}], "$links": {}}"#.to_owned()
+                    } else {
+                        feed
+                    };
+                    ([("content-type", "application/json")], body)
+                },
+            ),
+        )
+        .with_state((feed, seen.clone()));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, seen)
+}
+
+#[tokio::test]
+async fn follows_the_documented_feed_and_only_on_its_own_origin() {
+    let (base, seen) = doc_server(true).await;
+    let c = X3Client::new(X3Config::new(&base, "MYENDPOINT", basic(), Transport::Rest)).unwrap();
+    let rows = c
+        .query(&c.objects().customer, &X3Query::default())
+        .await
+        .unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.text("BPCNAM")).collect();
+    assert_eq!(names, vec!["ACME Inc.", "ACME Ltd.", "ACME GmbH"]);
+    assert_eq!(rows[2].text("BPCNUM"), "0198");
+    assert!(!rows[2].fields.contains_key("$uuid"));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], "representation=BPCUSTOMER.%24query");
+    assert!(seen[1].ends_with("&key=gt.0197"), "{seen:?}");
+
+    // Verbatim, $next points at another host: the client will not send credentials there.
+    let (base, seen) = doc_server(false).await;
+    let c = X3Client::new(X3Config::new(&base, "MYENDPOINT", basic(), Transport::Rest)).unwrap();
+    let err = c
+        .query(&c.objects().customer, &X3Query::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, X3Error::MalformedResponse { detail, .. } if detail.contains("http://myhost:8124")),
+        "{err:?}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

@@ -368,6 +368,7 @@ impl X3Client {
         req: reqwest::RequestBuilder,
     ) -> Result<(u16, Option<String>, Json), X3Error> {
         let (status, location, body) = self.send(req).await?;
+        tracing::debug!(folder = %self.config.folder, operation, status, "x3 rest call");
         if (200..300).contains(&status) {
             let json = serde_json::from_str(&body).map_err(|e| X3Error::MalformedResponse {
                 status,
@@ -430,6 +431,7 @@ impl X3Client {
             .header("SOAPAction", "\"\"")
             .body(body);
         let (status, _, text) = self.send(req).await?;
+        tracing::debug!(folder = %self.config.folder, %operation, status, "x3 soap call");
         if status == 401 {
             return Err(X3Error::Unauthorized);
         }

@@ -52,6 +52,9 @@ pub struct Stored {
     pub rec: X3Record,
 }
 
+/// A query row: the record and its sort values (the `orderBy` fields, then the key).
+pub type Row<'a> = (&'a Stored, Vec<String>);
+
 /// A folder's state.
 #[derive(Debug)]
 pub struct Folder {
@@ -464,7 +467,7 @@ impl Folder {
                 if rec.text("BPRNAM").trim().is_empty() {
                     return Err(business("BPRNAM : Mandatory field"));
                 }
-                self.check_currency(&rec.text("CUR").to_owned())?;
+                self.check_currency(rec.text("CUR"))?;
             }
             "SORDER" => {
                 if rec.text("INVSTA") == "3" {
@@ -491,7 +494,7 @@ impl Folder {
         order: &[(String, bool)],
         after: Option<&[String]>,
         count: usize,
-    ) -> SimResult<(Vec<(&Stored, Vec<String>)>, bool)> {
+    ) -> SimResult<(Vec<Row<'_>>, bool)> {
         for f in filter
             .map(Expr::fields)
             .unwrap_or_default()
@@ -507,7 +510,7 @@ impl Folder {
         }
         let mut dirs: Vec<bool> = order.iter().map(|(_, asc)| *asc).collect();
         dirs.push(true);
-        let mut rows: Vec<(&Stored, Vec<String>)> = self
+        let mut rows: Vec<Row<'_>> = self
             .table(schema.class)
             .into_iter()
             .flat_map(|t| t.values())

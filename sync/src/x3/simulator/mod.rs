@@ -626,7 +626,7 @@ fn rest_api(
             shared.count("$create");
             let rec = match read_json(body) {
                 Ok(r) => r,
-                Err(resp) => return resp,
+                Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
             };
             write(
                 shared,
@@ -640,7 +640,7 @@ fn rest_api(
             shared.count("$edit");
             let rec = match read_json(body) {
                 Ok(r) => r,
-                Err(resp) => return resp,
+                Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
             };
             write(
                 shared,
@@ -657,10 +657,9 @@ fn rest_api(
     }
 }
 
-fn read_json(body: &[u8]) -> Result<X3Record, Response> {
-    let json: Json = serde_json::from_slice(body)
-        .map_err(|e| json_error(StatusCode::BAD_REQUEST, &format!("Invalid JSON: {e}")))?;
-    X3Record::from_json(&json).map_err(|e| json_error(StatusCode::BAD_REQUEST, &e))
+fn read_json(body: &[u8]) -> Result<X3Record, String> {
+    let json: Json = serde_json::from_slice(body).map_err(|e| format!("Invalid JSON: {e}"))?;
+    X3Record::from_json(&json)
 }
 
 fn write(
