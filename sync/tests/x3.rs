@@ -218,6 +218,27 @@ async fn rest_customers_create_read_and_query_across_pages() {
     assert_eq!(found.code, "C00007");
     assert!(c.find_customer_by_sf_id("001NOPE").await.unwrap().is_none());
 
+    // The generic create answers the key and the Location of the new record.
+    let created = c
+        .create(
+            &c.objects().item,
+            &X3Record::new()
+                .with("ITMREF", "IT 1")
+                .with("ITMDES1", "Spaced key"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.key, "IT 1");
+    let location = created.location.unwrap();
+    assert_eq!(
+        location,
+        format!(
+            "{}/api1/x3/erp/SEED/ITMMASTER('IT%201')?representation=ITMMASTER.%24details",
+            sim.base_url()
+        )
+    );
+    assert_eq!(c.read_item("IT 1").await.unwrap().description, "Spaced key");
+
     // A page by hand: the next link carries key=gt.<last key>.
     let page = c
         .query_page(&c.objects().customer, &X3Query::default(), None)
@@ -630,6 +651,11 @@ async fn unknown_property_class_and_record() {
     assert!(matches!(err, X3Error::NotFound { .. }), "{err:?}");
     assert!(err.mentions("Class BPCUSTOMERX not found"));
     assert!(!err.retryable());
+    // Unknown folder (endpoint): 404.
+    let other = X3Client::new(config(&sim, "NOFOLDER", false)).unwrap();
+    let err = other.read_customer("C00001").await.unwrap_err();
+    assert!(err.mentions("Endpoint NOFOLDER not found"), "{err:?}");
+    assert_eq!(err.status(), Some(404));
     // Unknown record: 404 on REST, a type-3 message on SOAP.
     let err = c.read_customer("NOPE").await.unwrap_err();
     assert!(matches!(err, X3Error::NotFound { .. }), "{err:?}");

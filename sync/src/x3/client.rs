@@ -253,7 +253,7 @@ fn snippet(body: &str) -> String {
 }
 
 /// Percent-encodes a key for `CLASS('KEY')` (quotes doubled first).
-fn encode_key(key: &str) -> String {
+pub(crate) fn encode_key(key: &str) -> String {
     let mut out = String::new();
     for b in key.replace('\'', "''").bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~'".contains(&b) {

@@ -298,16 +298,37 @@ fn fld(name: &str, value: &str) -> Element {
 fn scalar(v: &Json) -> Option<String> {
     match v {
         Json::String(s) => Some(s.clone()),
-        Json::Number(n) => Some(n.to_string()),
+        Json::Number(n) => number_text(n),
         Json::Bool(b) => Some(b.to_string()),
         Json::Null => Some(String::new()),
         Json::Array(_) | Json::Object(_) => None,
     }
 }
 
+/// Most significant digits a JSON number may carry: serde_json reads a non-integer as the
+/// nearest binary double and prints it back shortest-round-trip, which gives the literal
+/// back exactly up to 15 significant digits. Longer numbers are refused (X3 representations
+/// send decimals as strings, which are always kept verbatim).
+pub const JSON_NUMBER_DIGITS_MAX: usize = 15;
+
+fn number_text(n: &serde_json::Number) -> Option<String> {
+    let text = n.to_string();
+    if n.is_f64() {
+        let mantissa = text.split(['e', 'E']).next().unwrap_or_default();
+        let digits = mantissa
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>();
+        if digits.trim_start_matches('0').len() > JSON_NUMBER_DIGITS_MAX {
+            return None;
+        }
+    }
+    Some(text)
+}
+
 fn nested(field: &str, inner: &str) -> String {
     format!(
-        "unsupported nested value at {field}{}{inner}",
+        "unsupported value (nested, or a number beyond {JSON_NUMBER_DIGITS_MAX} digits) at {field}{}{inner}",
         if inner.is_empty() { "" } else { "." }
     )
 }
@@ -365,6 +386,19 @@ mod tests {
         let json = Json::Object(rec.to_json());
         assert_eq!(json["BPRNAM"][1], "Europe");
         assert_eq!(X3Record::from_json(&json).unwrap(), rec);
+    }
+
+    #[test]
+    fn json_numbers_keep_their_decimal_text() {
+        let rec = X3Record::from_json(
+            &serde_json::json!({"AMT": 65.98, "QTY": 3, "BIG": 12345678901234567890u64}),
+        )
+        .unwrap();
+        assert_eq!(rec.get("AMT"), Some("65.98"));
+        assert_eq!(rec.get("QTY"), Some("3"));
+        assert_eq!(rec.get("BIG"), Some("12345678901234567890"));
+        let too_precise: Json = serde_json::from_str(r#"{"AMT": 0.12345678901234567}"#).unwrap();
+        assert!(X3Record::from_json(&too_precise).is_err());
     }
 
     #[test]

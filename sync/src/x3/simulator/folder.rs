@@ -85,6 +85,11 @@ fn now_etag() -> String {
     Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Checked decimal arithmetic: an overflow is a business error, never a panic.
+fn checked(r: Option<Decimal>, field: &str) -> SimResult<Decimal> {
+    r.ok_or_else(|| business(format!("{field} : Amount out of range")))
+}
+
 fn decimal(text: &str, field: &str) -> SimResult<Decimal> {
     text.trim()
         .parse::<Decimal>()
@@ -332,7 +337,11 @@ impl Folder {
                 )));
             }
             let price = decimal(&g("GROPRI"), "GROPRI")?;
-            total += round_to(qty * price, &cur);
+            total = checked(
+                qty.checked_mul(price)
+                    .and_then(|a| total.checked_add(round_to(a, &cur))),
+                "GROPRI",
+            )?;
             line.insert("ITMDES".into(), itm.rec.text("ITMDES1").to_owned());
             filled.push(line);
         }
@@ -399,13 +408,17 @@ impl Folder {
                     r.text("CUR")
                 )));
             }
-            let open = decimal(r.text("AMTATI"), "AMTATI")? - decimal(r.text("PAYCUR"), "PAYCUR")?;
+            let open = checked(
+                decimal(r.text("AMTATI"), "AMTATI")?
+                    .checked_sub(decimal(r.text("PAYCUR"), "PAYCUR")?),
+                "PAYCUR",
+            )?;
             if amt <= Decimal::ZERO || amt > open {
                 return Err(business(format!(
                     "AMTLIN : Amount {amt} is not between 0 and the open amount {open} of invoice {inv}"
                 )));
             }
-            allocated += amt;
+            allocated = checked(allocated.checked_add(amt), "AMTLIN")?;
             applied.push((inv, amt));
         }
         if allocated > amount {
@@ -419,7 +432,10 @@ impl Folder {
                 .get_mut("SINVOICE")
                 .and_then(|t| t.get_mut(&inv))
             {
-                let paid = decimal(stored.rec.text("PAYCUR"), "PAYCUR")? + amt;
+                let paid = checked(
+                    decimal(stored.rec.text("PAYCUR"), "PAYCUR")?.checked_add(amt),
+                    "PAYCUR",
+                )?;
                 stored.rec.set("PAYCUR", round_to(paid, &cur).to_string());
                 stored.etag = now_etag();
             }
@@ -551,10 +567,13 @@ impl Folder {
         for l in order.lines(ORDER_LINES) {
             let g = |k: &str| l.get(k).cloned().unwrap_or_default();
             let amount = round_to(
-                decimal(&g("QTY"), "QTY")? * decimal(&g("GROPRI"), "GROPRI")?,
+                checked(
+                    decimal(&g("QTY"), "QTY")?.checked_mul(decimal(&g("GROPRI"), "GROPRI")?),
+                    "GROPRI",
+                )?,
                 &cur,
             );
-            net += amount;
+            net = checked(net.checked_add(amount), "AMTNOT")?;
             lines.push(line_of(&[
                 ("ITMREF", g("ITMREF")),
                 ("QTY", g("QTY")),
@@ -562,7 +581,8 @@ impl Folder {
                 ("AMTNOTLIN", amount.to_string()),
             ]));
         }
-        let tax = round_to(net * self.tax_rate, &cur);
+        let tax = round_to(checked(net.checked_mul(self.tax_rate), "AMTATI")?, &cur);
+        let gross = checked(net.checked_add(tax), "AMTATI")?;
         let site = order.text("SALFCY").to_owned();
         let num = format!("INV{site}{:06}", self.next("SINVOICE"));
         let mut inv = X3Record::new()
@@ -578,7 +598,7 @@ impl Folder {
             .with("CUR", cur.clone())
             .with("SOHNUM", sohnum)
             .with("AMTNOT", round_to(net, &cur).to_string())
-            .with("AMTATI", round_to(net + tax, &cur).to_string())
+            .with("AMTATI", round_to(gross, &cur).to_string())
             .with("PAYCUR", round_to(Decimal::ZERO, &cur).to_string());
         inv.tables.insert("SIH4_1".into(), lines);
         if let Some(s) = self

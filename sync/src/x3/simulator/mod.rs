@@ -56,6 +56,7 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value as Json, json};
 
 use self::folder::{Folder, SimError, Stored, schema_of};
+use super::client::encode_key;
 use super::error::X3Message;
 use super::record::X3Record;
 use super::schema::{ClassSchema, DEFAULT_PUBLIC_NAMES};
@@ -508,7 +509,7 @@ impl Shared {
         format!(
             "{}{API_PREFIX}{folder}/{class}('{}')?{query}",
             self.base_url,
-            key.replace('\'', "''")
+            encode_key(key)
         )
     }
 
