@@ -696,6 +696,14 @@ async fn server_errors_and_rate_limits_are_retryable() {
             assert!(err.retryable(), "{status} must be retryable: {err:?}");
             assert_eq!(err.is_rate_limited(), status == 429);
         }
+        if soap {
+            // A SOAP Server fault is the pool failing: retryable like a 5xx.
+            sim.fail_next(1, Fault::SoapServer);
+            let err = c.read_item("BMS001").await.unwrap_err();
+            assert_eq!(err.status(), Some(500));
+            assert!(err.mentions("soapenv:Server"), "{err:?}");
+            assert!(err.retryable(), "{err:?}");
+        }
         // The fault queue is drained: the next call reaches X3 (and finds nothing).
         let err = c.read_item("BMS001").await.unwrap_err();
         assert!(!err.retryable(), "{err:?}");
@@ -1007,4 +1015,49 @@ async fn follows_the_documented_feed_and_only_on_its_own_origin() {
         "{err:?}"
     );
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// A server answering every request with this status and SOAP body.
+async fn canned_soap_server(status: u16, body: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", "text/xml; charset=utf-8")],
+                body,
+            )
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+#[tokio::test]
+async fn soap_faults_client_permanent_server_retryable() {
+    for (code, retryable) in [("soapenv:Client", false), ("soapenv:Server", true)] {
+        let base = canned_soap_server(
+            500,
+            sync::x3::soap::fault_envelope(code, "Unmarshalling error"),
+        )
+        .await;
+        let cfg = X3Config::new(
+            &base,
+            "SEED",
+            basic(),
+            Transport::Soap(SoapSettings::new("SEED")),
+        );
+        let err = X3Client::new(cfg)
+            .unwrap()
+            .read_customer("C1")
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(500));
+        assert!(err.mentions("Unmarshalling error"), "{err:?}");
+        assert_eq!(err.retryable(), retryable, "{code}: {err:?}");
+    }
 }

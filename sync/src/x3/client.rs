@@ -446,10 +446,12 @@ impl X3Client {
                     })
                 }
             }
+            // A Client fault is X3 refusing what we sent (permanent); a Server fault is the
+            // web-service layer failing (pool, session), treated like any 5xx.
             Err(SoapParseError::Fault { code, text }) => Err(X3Error::Http {
                 status,
+                x3_diagnoses: !code.ends_with("Server"),
                 messages: vec![X3Message::error(format!("{code}: {text}"))],
-                x3_diagnoses: true,
             }),
             Ok(_) | Err(SoapParseError::Malformed(_)) if status >= 300 => Err(X3Error::Http {
                 status,

@@ -99,8 +99,8 @@ pub enum X3Error {
     Http {
         status: u16,
         messages: Vec<X3Message>,
-        /// Whether the body was an X3 `$diagnoses` document (X3 evaluated the request and
-        /// refused it) rather than a proxy / gateway page.
+        /// Whether X3 itself refused the request — a `$diagnoses` document, or a SOAP
+        /// `Client` fault — rather than a proxy / gateway page or a SOAP `Server` fault.
         x3_diagnoses: bool,
     },
 

@@ -557,6 +557,20 @@ mod tests {
     }
 
     #[test]
+    fn minor_units_round_trip_through_x3_text() {
+        for cur in ["EUR", "JPY", "BHD"] {
+            for minor in (-2_000i64..=2_000).chain([i64::MAX / 1_000, -(i64::MAX / 1_000)]) {
+                let text = format_minor(minor, cur).unwrap();
+                assert_eq!(
+                    parse_minor(&text, cur, "AMT").unwrap(),
+                    minor,
+                    "{text} {cur}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn order_round_trip() {
         let order = SalesOrder {
             number: String::new(),

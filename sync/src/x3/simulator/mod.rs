@@ -77,6 +77,8 @@ pub enum Fault {
     Status(u16),
     /// HTTP 429 with `Retry-After`.
     RateLimit,
+    /// HTTP 500 with a SOAP `soapenv:Server` Fault (the web-service pool failing).
+    SoapServer,
 }
 
 /// How the simulated installation is set up.
@@ -420,6 +422,9 @@ async fn handle(
             r.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             return r;
+        }
+        Some(Fault::SoapServer) => {
+            return soap_fault("soapenv:Server", "No web service channel available in pool");
         }
         None => {}
     }
