@@ -57,16 +57,9 @@ pub enum Command {
     /// Benchmarks; each ends with one JSON line of its figures.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
-    /// Reconciliation: match payments to AR invoices from exported files.
+    /// Reconciliation: imports, month-end runs, reports, approvals, applying in Sage.
     #[command(subcommand)]
-    Reconcile(ReconcileCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ReconcileCommand {
-    /// A run over CSV files (payments, invoices, optional settlements and rates); refused
-    /// with every bad line listed if any input is invalid.
-    Run(crate::reconcile_cli::RunArgs),
+    Reconcile(crate::reconcile_cli::ReconcileCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,7 +96,7 @@ pub enum SyncCommand {
 }
 
 /// Who the CLI acts as in the audit log.
-fn cli_actor() -> String {
+pub fn cli_actor() -> String {
     format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())

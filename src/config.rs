@@ -27,6 +27,124 @@ pub struct RawConfig {
     pub gateway: Option<RawGateway>,
     pub webhooks: Vec<RawWebhook>,
     pub sync: RawSync,
+    pub reconcile: RawReconcile,
+}
+
+/// `[reconcile]`: matching tolerances, the period lease, and the accounts approved
+/// adjustments post to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReconcile {
+    /// A short payment within this many minor units (or `tolerance_bp` basis points) closes
+    /// its invoice with a proposed write-off.
+    pub tolerance_minor: i64,
+    pub tolerance_bp: u32,
+    /// How long a run's period lease lasts without renewal (it is renewed while running).
+    pub lease_ms: i64,
+    /// Whether `reconcile run` first takes in the gateway's captured payments.
+    pub collect_gateway: bool,
+    /// Per currency code: `{ entity?, receivable, write_off, fx_gain_loss, unapplied_cash }`.
+    pub accounts: std::collections::BTreeMap<String, RawReconcileAccounts>,
+}
+
+impl Default for RawReconcile {
+    fn default() -> RawReconcile {
+        let t = reconcile::MatchConfig::default().tolerance;
+        RawReconcile {
+            tolerance_minor: t.absolute_minor,
+            tolerance_bp: t.percent_bp,
+            lease_ms: 60_000,
+            collect_gateway: true,
+            accounts: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReconcileAccounts {
+    pub entity: Option<String>,
+    pub receivable: String,
+    pub write_off: String,
+    pub fx_gain_loss: String,
+    pub unapplied_cash: String,
+}
+
+/// Reconciliation settings, checked.
+#[derive(Clone, Debug)]
+pub struct ReconcileConfig {
+    pub tolerance: reconcile::Tolerance,
+    pub lease_ms: i64,
+    pub collect_gateway: bool,
+    pub accounts:
+        std::collections::BTreeMap<ledger::Currency, reconcile::store::AdjustmentAccounts>,
+}
+
+impl ReconcileConfig {
+    /// The engine's configuration with these tolerances.
+    pub fn match_config(&self) -> reconcile::MatchConfig {
+        reconcile::MatchConfig {
+            tolerance: self.tolerance,
+            ..reconcile::MatchConfig::default()
+        }
+    }
+}
+
+fn reconcile_settings(
+    r: &RawReconcile,
+    default_entity: &EntityCode,
+    gateway: Option<&GatewayConfig>,
+) -> Result<ReconcileConfig, ConfigError> {
+    if r.tolerance_minor < 0 {
+        return Err(bad("reconcile.tolerance_minor", "must be 0 or more"));
+    }
+    if r.lease_ms < 1_000 {
+        return Err(bad("reconcile.lease_ms", "must be at least 1000"));
+    }
+    let mut accounts = std::collections::BTreeMap::new();
+    for (code, a) in &r.accounts {
+        let k = |f: &str| format!("reconcile.accounts.{code}.{f}");
+        let currency = ledger::Currency::parse(code)
+            .map_err(|e| bad(&format!("reconcile.accounts.{code}"), e.to_string()))?;
+        let entity = match &a.entity {
+            Some(e) => {
+                EntityCode::parse(e, &k("entity")).map_err(|r| bad(&k("entity"), r.message))?
+            }
+            None => default_entity.clone(),
+        };
+        let acct = |v: &str, f: &str| {
+            ledger::AccountCode::parse(v, &k(f)).map_err(|r| bad(&k(f), r.message))
+        };
+        let set = reconcile::store::AdjustmentAccounts {
+            entity,
+            receivable: acct(&a.receivable, "receivable")?,
+            write_off: acct(&a.write_off, "write_off")?,
+            fx_gain_loss: acct(&a.fx_gain_loss, "fx_gain_loss")?,
+            unapplied_cash: acct(&a.unapplied_cash, "unapplied_cash")?,
+        };
+        // Adjustments close AR items, so they must hit the receivable payments credit.
+        if let Some(g) = gateway.and_then(|g| g.accounts.get(&currency))
+            && (g.entity != set.entity || g.receivable != set.receivable)
+        {
+            return Err(bad(
+                &k("receivable"),
+                format!(
+                    "must be the gateway's receivable for {code} ({}/{})",
+                    g.entity, g.receivable
+                ),
+            ));
+        }
+        accounts.insert(currency, set);
+    }
+    Ok(ReconcileConfig {
+        tolerance: reconcile::Tolerance {
+            absolute_minor: r.tolerance_minor,
+            percent_bp: r.tolerance_bp,
+        },
+        lease_ms: r.lease_ms,
+        collect_gateway: r.collect_gateway,
+        accounts,
+    })
 }
 
 /// `[sync]`: the job worker, and how Salesforce reaches cashloop.
@@ -372,6 +490,7 @@ impl Default for RawConfig {
             gateway: None,
             webhooks: Vec::new(),
             sync: RawSync::default(),
+            reconcile: RawReconcile::default(),
         }
     }
 }
@@ -502,6 +621,7 @@ pub struct Config {
     pub gateway: Option<GatewayConfig>,
     pub webhooks: Vec<gateway::webhooks::Subscriber>,
     pub sync: SyncConfig,
+    pub reconcile: ReconcileConfig,
 }
 
 /// The sync worker and Salesforce's ways in.
@@ -1420,6 +1540,7 @@ impl Config {
                 organization_id,
             }
         };
+        let reconcile = reconcile_settings(&raw.reconcile, &default_entity, gateway.as_ref())?;
         Ok(Config {
             database_url: url,
             db: db::DbOptions {
@@ -1446,6 +1567,7 @@ impl Config {
             gateway,
             webhooks,
             sync,
+            reconcile,
         })
     }
 }

@@ -102,9 +102,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             cli::sync_command(&config, cmd).await?;
             Ok(0)
         }
-        Command::Reconcile(cli::ReconcileCommand::Run(args)) => {
+        Command::Reconcile(cmd) => {
             cli::init_logging(&config, "warn");
-            Ok(if reconcile_cli::run(&args)? { 0 } else { 2 })
+            reconcile_cli::command(&config, cmd, &cli::cli_actor()).await
         }
         Command::Bench(cmd) => {
             cli::init_logging(&config, "warn");

@@ -47,6 +47,32 @@ use crate::xref::{Link, Linked, Xref};
 pub const CLOSED_WON: &str = "intacct.closed_won";
 pub const PAYMENT: &str = "intacct.payment";
 pub const PULL: &str = "intacct.pull";
+/// Applies a payment a reconciliation matched (payload: [`ApplyReceipt`]) as an ARPYMT.
+pub const APPLY: &str = "intacct.apply";
+
+/// A receipt a reconciliation run matched to invoices, to be applied in Intacct.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApplyReceipt {
+    pub run_id: i64,
+    pub payment_id: String,
+    /// The Intacct entity (location) the invoices are in.
+    pub entity: String,
+    pub customer: String,
+    pub currency: String,
+    pub date: chrono::NaiveDate,
+    /// `card`, `ach` or anything else (EFT).
+    pub method: String,
+    /// A gateway payment (already in the ledger): the pull must not book the receipt again.
+    pub from_gateway: bool,
+    pub lines: Vec<ApplyLine>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApplyLine {
+    /// The invoice number (RECORDID).
+    pub document: String,
+    pub amount_minor: i64,
+}
 
 /// The Salesforce object of credits granted on an Opportunity.
 pub const CREDIT_MEMO_OBJECT: &str = "Cashloop_Credit_Memo__c";
@@ -407,6 +433,7 @@ impl Q2c {
                 Arc::new(CreditMemoHandler(me.clone())),
             )
             .register(PAYMENT, Arc::new(PaymentHandler(me.clone())))
+            .register(APPLY, Arc::new(ApplyHandler(me.clone())))
             .register(PULL, Arc::new(PullHandler(me)))
     }
 
@@ -1735,6 +1762,94 @@ impl Q2c {
         self.queue_push_now("Cashloop_Payment__c").await
     }
 
+    /// Applies a receipt a reconciliation matched: one ARPYMT (DOCNUMBER = the payment id, so
+    /// never twice, and none when the loop already applied a gateway payment) with a line per
+    /// invoice. An invoice that is missing, in another currency or owes less than the line is
+    /// refused with Intacct's state in the message, and nothing is created.
+    pub async fn apply_receipt(&self, r: &ApplyReceipt) -> Result<(), JobError> {
+        let currency = Currency::parse(&r.currency)
+            .map_err(|e| JobError::Permanent(format!("currency: {e}")))?;
+        let client = self.entity(&r.entity)?.client.clone();
+        let existing = client
+            .read_by_query_all(
+                "ARPYMT",
+                &["RECORDNO"],
+                &format!("DOCNUMBER = {}", quote(&r.payment_id)),
+                10,
+            )
+            .await
+            .map_err(|e| intacct_error(&e))?;
+        if !existing.is_empty() {
+            return Ok(());
+        }
+        let mut details = Element::new("ARPYMTDETAILS");
+        for line in &r.lines {
+            let key = self
+                .find_invoice(&client, &line.document)
+                .await?
+                .ok_or_else(|| {
+                    JobError::Permanent(format!(
+                        "invoice {} is not in Intacct entity {}",
+                        line.document, r.entity
+                    ))
+                })?;
+            let inv = self.read_invoice(&client, &key).await?;
+            let inv_currency = inv.text_at("CURRENCY").unwrap_or(currency.code());
+            if inv_currency != currency.code() {
+                return Err(JobError::Permanent(format!(
+                    "invoice {} is in {inv_currency}, payment {} in {currency}",
+                    line.document, r.payment_id
+                )));
+            }
+            let amount = from_minor(line.amount_minor, currency);
+            let due = invoice_due(&inv);
+            if amount > due {
+                return Err(JobError::Permanent(format!(
+                    "invoice {} owes {due} {currency}, less than the {amount} matched to payment {}",
+                    line.document, r.payment_id
+                )));
+            }
+            details = details.with(
+                Element::new("ARPYMTDETAIL")
+                    .with_leaf("RECORDKEY", &key)
+                    .with_leaf("TRX_PAYMENTAMOUNT", amount.to_string()),
+            );
+        }
+        let method = match r.method.as_str() {
+            "card" => "Credit Card",
+            _ => "EFT",
+        };
+        let record = Element::new("ARPYMT")
+            .with_leaf("FINANCIALENTITY", &self.config.bank_account)
+            .with_leaf("PAYMENTMETHOD", method)
+            .with_leaf("CUSTOMERID", &r.customer)
+            .with_leaf("DOCNUMBER", &r.payment_id)
+            .with_leaf(
+                "DESCRIPTION",
+                if r.from_gateway {
+                    // The prefix the pull skips: the gateway already booked this money.
+                    format!(
+                        "cashloop payment {} (reconciliation run {})",
+                        r.payment_id, r.run_id
+                    )
+                } else {
+                    // Booked by the pull (Dr cash / Cr AR) like any receipt entered in Intacct.
+                    format!("reconciliation run {}: payment {}", r.run_id, r.payment_id)
+                },
+            )
+            .with_leaf("RECEIPTDATE", r.date.format("%m/%d/%Y").to_string())
+            .with_leaf("CURRENCY", currency.code())
+            .with(details);
+        match client
+            .create(&format!("arpymt-{}", r.payment_id), vec![record])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if already_done(&e) => Ok(()),
+            Err(e) => Err(intacct_error(&e)),
+        }
+    }
+
     /// Queues a pull of every entity, deduplicated per `slot`.
     pub async fn queue_pulls(&self, slot: i64) -> Result<(), JobError> {
         self.jobs
@@ -2234,6 +2349,17 @@ struct PaymentHandler(Arc<Q2c>);
 impl Handler for PaymentHandler {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move { self.0.payment(&job.payload).await })
+    }
+}
+
+struct ApplyHandler(Arc<Q2c>);
+impl Handler for ApplyHandler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let r: ApplyReceipt = serde_json::from_value(job.payload.clone())
+                .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
+            self.0.apply_receipt(&r).await
+        })
     }
 }
 
