@@ -2588,9 +2588,12 @@ fn reconcile_run_from_files() {
     ]);
     assert!(csv_out.status.success());
     let report = std::fs::read_to_string(p("report.csv")).unwrap();
-    assert!(report.starts_with("kind,id,category,rule,confidence,currency,amount_minor"));
     assert!(
-        report.contains("payment,P1,matched,exact_reference,"),
+        report
+            .starts_with("kind,id,entity,customer,category,rule,confidence,currency,amount_minor")
+    );
+    assert!(
+        report.contains("payment,P1,US,ACME,matched,exact_reference,"),
         "{report}"
     );
     assert_eq!(report.lines().count(), 7);
@@ -2623,3 +2626,234 @@ fn reconcile_run_from_files() {
     assert!(!bad_period.status.success());
     assert!(String::from_utf8_lossy(&bad_period.stderr).contains("--period"));
 }
+
+// The month-end flow from the command line on one database: import (refused whole on a bad
+// line), run, a second process kept out by the period lease, report in three formats,
+// approve the adjustments into the ledger.
+both!(reconcile_stored_runs, |t| async move {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let url = t.url.clone();
+    add_chart(&url);
+    for (code, name, ty) in [
+        ("6100", "Bad debt written off", "expense"),
+        ("7100", "FX gain/loss", "revenue"),
+        ("2300", "Unapplied cash", "liability"),
+    ] {
+        let out = cli(
+            &url,
+            &[
+                "ledger",
+                "account",
+                "add",
+                "--code",
+                code,
+                "--name",
+                name,
+                "--type",
+                ty,
+                "--currency",
+                "USD",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::write(
+        p("cashloop.toml"),
+        "[reconcile.accounts.USD]\nreceivable = \"1200\"\nwrite_off = \"6100\"\nfx_gain_loss = \"7100\"\nunapplied_cash = \"2300\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+            .arg("--database-url")
+            .arg(&url)
+            .arg("--config")
+            .arg(p("cashloop.toml"))
+            .arg("reconcile")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+    };
+    std::fs::write(
+        p("payments.csv"),
+        "id,entity,customer,currency,amount,date,reference,source,batch_id\n\
+         P1,US,ACME,USD,1082.50,2026-10-05,Payment for INV-1001,sage_receipt,\n\
+         P2,US,GLOBEX,USD,799.50,2026-10-07,INV-1002,ach_settlement,\n\
+         P3,US,INITECH,USD,75.00,2026-11-02,INV-1003,sage_receipt,\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p("invoices.csv"),
+        "id,number,kind,entity,customer,currency,amount_open,date,due_date\n\
+         I1,INV-1001,invoice,US,ACME,USD,1082.50,2026-09-20,2026-10-20\n\
+         I2,INV-1002,invoice,US,GLOBEX,USD,800.00,2026-09-25,2026-10-25\n\
+         I3,INV-1004,invoice,US,<b>UMBRELLA</b>,USD,42.00,2026-10-01,2026-10-31\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p("bad.csv"),
+        "id,number,kind,entity,customer,currency,amount_open,date,due_date\n\
+         I9,INV-9,invoice,US,X,USD,1.00,2026-10-01,2026-10-31\n\
+         I8,INV-8,bill,US,X,USD,1.00,2026-10-01,2026-10-31\n",
+    )
+    .unwrap();
+    let v = ok(&run(&[
+        "import",
+        "--kind",
+        "payments",
+        p("payments.csv").to_str().unwrap(),
+    ]));
+    assert_eq!(v["added"], 3, "{v}");
+    let bad = run(&[
+        "import",
+        "--kind",
+        "invoices",
+        p("bad.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("nothing was imported") && err.contains("line 3, column kind"),
+        "{err}"
+    );
+    let v = ok(&run(&[
+        "import",
+        "--kind",
+        "invoices",
+        "--snapshot",
+        p("invoices.csv").to_str().unwrap(),
+    ]));
+    assert_eq!(
+        (v["added"].as_u64(), v["closed"].as_u64()),
+        (Some(3), Some(0)),
+        "{v}"
+    );
+    let v = ok(&run(&[
+        "import",
+        "--kind",
+        "invoices",
+        "--snapshot",
+        p("invoices.csv").to_str().unwrap(),
+    ]));
+    assert_eq!(v["unchanged"], 3, "importing again adds nothing: {v}");
+
+    let out = run(&["run", "--period", "2026-10"]);
+    let report = ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reference_pass done"),
+        "progress is shown"
+    );
+    let id = report["run"]["id"].as_i64().expect("stored run id");
+    assert_eq!(
+        report["totals"]["payment"]["matched"]["count"], 1,
+        "{report}"
+    );
+    assert_eq!(
+        report["totals"]["payment"]["partial_within_tolerance"]["count"], 1,
+        "{report}"
+    );
+    assert_eq!(
+        report["totals"]["payment"]["timing"]["count"], 1,
+        "{report}"
+    );
+    assert_eq!(
+        report["totals"]["item"]["unmatched_invoice"]["count"], 1,
+        "{report}"
+    );
+    let digest = report["run"]["digest"].as_str().unwrap().to_owned();
+    let again = ok(&run(&["run", "--period", "2026-10", "--dry-run"]));
+    assert_eq!(
+        again["run"]["digest"],
+        digest.as_str(),
+        "same inputs, same results"
+    );
+    assert!(again["run"]["id"].is_null());
+
+    // Another process holds October: this run does not start (exit 3) and says who holds it.
+    let store = reconcile::store::Store::new(t.db.clone());
+    store
+        .acquire_lease("2026-10|", "finance-box:42", 60_000)
+        .await
+        .unwrap();
+    let busy = run(&["run", "--period", "2026-10"]);
+    assert_eq!(
+        busy.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("finance-box:42"));
+    store
+        .release_lease("2026-10|", "finance-box:42")
+        .await
+        .unwrap();
+
+    let ids = id.to_string();
+    let html_path = p("report.html");
+    ok(&run(&[
+        "report",
+        &ids,
+        "--format",
+        "html",
+        "--out",
+        html_path.to_str().unwrap(),
+    ]));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(
+        html.contains(&format!("Reconciliation run {id}"))
+            && html.contains("partial_within_tolerance")
+    );
+    assert!(
+        html.contains("&lt;b&gt;UMBRELLA") && !html.contains("<b>UMBRELLA"),
+        "escaped"
+    );
+    let csv = run(&["report", &ids, "--format", "csv"]);
+    assert!(csv.status.success());
+    let csv = String::from_utf8_lossy(&csv.stdout);
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    assert!(
+        csv.contains("payment,P2,US,GLOBEX,partial_within_tolerance,exact_reference,"),
+        "{csv}"
+    );
+    let missing = run(&["report", "999"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no reconciliation run 999"));
+
+    let report = ok(&run(&["report", &ids]));
+    let adjustments = report["adjustments"].as_array().unwrap();
+    assert_eq!(adjustments.len(), 1, "{report}");
+    assert_eq!(adjustments[0]["kind"], "write_off");
+    assert_eq!(adjustments[0]["amount_minor"], 50);
+    let approved = ok(&run(&["approve", &ids, "--all"]));
+    assert_eq!(approved.as_array().map(Vec::len), Some(1), "{approved}");
+    let approved = ok(&run(&["approve", &ids, "--all"]));
+    assert_eq!(
+        approved.as_array().map(Vec::len),
+        Some(0),
+        "approved once only"
+    );
+    let bal = cli(&url, &["ledger", "balance", "--account", "6100"]);
+    let bal = String::from_utf8_lossy(&bal.stdout);
+    assert!(bal.contains("0.50"), "{bal}");
+
+    let runs = ok(&run(&["runs"]));
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(1),
+        "the dry run is not stored: {runs}"
+    );
+    let apply = run(&["apply", &ids]);
+    assert!(!apply.status.success());
+    assert!(String::from_utf8_lossy(&apply.stderr).contains("[sync.intacct]"));
+});
