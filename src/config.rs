@@ -41,7 +41,9 @@ pub struct RawReconcile {
     pub tolerance_bp: u32,
     /// How long a run's period lease lasts without renewal (it is renewed while running).
     pub lease_ms: i64,
-    /// Whether `reconcile run` first takes in the gateway's captured payments.
+    /// Whether `reconcile run` first takes in the gateway's captured payments (off by default:
+    /// the loop already applies payments on linked Opportunities in Sage, so they only belong
+    /// in a run whose AR export predates them).
     pub collect_gateway: bool,
     /// Per currency code: `{ entity?, receivable, write_off, fx_gain_loss, unapplied_cash }`.
     pub accounts: std::collections::BTreeMap<String, RawReconcileAccounts>,
@@ -54,7 +56,7 @@ impl Default for RawReconcile {
             tolerance_minor: t.absolute_minor,
             tolerance_bp: t.percent_bp,
             lease_ms: 60_000,
-            collect_gateway: true,
+            collect_gateway: false,
             accounts: std::collections::BTreeMap::new(),
         }
     }

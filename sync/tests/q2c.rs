@@ -1084,3 +1084,80 @@ both_backends!(
         assert_eq!(w.balance("US", "1200-USD").await, 216_500);
     }
 );
+
+both_backends!(
+    a_reconciliation_applies_matched_receipts_once,
+    |t| async move {
+        use sync::q2c::{ApplyLine, ApplyReceipt};
+        let w = world(t.db.clone()).await;
+        let deal = w.deal(
+            "Initech",
+            "United States",
+            "USD",
+            &[("TPS report", "TPS", "1", "100.00")],
+        );
+        let created = w.q2c.closed_won(&deal.opportunity).await.unwrap().unwrap();
+        let invoice = w.ia.records("ARINVOICE").into_iter().next().unwrap();
+        let customer = invoice.text_at("CUSTOMERID").unwrap().to_owned();
+        let receipt =
+            |id: &str, from_gateway: bool, document: &str, amount_minor: i64| ApplyReceipt {
+                run_id: 7,
+                payment_id: id.to_owned(),
+                entity: "US".into(),
+                customer: customer.clone(),
+                currency: "USD".into(),
+                date: chrono::NaiveDate::from_ymd_opt(2026, 10, 7).unwrap(),
+                method: "ach".into(),
+                from_gateway,
+                lines: vec![ApplyLine {
+                    document: document.to_owned(),
+                    amount_minor,
+                }],
+            };
+        w.q2c.pull("US").await.unwrap();
+        // More than the invoice owes, or an invoice Intacct does not have: refused, nothing made.
+        let err = w
+            .q2c
+            .apply_receipt(&receipt("BANK-1", false, &created.invoice_no, 20_000))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, JobError::Permanent(ref m) if m.contains("owes 108.25")),
+            "{err:?}"
+        );
+        let err = w
+            .q2c
+            .apply_receipt(&receipt("BANK-1", false, "INV-NOPE", 100))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, JobError::Permanent(ref m) if m.contains("INV-NOPE")),
+            "{err:?}"
+        );
+        assert!(w.ia.records("ARPYMT").is_empty());
+
+        // A bank receipt matched by the run: applied once, however often the job runs.
+        let bank = receipt("BANK-1", false, &created.invoice_no, 6_000);
+        w.q2c.apply_receipt(&bank).await.unwrap();
+        w.q2c.apply_receipt(&bank).await.unwrap();
+        let pymts = w.ia.records("ARPYMT");
+        assert_eq!(pymts.len(), 1);
+        assert_eq!(pymts[0].text_at("DOCNUMBER"), Some("BANK-1"));
+        assert_eq!(pymts[0].text_at("RECEIPTDATE"), Some("10/07/2026"));
+        // The pull books it like any receipt entered in Intacct: Dr cash / Cr AR.
+        assert_eq!(w.q2c.pull("US").await.unwrap().receipts, 1);
+        assert_eq!(w.balance("US", "1010-USD").await, 6_000);
+        assert_eq!(w.balance("US", "1200-USD").await, 4_825);
+
+        // A gateway payment the run matched: applied, but the ledger already has that money.
+        w.q2c
+            .apply_receipt(&receipt("pay_gw_9", true, &created.invoice_no, 4_825))
+            .await
+            .unwrap();
+        assert_eq!(w.ia.records("ARPYMT").len(), 2);
+        assert_eq!(w.q2c.pull("US").await.unwrap().receipts, 0);
+        assert_eq!(w.balance("US", "1200-USD").await, 4_825);
+        let inv = w.ia.records("ARINVOICE").into_iter().next().unwrap();
+        assert_eq!(inv.text_at("TOTALDUE"), Some("0.00"), "{inv:?}");
+    }
+);

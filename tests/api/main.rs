@@ -2507,6 +2507,45 @@ async fn sandbox_runs_the_whole_loop() {
     let db = std::fs::read(dir.path().join("cashloop.db")).unwrap();
     assert!(!db.windows(16).any(|w| w == b"4111111111111111"));
     assert!(dir.path().join("cashloop.toml").exists());
+    // The gateway's payments feed a reconciliation: taken in with the Intacct customer and
+    // entity the loop linked, and the invoice number it billed.
+    let rc = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+            .arg("--config")
+            .arg(dir.path().join("cashloop.toml"))
+            .arg("reconcile")
+            .args(args)
+            .env_remove("CASHLOOP_LOG")
+            .output()
+            .unwrap()
+    };
+    let out = rc(&["import", "--kind", "payments", "--from-gateway"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let imported: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(imported["added"], 2, "{imported}");
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let out = rc(&["run", "--period", &month]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let payments: Vec<&serde_json::Value> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "payment")
+        .collect();
+    assert_eq!(payments.len(), 2, "{report}");
+    for p in payments {
+        assert!(p["entity"] == "US" || p["entity"] == "UK", "{p}");
+        assert!(p["customer"].as_str().unwrap().starts_with("SF"), "{p}");
+    }
     // A second sandbox refuses a used directory rather than mixing data.
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
         .args(["sandbox", "--listen", "127.0.0.1:0", "--exit", "--dir"])
