@@ -54,9 +54,17 @@ pub struct ImportArgs {
     /// The file lists every open item (an AR aging export): items missing from it are closed.
     #[arg(long)]
     pub snapshot: bool,
-    /// Instead of a file: the gateway's captured payments (with `--kind payments`).
+    /// Instead of a file: the gateway's collected payments (with `--kind payments`). Payments
+    /// on an Opportunity the loop invoiced are the loop's to apply and are left out unless
+    /// `--include-applied` (for matching captures to processor deposits).
     #[arg(long, conflicts_with = "file")]
     pub from_gateway: bool,
+    #[arg(long, requires = "from_gateway")]
+    pub include_applied: bool,
+    /// Instead of a file: the open AR invoices of every `[sync.intacct]` entity, read now
+    /// (with `--kind invoices`; a snapshot: items no longer open are closed).
+    #[arg(long, conflicts_with_all = ["file", "from_gateway"])]
+    pub from_intacct: bool,
 }
 
 #[derive(Debug, Args)]
@@ -123,7 +131,7 @@ pub async fn command(config: &Config, cmd: ReconcileCommand, actor: &str) -> any
     let db = crate::cli::open_db(config).await?;
     let store = Store::new(db.clone());
     let code = match cmd {
-        ReconcileCommand::Import(args) => import(&store, &args, actor).await?,
+        ReconcileCommand::Import(args) => import(config, &store, &args, actor).await?,
         ReconcileCommand::Run(args) => run_stored(config, &store, &args, actor).await?,
         ReconcileCommand::Runs { limit } => {
             println!(
@@ -167,16 +175,34 @@ fn not_found(e: StoreError) -> anyhow::Error {
     }
 }
 
-async fn import(store: &Store, args: &ImportArgs, actor: &str) -> anyhow::Result<u8> {
+async fn import(
+    config: &Config,
+    store: &Store,
+    args: &ImportArgs,
+    actor: &str,
+) -> anyhow::Result<u8> {
+    let mut snapshot = args.snapshot;
     let (bytes, origin) = if args.from_gateway {
         anyhow::ensure!(
             args.kind == Kind::Payments,
             "--from-gateway imports payments: use --kind payments"
         );
         (
-            gateway_payments_csv(store.db()).await?,
+            gateway_payments_csv(store.db(), args.include_applied).await?,
             "gateway".to_owned(),
         )
+    } else if args.from_intacct {
+        anyhow::ensure!(
+            args.kind == Kind::Invoices,
+            "--from-intacct imports open invoices: use --kind invoices"
+        );
+        let ia = config
+            .sync
+            .intacct
+            .as_ref()
+            .context("--from-intacct needs [sync.intacct] in the configuration")?;
+        snapshot = true;
+        (intacct_invoices_csv(ia).await?, "intacct".to_owned())
     } else {
         let file = args
             .file
@@ -187,11 +213,11 @@ async fn import(store: &Store, args: &ImportArgs, actor: &str) -> anyhow::Result
         (bytes, format!("file:{}", file.display()))
     };
     anyhow::ensure!(
-        !args.snapshot || args.kind == Kind::Invoices,
+        !snapshot || args.kind == Kind::Invoices,
         "--snapshot applies to --kind invoices (open items) only"
     );
     match store
-        .import(args.kind, &bytes, &origin, args.snapshot, actor)
+        .import(args.kind, &bytes, &origin, snapshot, actor)
         .await
     {
         Ok(report) => {
@@ -219,7 +245,7 @@ async fn run_stored(
         .context("--period: which month to reconcile, e.g. --period 2026-10")?;
     period_end(&period)?;
     if config.reconcile.collect_gateway && !args.dry_run {
-        let csv = gateway_payments_csv(store.db()).await?;
+        let csv = gateway_payments_csv(store.db(), false).await?;
         match store
             .import(Kind::Payments, &csv, "gateway", false, actor)
             .await
@@ -352,6 +378,7 @@ type GatewayRow = (
     String,
     String,
     i64,
+    i64,
     String,
     String,
     Option<String>,
@@ -361,17 +388,20 @@ type GatewayRow = (
     Option<String>,
 );
 
-/// The gateway's collected payments as a payments CSV: card captures and settled ACH debits,
-/// net of refunds. The customer and entity are the Intacct ones the loop linked (the
-/// Account's CUSTOMERID, the Opportunity's entity) when there are, and the invoice the
-/// Opportunity was billed on joins the payment's own invoice references.
-pub async fn gateway_payments_csv(db: &Db) -> anyhow::Result<Vec<u8>> {
-    const SELECT: &str = "SELECT p.id, p.method_kind, p.status, p.currency, p.captured_minor - p.refunded_minor, DAY, p.entity, p.account_id, p.invoice_refs, \
+/// The gateway's collected payments as a payments CSV: card captures net of refunds, settled
+/// ACH debits, and a returned debit as its settlement plus the return (which the engine pairs).
+/// The customer and entity are the Intacct ones the loop linked (the Account's CUSTOMERID, the
+/// Opportunity's entity) when there are, and the invoice the Opportunity was billed on joins
+/// the payment's own invoice references. Unless `include_applied`, payments on an Opportunity
+/// the loop invoiced are left out: the loop applies those in Sage (a failure is in the error
+/// queue), so they are not cash waiting to be applied.
+pub async fn gateway_payments_csv(db: &Db, include_applied: bool) -> anyhow::Result<Vec<u8>> {
+    const SELECT: &str = "SELECT p.id, p.method_kind, p.status, p.currency, p.captured_minor, p.refunded_minor, DAY, p.entity, p.account_id, p.invoice_refs, \
         (SELECT x.sage_id FROM sync_xref x WHERE x.object = 'Account' AND x.salesforce_id = p.account_id AND x.sage_system = 'intacct'), \
         (SELECT x.sage_entity FROM sync_xref x WHERE x.object = 'Opportunity' AND x.salesforce_id = p.opportunity_id AND x.sage_system = 'intacct'), \
         (SELECT x.last_values FROM sync_xref x WHERE x.object = 'Opportunity' AND x.salesforce_id = p.opportunity_id AND x.sage_system = 'intacct') \
         FROM gateway_payments p \
-        WHERE p.captured_minor > p.refunded_minor AND (p.status IN ('captured', 'partially_refunded') OR (p.status = 'settled')) \
+        WHERE p.captured_minor > 0 AND p.status IN ('captured', 'partially_refunded', 'settled', 'returned') \
         ORDER BY p.id";
     let rows: Vec<GatewayRow> = match db {
         Db::Postgres(p) => {
@@ -392,24 +422,17 @@ pub async fn gateway_payments_csv(db: &Db) -> anyhow::Result<Vec<u8>> {
     };
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(Kind::Payments.header())?;
-    for (
-        id,
-        method,
-        status,
-        currency,
-        net_minor,
-        day,
-        entity,
-        account,
-        refs,
-        cust,
-        opp_entity,
-        opp,
-    ) in rows
-    {
+    for row in rows {
+        let (id, method, status, currency, captured, refunded, day, entity, account, refs) = (
+            row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9,
+        );
+        let (customer, opp_entity, opp) = (row.10, row.11, row.12);
+        if opp.is_some() && !include_applied {
+            continue;
+        }
         let currency = ledger::Currency::parse(&currency)
             .with_context(|| format!("gateway payment {id}: currency"))?;
-        let amount = ledger::Money::from_minor(net_minor, currency).format_amount();
+        let amount = |minor| ledger::Money::from_minor(minor, currency).format_amount();
         let mut reference: Vec<String> = serde_json::from_str(&refs).unwrap_or_default();
         if let Some(no) = opp
             .as_deref()
@@ -423,23 +446,110 @@ pub async fn gateway_payments_csv(db: &Db) -> anyhow::Result<Vec<u8>> {
         {
             reference.push(no);
         }
-        let source = match (method.as_str(), status.as_str()) {
-            ("bank_account", "settled") => "ach_settlement",
-            ("bank_account", _) => continue, // not settled yet: not money received
-            _ => "gateway_capture",
+        let customer = customer
+            .or(account)
+            .unwrap_or_else(|| "UNASSIGNED".to_owned());
+        let entity = opp_entity.unwrap_or(entity);
+        let reference = reference.join(" ");
+        let mut record = |id: &str, minor: i64, reference: &str, source: &str| {
+            w.write_record([
+                id,
+                &entity,
+                &customer,
+                currency.code(),
+                &amount(minor),
+                &day,
+                reference,
+                source,
+                "",
+            ])
         };
-        let customer = cust.or(account).unwrap_or_else(|| "UNASSIGNED".to_owned());
-        w.write_record([
-            id.as_str(),
-            opp_entity.as_deref().unwrap_or(&entity),
-            &customer,
-            currency.code(),
-            &amount,
-            &day,
-            &reference.join(" "),
-            source,
-            "",
-        ])?;
+        match (method.as_str(), status.as_str()) {
+            ("bank_account", "settled") => record(&id, captured, &reference, "ach_settlement")?,
+            ("bank_account", "returned") => {
+                record(&id, captured, &reference, "ach_settlement")?;
+                record(&format!("{id}-return"), captured, &id, "ach_return")?;
+            }
+            // Not settled yet: not money received.
+            ("bank_account", _) => {}
+            _ if captured > refunded => {
+                record(&id, captured - refunded, &reference, "gateway_capture")?
+            }
+            _ => {}
+        }
+    }
+    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The open AR invoices of every configured Intacct entity as an invoices CSV (one read per
+/// entity, paged). Ids are `ENTITY:RECORDNO`; amounts in the transaction currency.
+pub async fn intacct_invoices_csv(ia: &crate::config::IntacctSettings) -> anyhow::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(Kind::Invoices.header())?;
+    let day = |v: Option<&str>| -> Option<String> {
+        let v = v?.get(..10)?;
+        NaiveDate::parse_from_str(v, "%m/%d/%Y")
+            .or_else(|_| NaiveDate::parse_from_str(v, "%Y-%m-%d"))
+            .ok()
+            .map(|d| d.to_string())
+    };
+    for (entity, settings) in &ia.entities {
+        let rows = settings
+            .client
+            .read_by_query_all(
+                "ARINVOICE",
+                &[
+                    "RECORDNO",
+                    "RECORDID",
+                    "CUSTOMERID",
+                    "CURRENCY",
+                    "TOTALDUE",
+                    "TRX_TOTALDUE",
+                    "WHENCREATED",
+                    "WHENDUE",
+                    "MEGAENTITYID",
+                ],
+                "TOTALDUE > 0",
+                1000,
+            )
+            .await
+            .with_context(|| format!("reading open invoices of Intacct entity {entity}"))?;
+        for r in rows {
+            // A session at the top level sees every entity's invoices: keep this entity's.
+            if r.text_at("MEGAENTITYID")
+                .is_some_and(|m| !m.is_empty() && m != entity)
+            {
+                continue;
+            }
+            let no = r.text_at("RECORDNO").unwrap_or_default();
+            let created = day(r.text_at("WHENCREATED"))
+                .with_context(|| format!("ARINVOICE {no}: WHENCREATED"))?;
+            let due = day(r.text_at("WHENDUE")).unwrap_or_else(|| created.clone());
+            let currency = r
+                .text_at("CURRENCY")
+                .filter(|c| !c.is_empty())
+                .unwrap_or(&ia.q2c.default_currency);
+            let open = r
+                .text_at("TRX_TOTALDUE")
+                .filter(|v| !v.is_empty())
+                .or_else(|| r.text_at("TOTALDUE"))
+                .unwrap_or("0");
+            let number = r
+                .text_at("RECORDID")
+                .filter(|v| !v.is_empty())
+                .unwrap_or(no);
+            w.write_record([
+                &format!("{entity}:{no}"),
+                number,
+                "invoice",
+                entity,
+                r.text_at("CUSTOMERID").unwrap_or_default(),
+                currency,
+                open,
+                &created,
+                &due,
+            ])?;
+        }
     }
     w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -2526,6 +2526,23 @@ async fn sandbox_runs_the_whole_loop() {
         String::from_utf8_lossy(&out.stderr)
     );
     let imported: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        imported["rows"], 0,
+        "the loop applies payments on invoiced Opportunities: {imported}"
+    );
+    let out = rc(&[
+        "import",
+        "--kind",
+        "payments",
+        "--from-gateway",
+        "--include-applied",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let imported: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(imported["added"], 2, "{imported}");
     let month = chrono::Utc::now().format("%Y-%m").to_string();
     let out = rc(&["run", "--period", &month]);
@@ -2896,3 +2913,134 @@ both!(reconcile_stored_runs, |t| async move {
     assert!(!apply.status.success());
     assert!(String::from_utf8_lossy(&apply.stderr).contains("[sync.intacct]"));
 });
+
+/// Cash application against a live sandbox: Intacct's open invoices imported, a bank receipt
+/// matched by its reference, the match applied in Intacct by the server's job worker, and the
+/// invoice gone from the next open-item snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_cash_application_reaches_intacct() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.path())
+        .env_remove("CASHLOOP_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.contains("keeps running") {
+                return;
+            }
+        }
+        panic!("the sandbox stopped before it was ready");
+    })
+    .await
+    .expect("sandbox ready");
+    let config = dir.path().join("cashloop.toml");
+    let rc = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+            .arg("--config")
+            .arg(&config)
+            .arg("reconcile")
+            .args(args)
+            .env_remove("CASHLOOP_LOG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = rc(&["import", "--kind", "invoices", "--from-intacct"]);
+    let open = first["added"].as_u64().unwrap();
+    assert!(
+        open >= 2,
+        "unpaid sandbox invoices are open in Intacct: {first}"
+    );
+
+    // Pick an open invoice from what was imported, and pay it by bank transfer.
+    let db = db::Db::connect(
+        &format!("sqlite://{}", dir.path().join("cashloop.db").display()),
+        &db::DbOptions::default(),
+    )
+    .await
+    .unwrap();
+    let store = reconcile::store::Store::new(db.clone());
+    let inputs = store
+        .load(
+            store.high_water().await.unwrap(),
+            None,
+            chrono::NaiveDate::MIN,
+        )
+        .await
+        .unwrap();
+    let inv = inputs
+        .open_items
+        .iter()
+        .find(|i| i.open.currency().code() == "USD")
+        .expect("an open USD invoice");
+    let today = chrono::Utc::now().date_naive();
+    let receipt = dir.path().join("bank.csv");
+    std::fs::write(
+        &receipt,
+        format!(
+            "id,entity,customer,currency,amount,date,reference,source,batch_id\n\
+             WIRE-1,{},{},USD,{},{today},remittance {},ach_settlement,\n",
+            inv.entity.as_str(),
+            inv.customer.as_str(),
+            inv.open.money().format_amount(),
+            inv.number.as_str()
+        ),
+    )
+    .unwrap();
+    rc(&["import", "--kind", "payments", receipt.to_str().unwrap()]);
+    let month = today.format("%Y-%m").to_string();
+    let report = rc(&["run", "--period", &month]);
+    let wire = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["item_key"] == "WIRE-1")
+        .unwrap();
+    assert_eq!(wire["category"], "matched", "{report}");
+    assert_eq!(wire["rule"], "exact_reference");
+    let run = report["run"]["id"].as_i64().unwrap().to_string();
+    let applied = rc(&["apply", &run]);
+    assert_eq!(applied["jobs_queued"], 1, "{applied}");
+    assert_eq!(rc(&["apply", &run])["jobs_queued"], 0, "queued once");
+
+    // The server's worker applies it in Intacct.
+    let status = || async {
+        match &db {
+            db::Db::Sqlite(s) => sqlx::query_scalar::<_, String>(
+                "SELECT status FROM sync_jobs WHERE kind = 'intacct.apply'",
+            )
+            .fetch_optional(&s.pool)
+            .await
+            .unwrap(),
+            db::Db::Postgres(_) => unreachable!(),
+        }
+    };
+    let mut last = None;
+    for _ in 0..200 {
+        last = status().await;
+        if matches!(last.as_deref(), Some("succeeded" | "dead")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.as_deref(), Some("succeeded"));
+    let again = rc(&["import", "--kind", "invoices", "--from-intacct"]);
+    assert_eq!(
+        again["closed"], 1,
+        "the paid invoice is no longer open: {again}"
+    );
+    assert_eq!(again["unchanged"].as_u64(), Some(open - 1));
+    child.kill().await.unwrap();
+}
