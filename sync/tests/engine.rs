@@ -353,6 +353,10 @@ both_backends!(two_workers_never_run_a_job_twice, |t| async move {
         assert_eq!(*n, expected, "job {id} ran {n} times");
         assert_eq!(rec.attempts as u32, expected);
     }
+    // Every attempt was measured (the registry is per process: other tests may add to it).
+    assert!(metrics::SYNC_JOB_DURATION.count(&["count", "succeeded"]) >= N as u64);
+    assert!(metrics::SYNC_JOB_DURATION.count(&["count", "retrying"]) >= (N / 10) as u64);
+    assert!(metrics::SYNC_JOB_RETRIES.get(&["count"]) >= (N / 10) as u64);
     // Both workers did some of the work.
     let workers: Vec<String> = match &t.db {
         Db::Postgres(p) => {

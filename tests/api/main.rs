@@ -2623,3 +2623,5 @@ fn reconcile_run_from_files() {
     assert!(!bad_period.status.success());
     assert!(String::from_utf8_lossy(&bad_period.stderr).contains("--period"));
 }
+
+mod observability;
