@@ -1054,7 +1054,7 @@ async fn retry_sync_job(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    sync_job_action(state, caller, id, "retry", body).await
+    sync_job_action(state, caller, id, JobAction::Retry, body).await
 }
 
 async fn resolve_sync_job(
@@ -1063,14 +1063,21 @@ async fn resolve_sync_job(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    sync_job_action(state, caller, id, "resolve", body).await
+    sync_job_action(state, caller, id, JobAction::Resolve, body).await
+}
+
+/// What an operator does to a dead job.
+#[derive(Clone, Copy, Debug)]
+enum JobAction {
+    Retry,
+    Resolve,
 }
 
 async fn sync_job_action(
     state: AppState,
     caller: Caller,
     id: String,
-    action: &'static str,
+    action: JobAction,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
     require(&caller, &[Role::Admin])?;
@@ -1078,8 +1085,8 @@ async fn sync_job_action(
         .parse()
         .map_err(|_| invalid("id", "id: must be a job number".to_owned()))?;
     let record = match action {
-        "retry" => state.jobs.retry(id, &caller.name).await,
-        "resolve" => {
+        JobAction::Retry => state.jobs.retry(id, &caller.name).await,
+        JobAction::Resolve => {
             let b: ResolveBody = if body.is_empty() {
                 ResolveBody::default()
             } else {
@@ -1100,14 +1107,6 @@ async fn sync_job_action(
                 });
             }
             state.jobs.resolve(id, &caller.name, note.trim()).await
-        }
-        _ => {
-            return Err(AppError::Api {
-                status: StatusCode::NOT_FOUND,
-                code: "not_found",
-                field: None,
-                message: "no such route".into(),
-            });
         }
     };
     match record {
