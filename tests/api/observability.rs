@@ -699,3 +699,42 @@ both!(openapi_is_served_and_every_route_answers, |t| async move {
     }
     app.stop().await;
 });
+
+async fn exec(t: &TestDb, sql: &'static str) {
+    match &t.db {
+        db::Db::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        db::Db::Sqlite(s) => sqlx::query(sql).execute(&s.pool).await.map(|_| ()),
+    }
+    .unwrap();
+}
+
+both!(
+    readyz_fails_while_a_migration_is_not_applied,
+    |t| async move {
+        let app = App::spawn(&t).await;
+        let (s, v, _) = app.call("GET", "/readyz", None, None, None).await;
+        assert_eq!((s, v["status"].as_str()), (200, Some("ready")), "{v}");
+        // As if this binary were newer than the database: its last migration is not applied.
+        exec(
+        &t,
+        "UPDATE _sqlx_migrations SET success = (1 = 0) WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
+    )
+    .await;
+        let (s, v, _) = app.call("GET", "/readyz", None, None, None).await;
+        assert_eq!((s, v["status"].as_str()), (503, Some("not_ready")), "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap()
+                .contains("migrations not applied"),
+            "{v}"
+        );
+        // Liveness is not readiness.
+        let (s, _, _) = app.call("GET", "/healthz", None, None, None).await;
+        assert_eq!(s, 200);
+        exec(&t, "UPDATE _sqlx_migrations SET success = (1 = 1)").await;
+        let (s, _, _) = app.call("GET", "/readyz", None, None, None).await;
+        assert_eq!(s, 200);
+        app.stop().await;
+    }
+);
