@@ -444,7 +444,7 @@ async fn observe(mut req: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: the process's metrics, then gauges read from the database now (jobs by
-/// state, the oldest due job's age, ledger entries). A database that does not answer leaves
+/// state, the oldest due job's age, ledger entries and how many await sealing). A database that does not answer leaves
 /// those out and sets `cashloop_database_up` to 0; the scrape itself still succeeds.
 async fn metrics_endpoint(State(state): State<AppState>) -> Response {
     let mut out = metrics::render();
@@ -471,7 +471,12 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
     );
     let entries = metrics::Gauge::new(
         "cashloop_ledger_entries",
-        "Entries in the ledger, counted at scrape time.",
+        "Entries in the ledger, read at scrape time.",
+        &[],
+    );
+    let unsealed = metrics::Gauge::new(
+        "cashloop_ledger_unsealed_entries",
+        "Entries written but not yet sealed into the hash chain.",
         &[],
     );
     let (status, count) = tokio::join!(state.jobs.status(), ledger_entry_count(&state.db));
@@ -489,7 +494,10 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
         }
     }
     match count {
-        Ok(n) => entries.set(&[], n),
+        Ok((n, u)) => {
+            entries.set(&[], n);
+            unsealed.set(&[], u);
+        }
         Err(e) => {
             ok = false;
             tracing::warn!(error = %e, "metrics: counting ledger entries failed");
@@ -497,7 +505,7 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
     }
     up.set(&[], i64::from(ok));
     use metrics::Family as _;
-    for g in [&build, &up, &jobs, &oldest, &entries] {
+    for g in [&build, &up, &jobs, &oldest, &entries, &unsealed] {
         g.render(&mut out);
     }
     (
@@ -507,12 +515,18 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn ledger_entry_count(db: &Db) -> Result<i64, sqlx::Error> {
-    const SQL: &str = "SELECT COUNT(*) FROM ledger_entries";
-    match db {
-        Db::Postgres(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
-        Db::Sqlite(s) => sqlx::query_scalar(SQL).fetch_one(&s.pool).await,
-    }
+/// (entries, entries not yet sealed), without scanning the journal: the chain's sequence is
+/// dense from 1 and every entry is either sealed (in `ledger_chain`) or queued for sealing (in
+/// `ledger_unsealed`), never both — the sealer moves it in one transaction, and one statement
+/// reads both tables from one snapshot.
+async fn ledger_entry_count(db: &Db) -> Result<(i64, i64), sqlx::Error> {
+    const SQL: &str = "SELECT (SELECT COALESCE(MAX(seq), 0) FROM ledger_chain), \
+                       (SELECT COUNT(*) FROM ledger_unsealed)";
+    let (sealed, unsealed): (i64, i64) = match db {
+        Db::Postgres(p) => sqlx::query_as(SQL).fetch_one(p).await?,
+        Db::Sqlite(s) => sqlx::query_as(SQL).fetch_one(&s.pool).await?,
+    };
+    Ok((sealed.saturating_add(unsealed), unsealed))
 }
 
 /// The body-size and timeout layers answer with empty or plain-text bodies; give those our
