@@ -736,3 +736,592 @@ both!(
         app.stop().await;
     }
 );
+
+/// Checks `v` against `schema` (the JSON Schema subset the document uses: `$ref`, `type`,
+/// `const`, `enum`, `oneOf`, `required`, `properties`, `additionalProperties`, `items`,
+/// `minItems`/`maxItems`, `minLength`/`maxLength`). Responses are checked closed: an object
+/// schema that lists `properties` must list every field the server sends.
+fn validate(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let target = doc
+            .pointer(r.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("dangling {r}"));
+        return validate(doc, target, v, at, errors);
+    }
+    if let Some(types) = schema.get("type") {
+        let names: Vec<&str> = match types {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let fits = |t: &str| match t {
+            "null" => v.is_null(),
+            "boolean" => v.is_boolean(),
+            "string" => v.is_string(),
+            "integer" => v.is_i64() || v.is_u64(),
+            "number" => v.is_number(),
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            _ => false,
+        };
+        if !names.iter().any(|t| fits(t)) {
+            errors.push(format!("{at}: {v} is not {names:?}"));
+            return;
+        }
+    }
+    if let Some(c) = schema.get("const")
+        && v != c
+    {
+        errors.push(format!("{at}: {v} is not {c}"));
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array)
+        && !e.contains(v)
+    {
+        errors.push(format!("{at}: {v} is not one of {e:?}"));
+    }
+    if let Some(one) = schema.get("oneOf").and_then(Value::as_array) {
+        let fitting = one
+            .iter()
+            .filter(|s| {
+                let mut e = Vec::new();
+                validate(doc, s, v, at, &mut e);
+                e.is_empty()
+            })
+            .count();
+        if fitting != 1 {
+            errors.push(format!("{at}: fits {fitting} of the oneOf schemas"));
+        }
+    }
+    match v {
+        Value::Object(o) => {
+            for r in schema["required"].as_array().into_iter().flatten() {
+                let r = r.as_str().unwrap();
+                if !o.contains_key(r) {
+                    errors.push(format!("{at}: no {r}"));
+                }
+            }
+            let props = schema.get("properties").and_then(Value::as_object);
+            for (k, x) in o {
+                let here = format!("{at}.{k}");
+                match (
+                    props.and_then(|p| p.get(k)),
+                    schema.get("additionalProperties"),
+                ) {
+                    (Some(s), _) => validate(doc, s, x, &here, errors),
+                    (None, Some(s @ Value::Object(_))) => validate(doc, s, x, &here, errors),
+                    (None, Some(Value::Bool(true))) => {}
+                    (None, None) if props.is_none() => {}
+                    (None, _) => errors.push(format!("{here}: not in the document")),
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = schema.get("items") {
+                for (i, x) in a.iter().enumerate() {
+                    validate(doc, items, x, &format!("{at}[{i}]"), errors);
+                }
+            }
+            if schema["minItems"]
+                .as_u64()
+                .is_some_and(|n| (a.len() as u64) < n)
+                || schema["maxItems"]
+                    .as_u64()
+                    .is_some_and(|n| (a.len() as u64) > n)
+            {
+                errors.push(format!("{at}: {} items", a.len()));
+            }
+        }
+        Value::String(s) => {
+            let n = s.chars().count() as u64;
+            if schema["minLength"].as_u64().is_some_and(|m| n < m)
+                || schema["maxLength"].as_u64().is_some_and(|m| n > m)
+            {
+                errors.push(format!("{at}: length {n}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Calls the app and checks the answer against the document: the status is documented for
+/// the operation (or falls under `default`) and the body fits that response's schema.
+async fn checked(
+    app: &App,
+    doc: &Value,
+    (method, template): (&str, &str),
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let (status, v, _) = app.call(method, path, key, None, body).await;
+    let op = &doc["paths"][template][method.to_ascii_lowercase()];
+    assert!(op.is_object(), "{method} {template} is not documented");
+    let mut resp = op["responses"]
+        .get(status.to_string())
+        .or_else(|| op["responses"].get("default"))
+        .unwrap_or_else(|| panic!("{method} {path}: {status} is not documented: {v}"));
+    if let Some(r) = resp.get("$ref").and_then(Value::as_str) {
+        resp = doc.pointer(r.trim_start_matches('#')).unwrap();
+    }
+    let schema = &resp["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {path}: {status} has no JSON schema"
+    );
+    let mut errors = Vec::new();
+    validate(doc, schema, &v, "body", &mut errors);
+    assert!(
+        errors.is_empty(),
+        "{method} {path} → {status} does not fit the document:\n{}\n{v}",
+        errors.join("\n")
+    );
+    (status, v)
+}
+
+#[test]
+fn the_validator_catches_shape_drift() {
+    let doc = json!({"components": {"schemas": {"A": {"type": "object", "required": ["x"],
+        "properties": {"x": {"type": "integer"}, "y": {"type": ["string", "null"], "enum": ["a", null]}}}}}});
+    let a = json!({"$ref": "#/components/schemas/A"});
+    let errs = |v: Value| {
+        let mut e = Vec::new();
+        validate(&doc, &a, &v, "body", &mut e);
+        e
+    };
+    assert!(errs(json!({"x": 1, "y": null})).is_empty());
+    assert!(!errs(json!({"x": 1.5})).is_empty(), "not an integer");
+    assert!(!errs(json!({"y": "a"})).is_empty(), "x missing");
+    assert!(
+        !errs(json!({"x": 1, "y": "b"})).is_empty(),
+        "not in the enum"
+    );
+    assert!(
+        !errs(json!({"x": 1, "z": 2})).is_empty(),
+        "an undocumented field"
+    );
+}
+
+both!(responses_fit_the_openapi_document, |t| async move {
+    add_chart(&t.url);
+    let owned = App::spawn(&t).await;
+    let doc: Value = serde_json::from_str(cashloop::server::OPENAPI_JSON).unwrap();
+    let doc = &doc;
+    let app = &owned;
+    const GET: &str = "GET";
+    const POST: &str = "POST";
+
+    // The ledger.
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/ledger/accounts"),
+        "/v1/ledger/accounts",
+        Some(FINANCE_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let entry = sale("obs-openapi-1", "25.00");
+    let (s, v) = checked(
+        app,
+        doc,
+        (POST, "/v1/ledger/entries"),
+        "/v1/ledger/entries",
+        Some(FINANCE_KEY),
+        Some(&entry),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let id = v["id"].as_i64().unwrap();
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/ledger/entries"),
+        "/v1/ledger/entries",
+        Some(FINANCE_KEY),
+        Some(&entry),
+    )
+    .await;
+    assert_eq!(s, 200, "a replay");
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/ledger/entries"),
+        "/v1/ledger/entries",
+        Some(FINANCE_KEY),
+        Some("{"),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/ledger/entries"),
+        "/v1/ledger/entries",
+        Some(FINANCE_KEY),
+        Some(&sale("obs-openapi-2", "-1.00")),
+    )
+    .await;
+    assert_eq!(s, 422);
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/ledger/entries/{id}"),
+        &format!("/v1/ledger/entries/{id}"),
+        Some(AUDITOR_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/ledger/entries/{id}"),
+        "/v1/ledger/entries/424242",
+        Some(AUDITOR_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/ledger/accounts/{entity}/{code}/balance"),
+        "/v1/ledger/accounts/MAIN/1000/balance?as_of=2026-12-31",
+        Some(FINANCE_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/ledger/trial-balance"),
+        "/v1/ledger/trial-balance",
+        Some(FINANCE_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // The vault and payments.
+    let card = |n: &str| {
+        format!(
+            r#"{{"type":"card","card":{{"number":"{n}","exp_month":12,"exp_year":2030,"name":"Ada"}}}}"#
+        )
+    };
+    let (s, v) = checked(
+        app,
+        doc,
+        (POST, "/v1/tokens"),
+        "/v1/tokens",
+        Some(PAYMENTS_KEY),
+        Some(&card(TEST_PAN)),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let token = v["token"].as_str().unwrap().to_owned();
+    let (s, _) = checked(app, doc, (POST, "/v1/tokens"), "/v1/tokens", Some(PAYMENTS_KEY), Some(r#"{"type":"bank_account","bank_account":{"routing_number":"110000000","account_number":"000123456789","account_type":"checking","holder_name":"G"}}"#)).await;
+    assert_eq!(s, 201);
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/tokens/{token}"),
+        &format!("/v1/tokens/{token}"),
+        Some(AUDITOR_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let pay = |token: &str, capture: bool| {
+        format!(
+            r#"{{"amount":"20.00","currency":"USD","payment_method":"{token}","capture":{capture},"opportunity_id":"006OBS","account_id":"001OBS","invoice_refs":["INV-1"],"metadata":{{"k":"v"}}}}"#
+        )
+    };
+    let (s, v) = checked(
+        app,
+        doc,
+        (POST, "/v1/payments"),
+        "/v1/payments",
+        Some(PAYMENTS_KEY),
+        Some(&pay(&token, false)),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let pid = v["id"].as_str().unwrap().to_owned();
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/payments/{id}/capture"),
+        &format!("/v1/payments/{pid}/capture"),
+        Some(PAYMENTS_KEY),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/payments/{id}/refunds"),
+        &format!("/v1/payments/{pid}/refunds"),
+        Some(PAYMENTS_KEY),
+        Some(r#"{"amount":"5.00"}"#),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/payments/{id}/void"),
+        &format!("/v1/payments/{pid}/void"),
+        Some(PAYMENTS_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 409, "a captured payment cannot be voided");
+    let (s, v) = checked(
+        app,
+        doc,
+        (POST, "/v1/payments"),
+        "/v1/payments",
+        Some(PAYMENTS_KEY),
+        Some(&pay(&token, false)),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/payments/{id}/void"),
+        &format!("/v1/payments/{}/void", v["id"].as_str().unwrap()),
+        Some(PAYMENTS_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, v) = checked(
+        app,
+        doc,
+        (POST, "/v1/tokens"),
+        "/v1/tokens",
+        Some(PAYMENTS_KEY),
+        Some(&card("4000000000000002")),
+    )
+    .await;
+    let declined = v["token"].as_str().unwrap().to_owned();
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/payments"),
+        "/v1/payments",
+        Some(PAYMENTS_KEY),
+        Some(&pay(&declined, true)),
+    )
+    .await;
+    assert_eq!(s, 402);
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/payments/{id}/represent"),
+        &format!("/v1/payments/{pid}/represent"),
+        Some(PAYMENTS_KEY),
+        None,
+    )
+    .await;
+    assert!(
+        s == 409 || s == 422,
+        "only a returned ACH debit is presented again: {s}"
+    );
+    let (s, v) = checked(
+        app,
+        doc,
+        (GET, "/v1/payments"),
+        "/v1/payments?opportunity_id=006OBS",
+        Some(FINANCE_KEY),
+        None,
+    )
+    .await;
+    assert_eq!((s, v["data"].as_array().map(Vec::len)), (200, Some(3)));
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/payments"),
+        "/v1/payments",
+        Some(FINANCE_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 422);
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/payments/{id}"),
+        &format!("/v1/payments/{pid}"),
+        Some(AUDITOR_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/payments/{id}"),
+        "/v1/payments/pay_nope",
+        Some(AUDITOR_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/webhooks/deliveries"),
+        "/v1/webhooks/deliveries?status=failed",
+        Some(AUDITOR_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // The sync queue: one dead job to look at, resolve and retry.
+    let jobs = sync::jobs::Jobs::new(t.db.clone());
+    let mut dead = Vec::new();
+    for i in 0..2 {
+        jobs.enqueue(sync::jobs::NewJob::new("test.doomed", json!({"i": i})))
+            .await
+            .unwrap();
+    }
+    for job in jobs
+        .claim("t", &["test.doomed"], 2, Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        jobs.fail(&job, &sync::jobs::JobError::Permanent("bad data".into()))
+            .await
+            .unwrap();
+        dead.push(job.id);
+    }
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/sync/status"),
+        "/v1/sync/status",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, v) = checked(
+        app,
+        doc,
+        (GET, "/v1/sync/jobs"),
+        "/v1/sync/jobs?status=dead",
+        Some(AUDITOR_KEY),
+        None,
+    )
+    .await;
+    assert_eq!((s, v["data"].as_array().map(Vec::len)), (200, Some(2)));
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/sync/jobs"),
+        "/v1/sync/jobs?status=odd",
+        Some(AUDITOR_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 422);
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/sync/jobs/{id}/resolve"),
+        &format!("/v1/sync/jobs/{}/resolve", dead[0]),
+        Some(ADMIN_KEY),
+        Some(r#"{"note":"fixed by hand"}"#),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/sync/jobs/{id}/retry"),
+        &format!("/v1/sync/jobs/{}/retry", dead[0]),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 409, "a resolved job is not retried");
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/sync/jobs/{id}/retry"),
+        &format!("/v1/sync/jobs/{}/retry", dead[1]),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/sync/jobs/{id}/retry"),
+        "/v1/sync/jobs/999999/retry",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/sync/intacct/pull"),
+        "/v1/sync/intacct/pull",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "not configured here");
+
+    // Authentication and roles.
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/sync/status"),
+        "/v1/sync/status",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/sync/status"),
+        "/v1/sync/status",
+        Some(PAYMENTS_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/events/salesforce"),
+        "/v1/events/salesforce",
+        None,
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(s, 404, "not configured here");
+    let (s, _) = checked(
+        app,
+        doc,
+        (GET, "/v1/openapi.json"),
+        "/v1/openapi.json",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    owned.stop().await;
+});
