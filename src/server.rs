@@ -371,11 +371,19 @@ const REQUEST_ID_MAX_LEN: usize = 128;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// A run of this many digits could be a card number (13 to 19 digits): such an id is not
+/// taken, so a caller cannot put a card number into the logs through the request id.
+const REQUEST_ID_MAX_DIGIT_RUN: usize = 12;
+
 fn well_formed_request_id(s: &str) -> bool {
+    let mut run = 0usize;
     !s.is_empty()
         && s.len() <= REQUEST_ID_MAX_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && s.bytes().all(|b| {
+            run = if b.is_ascii_digit() { run + 1 } else { 0 };
+            run <= REQUEST_ID_MAX_DIGIT_RUN
+                && (b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
 }
 
 fn new_request_id() -> String {

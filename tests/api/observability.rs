@@ -523,7 +523,19 @@ both!(
         assert_ne!(made, get(None, "/healthz").await, "a new id per request");
         // A malformed or overlong id is replaced, not echoed.
         let long: &'static str = Box::leak("x".repeat(129).into_boxed_str());
-        for bad in ["has space", "semi;colon", "{}", long] {
+        // …and so is one that could carry a card number (13 or more digits in a row).
+        assert_eq!(
+            get(Some("a-123456789012-b"), "/healthz").await,
+            "a-123456789012-b"
+        );
+        for bad in [
+            "has space",
+            "semi;colon",
+            "{}",
+            long,
+            "4111111111111111",
+            "x1234567890123",
+        ] {
             let got = get(Some(bad), "/healthz").await;
             assert!(is_generated(&got), "{bad:?} -> {got}");
         }
