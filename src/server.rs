@@ -1,17 +1,22 @@
-//! The HTTP server: health and readiness probes and the `/v1/ledger` JSON API, behind
-//! API-key authentication with roles. Errors are mapped to responses in exactly one place
-//! ([`AppError`]): `{"error":{"code","message","field"}}` with a 4xx status for the
-//! caller's mistakes; a 500 logs its cause and returns an opaque body.
+//! The HTTP server: health and readiness probes, `/metrics`, and the `/v1` JSON API (ledger,
+//! vault, payments, sync) behind API-key authentication with roles. Errors are mapped to
+//! responses in exactly one place ([`AppError`]): `{"error":{"code","message","field"}}` with a
+//! 4xx status for the caller's mistakes; a 500 logs its cause and returns an opaque body.
+//!
+//! Every `/v1` route is declared once, in [`V1_ROUTES`] (built by `v1_routes!`): the router is
+//! made from that list and the OpenAPI document (`/v1/openapi.json`) is tested against it.
+//! Every request runs in a `request` span with its request id (`x-request-id`, echoed) and is
+//! measured by route template, method and status class (see the `metrics` crate).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use db::Db;
@@ -23,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use crate::config::{ApiKey, Config, Role};
 
@@ -165,11 +170,27 @@ impl From<LedgerError> for AppError {
 }
 
 fn body(status: StatusCode, code: &str, message: &str, field: Option<&str>) -> Response {
-    (
+    reply(
         status,
-        Json(json!({"error": {"code": code, "message": message, "field": field}})),
+        json!({"error": {"code": code, "message": message, "field": field}}),
     )
-        .into_response()
+}
+
+/// The machine-readable code of an error response, for `cashloop_http_errors_total`.
+#[derive(Clone, Debug)]
+struct ResponseErrorCode(String);
+
+/// A JSON response; an error body (`{"error":{"code":…}}`) also marks the response with its
+/// code, which the `observe` middleware counts.
+fn reply(status: StatusCode, body: serde_json::Value) -> Response {
+    let code = body["error"]["code"]
+        .as_str()
+        .map(|c| ResponseErrorCode(c.to_owned()));
+    let mut resp = (status, Json(body)).into_response();
+    if let Some(code) = code {
+        resp.extensions_mut().insert(code);
+    }
+    resp
 }
 
 impl AppError {
@@ -240,7 +261,7 @@ fn internal() -> (StatusCode, serde_json::Value) {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, body) = self.parts();
-        (status, Json(body)).into_response()
+        reply(status, body)
     }
 }
 
@@ -252,37 +273,81 @@ fn invalid(field: &str, message: String) -> AppError {
     }
 }
 
+/// Declares the `/v1` routes once: [`V1_ROUTES`] lists them (method, path template, whether an
+/// API key is required) and `v1_router` registers exactly those, so the list cannot drift
+/// from what is served.
+macro_rules! v1_routes {
+    ($($auth:ident $method:ident $path:literal => $handler:expr;)*) => {
+        /// Every route under `/v1`: (method, path template, API key required).
+        pub const V1_ROUTES: &[(&str, &str, bool)] =
+            &[$((stringify!($method), $path, v1_routes!(@key $auth)),)*];
+
+        fn v1_router(state: &AppState) -> Router<AppState> {
+            let mut keyed = Router::new();
+            let mut open = Router::new();
+            $(
+                let route = axum::routing::on(axum::routing::MethodFilter::$method, $handler);
+                if v1_routes!(@key $auth) {
+                    keyed = keyed.route($path, route);
+                } else {
+                    open = open.route($path, route);
+                }
+            )*
+            open.merge(keyed.route_layer(middleware::from_fn_with_state(state.clone(), authenticate)))
+        }
+    };
+    (@key key) => { true };
+    (@key open) => { false };
+}
+
+v1_routes! {
+    key GET "/v1/ledger/accounts" => list_accounts;
+    key GET "/v1/ledger/accounts/{entity}/{code}/balance" => balance;
+    key POST "/v1/ledger/entries" => post_entry;
+    key GET "/v1/ledger/entries/{id}" => get_entry;
+    key GET "/v1/ledger/trial-balance" => trial_balance;
+    key POST "/v1/tokens" => post_token;
+    key GET "/v1/tokens/{token}" => get_token;
+    key POST "/v1/payments" => post_payment;
+    key GET "/v1/payments" => list_payments;
+    key GET "/v1/payments/{id}" => get_payment;
+    key POST "/v1/payments/{id}/capture" => capture_payment;
+    key POST "/v1/payments/{id}/void" => void_payment;
+    key POST "/v1/payments/{id}/refunds" => refund_payment;
+    key POST "/v1/payments/{id}/represent" => represent_payment;
+    key GET "/v1/webhooks/deliveries" => webhook_deliveries;
+    key GET "/v1/sync/status" => sync_status;
+    key GET "/v1/sync/jobs" => sync_jobs;
+    key POST "/v1/sync/jobs/{id}/retry" => retry_sync_job;
+    key POST "/v1/sync/jobs/{id}/resolve" => resolve_sync_job;
+    key POST "/v1/sync/intacct/pull" => sync_intacct_pull;
+    // Authenticated by its signature, not an API key: Authorize.Net cannot send one.
+    open POST "/v1/processors/authorize_net/webhooks" => authnet_webhook;
+    // Signed by the Apex callout / authenticated by the org id and a URL token.
+    open POST "/v1/events/salesforce" => salesforce_event;
+    open POST "/v1/salesforce/outbound" => salesforce_outbound;
+    // The API's description: public, like the API's shape.
+    open GET "/v1/openapi.json" => openapi;
+}
+
+/// The OpenAPI 3.1 document of the `/v1` API, served at `GET /v1/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI_JSON,
+    )
+        .into_response()
+}
+
 /// The router, without the listener (tests call it with `oneshot`).
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/ledger/entries", post(post_entry))
-        .route("/ledger/entries/{id}", get(get_entry))
-        .route("/ledger/accounts", get(list_accounts))
-        .route("/ledger/accounts/{entity}/{code}/balance", get(balance))
-        .route("/ledger/trial-balance", get(trial_balance))
-        .route("/tokens", post(post_token))
-        .route("/tokens/{token}", get(get_token))
-        .route("/payments", post(post_payment).get(list_payments))
-        .route("/payments/{id}", get(get_payment))
-        .route("/payments/{id}/{action}", post(payment_action_route))
-        .route("/webhooks/deliveries", get(webhook_deliveries))
-        .route("/sync/status", get(sync_status))
-        .route("/sync/jobs", get(sync_jobs))
-        .route("/sync/intacct/pull", post(sync_intacct_pull))
-        .route("/sync/jobs/{id}/{action}", post(sync_job_action))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        // Authenticated by its signature, not an API key: Authorize.Net cannot send one.
-        .route(
-            "/v1/processors/authorize_net/webhooks",
-            post(authnet_webhook),
-        )
-        // Signed by the Apex callout / authenticated by the org id and a URL token.
-        .route("/v1/events/salesforce", post(salesforce_event))
-        .route("/v1/salesforce/outbound", post(salesforce_outbound))
-        .nest("/v1", v1)
+        .route("/metrics", get(metrics_endpoint))
+        .merge(v1_router(&state))
         .fallback(|| async { body(StatusCode::NOT_FOUND, "not_found", "no such route", None) })
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -291,10 +356,185 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(
             state.config.request_body_limit_bytes,
         ))
-        .layer(TraceLayer::new_for_http())
-        // Outermost: the limit layers answer before any inner layer runs.
+        // The limit layers answer before any inner layer runs; give their answers our shape.
         .layer(middleware::map_response(json_errors))
+        // Outermost: the request id, the request's span, and its metrics see every answer.
+        .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// The longest `x-request-id` taken from a caller; a longer or odd one is replaced.
+const REQUEST_ID_MAX_LEN: usize = 128;
+
+/// A request's id: the caller's `x-request-id` when well-formed, else a new random one. In
+/// the request's extensions, its log span, and the response's `x-request-id` header.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// A run of this many digits could be a card number (13 to 19 digits): such an id is not
+/// taken, so a caller cannot put a card number into the logs through the request id.
+const REQUEST_ID_MAX_DIGIT_RUN: usize = 12;
+
+fn well_formed_request_id(s: &str) -> bool {
+    let mut run = 0usize;
+    !s.is_empty()
+        && s.len() <= REQUEST_ID_MAX_LEN
+        && s.bytes().all(|b| {
+            run = if b.is_ascii_digit() { run + 1 } else { 0 };
+            run <= REQUEST_ID_MAX_DIGIT_RUN
+                && (b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No randomness: a process-unique sequence still tells requests apart.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        b[..8].copy_from_slice(&n.to_be_bytes());
+        b[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+    }
+    hex::encode(b)
+}
+
+/// Methods outside this set are measured as `other` (a label set must stay small).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Request id, span and metrics for every request. The span names the route template, never
+/// the raw URI (a query string can carry a token) and never a body.
+async fn observe(mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| well_formed_request_id(s))
+        .map_or_else(new_request_id, str::to_owned);
+    let method = method_label(req.method());
+    // Unmatched paths share one label: raw paths would make a series per probe.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method,
+        route = %route,
+        caller = tracing::field::Empty,
+    );
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let status = resp.status().as_u16();
+    span.in_scope(|| tracing::debug!(status, latency_us, "request finished"));
+    metrics::record_request(&route, method, status, latency_us);
+    if let Some(ResponseErrorCode(code)) = resp.extensions().get::<ResponseErrorCode>() {
+        metrics::HTTP_ERRORS.inc(&[code]);
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// `GET /metrics`: the process's metrics, then gauges read from the database now (jobs by
+/// state, the oldest due job's age, ledger entries and how many await sealing). A database that does not answer leaves
+/// those out and sets `cashloop_database_up` to 0; the scrape itself still succeeds.
+async fn metrics_endpoint(State(state): State<AppState>) -> Response {
+    let mut out = metrics::render();
+    let build = metrics::Gauge::new(
+        "cashloop_build_info",
+        "The running cashloop version (always 1).",
+        &["version"],
+    );
+    build.set(&[env!("CARGO_PKG_VERSION")], 1);
+    let up = metrics::Gauge::new(
+        "cashloop_database_up",
+        "1 when the database answered this scrape's queries, else 0.",
+        &[],
+    );
+    let jobs = metrics::Gauge::new(
+        "cashloop_sync_jobs",
+        "Sync jobs by state, read from sync_jobs at scrape time.",
+        &["state"],
+    );
+    let oldest = metrics::Gauge::new(
+        "cashloop_sync_oldest_pending_age_seconds",
+        "Age of the oldest due pending sync job (0 when none is due).",
+        &[],
+    );
+    let entries = metrics::Gauge::new(
+        "cashloop_ledger_entries",
+        "Entries in the ledger, read at scrape time.",
+        &[],
+    );
+    let unsealed = metrics::Gauge::new(
+        "cashloop_ledger_unsealed_entries",
+        "Entries written but not yet sealed into the hash chain.",
+        &[],
+    );
+    let (status, count) = tokio::join!(state.jobs.status(), ledger_entry_count(&state.db));
+    let mut ok = true;
+    match status {
+        Ok(st) => {
+            for s in sync::jobs::STATUSES {
+                jobs.set(&[s], st.by_status.get(s).copied().unwrap_or(0));
+            }
+            oldest.set(&[], st.oldest_pending_age_s.unwrap_or(0));
+        }
+        Err(e) => {
+            ok = false;
+            tracing::warn!(error = %e, "metrics: reading sync job counts failed");
+        }
+    }
+    match count {
+        Ok((n, u)) => {
+            entries.set(&[], n);
+            unsealed.set(&[], u);
+        }
+        Err(e) => {
+            ok = false;
+            tracing::warn!(error = %e, "metrics: counting ledger entries failed");
+        }
+    }
+    up.set(&[], i64::from(ok));
+    use metrics::Family as _;
+    for g in [&build, &up, &jobs, &oldest, &entries, &unsealed] {
+        g.render(&mut out);
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        out,
+    )
+        .into_response()
+}
+
+/// (entries, entries not yet sealed), without scanning the journal: the chain's sequence is
+/// dense from 1 and every entry is either sealed (in `ledger_chain`) or queued for sealing (in
+/// `ledger_unsealed`), never both — the sealer moves it in one transaction, and one statement
+/// reads both tables from one snapshot.
+async fn ledger_entry_count(db: &Db) -> Result<(i64, i64), sqlx::Error> {
+    const SQL: &str = "SELECT (SELECT COALESCE(MAX(seq), 0) FROM ledger_chain), \
+                       (SELECT COUNT(*) FROM ledger_unsealed)";
+    let (sealed, unsealed): (i64, i64) = match db {
+        Db::Postgres(p) => sqlx::query_as(SQL).fetch_one(p).await?,
+        Db::Sqlite(s) => sqlx::query_as(SQL).fetch_one(&s.pool).await?,
+    };
+    Ok((sealed.saturating_add(unsealed), unsealed))
 }
 
 /// The body-size and timeout layers answer with empty or plain-text bodies; give those our
@@ -388,6 +628,7 @@ async fn authenticate(
         role: key.role,
     };
     req.extensions_mut().insert(caller.clone());
+    tracing::Span::current().record("caller", caller.name.as_str());
     let resp = next.run(req).await;
     if method != axum::http::Method::GET {
         let action = format!("{method} {route}");
@@ -829,19 +1070,45 @@ struct ResolveBody {
 
 /// `POST /v1/sync/jobs/{id}/retry` and `/resolve` (`{"note": "…"}`): operator actions on the
 /// error queue, audited with the caller's name.
-async fn sync_job_action(
+async fn retry_sync_job(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
-    Path((id, action)): Path<(String, String)>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    sync_job_action(state, caller, id, JobAction::Retry, body).await
+}
+
+async fn resolve_sync_job(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    sync_job_action(state, caller, id, JobAction::Resolve, body).await
+}
+
+/// What an operator does to a dead job.
+#[derive(Clone, Copy, Debug)]
+enum JobAction {
+    Retry,
+    Resolve,
+}
+
+async fn sync_job_action(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    action: JobAction,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
     require(&caller, &[Role::Admin])?;
     let id: i64 = id
         .parse()
         .map_err(|_| invalid("id", "id: must be a job number".to_owned()))?;
-    let record = match action.as_str() {
-        "retry" => state.jobs.retry(id, &caller.name).await,
-        "resolve" => {
+    let record = match action {
+        JobAction::Retry => state.jobs.retry(id, &caller.name).await,
+        JobAction::Resolve => {
             let b: ResolveBody = if body.is_empty() {
                 ResolveBody::default()
             } else {
@@ -862,14 +1129,6 @@ async fn sync_job_action(
                 });
             }
             state.jobs.resolve(id, &caller.name, note.trim()).await
-        }
-        _ => {
-            return Err(AppError::Api {
-                status: StatusCode::NOT_FOUND,
-                code: "not_found",
-                field: None,
-                message: "no such route".into(),
-            });
         }
     };
     match record {
@@ -1074,7 +1333,7 @@ where
 {
     let Some(key) = headers.get("idempotency-key") else {
         let (status, body) = work.await?;
-        return Ok((status, Json(body)).into_response());
+        return Ok(reply(status, body));
     };
     let key = key
         .to_str()
@@ -1125,7 +1384,14 @@ where
                 gateway::idempotency::finish(db, &caller.name, &key, status.as_u16(), &text).await
             };
             stored.map_err(|e| AppError::Internal(e.to_string()))?;
-            Ok((status, [("content-type", "application/json")], text).into_response())
+            let code = body["error"]["code"]
+                .as_str()
+                .map(|c| ResponseErrorCode(c.to_owned()));
+            let mut resp = (status, [("content-type", "application/json")], text).into_response();
+            if let Some(code) = code {
+                resp.extensions_mut().insert(code);
+            }
+            Ok(resp)
         }
     }
 }
@@ -1404,29 +1670,27 @@ async fn payment_action(
     .await
 }
 
-/// `POST /v1/payments/{id}/{capture|void|refunds|represent}`: one handler, the action decides.
-async fn payment_action_route(
-    State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Path((id, action)): Path<(String, String)>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Result<Response, AppError> {
-    let route = match action.as_str() {
-        "capture" => "POST /v1/payments/{id}/capture",
-        "void" => "POST /v1/payments/{id}/void",
-        "refunds" => "POST /v1/payments/{id}/refunds",
-        "represent" => "POST /v1/payments/{id}/represent",
-        _ => {
-            return Err(AppError::Api {
-                status: StatusCode::NOT_FOUND,
-                code: "not_found",
-                field: None,
-                message: "no such route".to_owned(),
-            });
+/// `POST /v1/payments/{id}/{capture|void|refunds|represent}`: one handler per route, the
+/// shared work in [`payment_action`].
+macro_rules! payment_action_handlers {
+    ($($name:ident => $route:literal;)*) => {$(
+        async fn $name(
+            State(state): State<AppState>,
+            axum::Extension(caller): axum::Extension<Caller>,
+            Path(id): Path<String>,
+            headers: HeaderMap,
+            bytes: Bytes,
+        ) -> Result<Response, AppError> {
+            payment_action(state, caller, headers, bytes, id, $route).await
         }
-    };
-    payment_action(state, caller, headers, bytes, id, route).await
+    )*};
+}
+
+payment_action_handlers! {
+    capture_payment => "POST /v1/payments/{id}/capture";
+    void_payment => "POST /v1/payments/{id}/void";
+    refund_payment => "POST /v1/payments/{id}/refunds";
+    represent_payment => "POST /v1/payments/{id}/represent";
 }
 
 async fn get_payment(

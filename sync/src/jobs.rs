@@ -966,7 +966,10 @@ pub async fn run_worker(
             };
             let jobs = jobs.clone();
             let handler = registry.handlers.get(&job.kind).cloned();
-            running.spawn(async move {
+            // Every log line of the job's run carries its id, kind and attempt.
+            let span = tracing::info_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempt);
+            running.spawn(tracing::Instrument::instrument(async move {
+                let started = std::time::Instant::now();
                 let result = match &handler {
                     Some(h) => h.handle(&job).await,
                     None => Err(JobError::Permanent(format!(
@@ -974,17 +977,28 @@ pub async fn run_worker(
                         job.kind
                     ))),
                 };
+                let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 let recorded = match &result {
-                    Ok(()) => jobs.succeed(&job).await.map(|_| ()),
+                    Ok(()) => jobs.succeed(&job).await.map(|done| if done { "succeeded" } else { "lease_lost" }),
                     Err(e) => jobs.fail(&job, e).await.map(|outcome| {
                         tracing::info!(job = job.id, kind = %job.kind, attempt = job.attempt, ?outcome, error = %e.message(), "sync job failed");
+                        match outcome {
+                            Failed::Retrying { .. } => "retrying",
+                            Failed::Dead => "dead",
+                            Failed::LeaseLost => "lease_lost",
+                        }
                     }),
                 };
-                if let Err(e) = recorded {
-                    tracing::error!(job = job.id, error = %e, "recording a job outcome failed; the lease will expire and the job run again");
-                }
+                let outcome = match recorded {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::error!(job = job.id, error = %e, "recording a job outcome failed; the lease will expire and the job run again");
+                        "unrecorded"
+                    }
+                };
+                metrics::record_job(&job.kind, outcome, latency_us);
                 drop(permit);
-            });
+            }, span));
         }
         while running.try_join_next().is_some() {}
         if idle || permits.available_permits() == 0 {

@@ -289,6 +289,83 @@ impl Handler for Counting {
     }
 }
 
+/// Logs one line from inside the handler.
+#[derive(Debug)]
+struct Logging;
+
+impl Handler for Logging {
+    fn handle<'a>(&'a self, _job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            tracing::info!("inside the handler");
+            Ok(())
+        })
+    }
+}
+
+/// A `MakeWriter` into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// A job's log lines carry its id, kind and attempt (the `job` span), and its run is measured.
+// Current-thread runtime: the subscriber set for this thread sees the worker's tasks.
+#[tokio::test(flavor = "current_thread")]
+async fn job_runs_log_in_a_span_with_the_job_id() {
+    let t = db::testing::sqlite().await;
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let jobs = fast(t.db.clone());
+    let id = jobs
+        .enqueue(NewJob::new("logged", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(run_worker(
+        jobs.clone(),
+        Registry::new().register("logged", Arc::new(Logging)),
+        WorkerOptions {
+            name: "w".into(),
+            concurrency: 1,
+            lease: LEASE,
+            idle_poll: Duration::from_millis(10),
+        },
+        stopped,
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while jobs.get(id).await.unwrap().status != "succeeded" {
+        assert!(std::time::Instant::now() < deadline, "the job did not run");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(true).unwrap();
+    worker.await.unwrap();
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let line: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["fields"]["message"] == "inside the handler")
+        .unwrap_or_else(|| panic!("no handler line in {text}"));
+    assert_eq!(line["span"]["name"], "job", "{line}");
+    assert_eq!(line["span"]["job_id"], id, "{line}");
+    assert_eq!(line["span"]["kind"], "logged", "{line}");
+    assert_eq!(line["span"]["attempt"], 1, "{line}");
+    assert!(metrics::SYNC_JOB_DURATION.count(&["logged", "succeeded"]) >= 1);
+}
+
 // Two workers on two connection pools (as two `cashloop serve` processes would have) never
 // run a job twice; retried jobs run again; every job ends succeeded.
 both_backends!(two_workers_never_run_a_job_twice, |t| async move {
@@ -353,6 +430,10 @@ both_backends!(two_workers_never_run_a_job_twice, |t| async move {
         assert_eq!(*n, expected, "job {id} ran {n} times");
         assert_eq!(rec.attempts as u32, expected);
     }
+    // Every attempt was measured (the registry is per process: other tests may add to it).
+    assert!(metrics::SYNC_JOB_DURATION.count(&["count", "succeeded"]) >= N as u64);
+    assert!(metrics::SYNC_JOB_DURATION.count(&["count", "retrying"]) >= (N / 10) as u64);
+    assert!(metrics::SYNC_JOB_RETRIES.get(&["count"]) >= (N / 10) as u64);
     // Both workers did some of the work.
     let workers: Vec<String> = match &t.db {
         Db::Postgres(p) => {

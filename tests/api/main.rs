@@ -3044,3 +3044,5 @@ async fn sandbox_cash_application_reaches_intacct() {
     assert_eq!(again["unchanged"].as_u64(), Some(open - 1));
     child.kill().await.unwrap();
 }
+
+mod observability;
