@@ -452,7 +452,8 @@ async fn observe(mut req: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: the process's metrics, then gauges read from the database now (jobs by
-/// state, the oldest due job's age, ledger entries and how many await sealing). A database that does not answer leaves
+/// state, the oldest due job's age, ledger entries and how many await sealing, the newest
+/// reconciliation run's outcomes). A database that does not answer leaves
 /// those out and sets `cashloop_database_up` to 0; the scrape itself still succeeds.
 async fn metrics_endpoint(State(state): State<AppState>) -> Response {
     let mut out = metrics::render();
@@ -487,7 +488,35 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
         "Entries written but not yet sealed into the hash chain.",
         &[],
     );
-    let (status, count) = tokio::join!(state.jobs.status(), ledger_entry_count(&state.db));
+    let recon = metrics::Gauge::new(
+        "cashloop_reconcile_last_run_items",
+        "Items of the newest stored reconciliation run by kind (payment, item, settlement) and category.",
+        &["kind", "category"],
+    );
+    let recon_run = metrics::Gauge::new(
+        "cashloop_reconcile_last_run_id",
+        "The newest stored reconciliation run (0 when none).",
+        &[],
+    );
+    let store = reconcile::store::Store::new(state.db.clone());
+    let (status, count, totals) = tokio::join!(
+        state.jobs.status(),
+        ledger_entry_count(&state.db),
+        store.latest_totals()
+    );
+    match totals {
+        Ok(Some((id, rows))) => {
+            recon_run.set(&[], id);
+            for (kind, category, n) in rows {
+                recon.set(&[&kind, &category], n);
+            }
+        }
+        Ok(None) => recon_run.set(&[], 0),
+        Err(e) => {
+            recon_run.set(&[], 0);
+            tracing::warn!(error = %e, "metrics: reading the latest reconciliation failed");
+        }
+    }
     let mut ok = true;
     match status {
         Ok(st) => {
@@ -513,7 +542,9 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
     }
     up.set(&[], i64::from(ok));
     use metrics::Family as _;
-    for g in [&build, &up, &jobs, &oldest, &entries, &unsealed] {
+    for g in [
+        &build, &up, &jobs, &oldest, &entries, &unsealed, &recon_run, &recon,
+    ] {
         g.render(&mut out);
     }
     (

@@ -80,29 +80,15 @@ pub static SYNC_JOB_RETRIES: Counter = Counter::new(
     &["kind"],
 );
 
-/// Reconciliation outcomes: items by input kind and exception category.
-pub static RECONCILE_ITEMS: Counter = Counter::new(
-    "cashloop_reconcile_items_total",
-    "Reconciled items by input kind (payments, items, settlements) and category.",
-    &["kind", "category"],
-);
-
 /// Every static family, in the order [`render`] writes them.
-fn families() -> [&'static dyn Family; 6] {
+fn families() -> [&'static dyn Family; 5] {
     [
         &HTTP_REQUESTS,
         &HTTP_REQUEST_DURATION,
         &HTTP_ERRORS,
         &SYNC_JOB_DURATION,
         &SYNC_JOB_RETRIES,
-        &RECONCILE_ITEMS,
     ]
-}
-
-/// Records `n` reconciled items of `kind` (`payments`, `items`, `settlements`) that ended in
-/// `category` (`matched`, `timing`, `unmatched_payment`…).
-pub fn record_reconcile(kind: &str, category: &str, n: u64) {
-    RECONCILE_ITEMS.inc_by(&[kind, category], n);
 }
 
 /// Records one HTTP request (`status` is the numeric status; it is grouped into its class).

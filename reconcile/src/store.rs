@@ -907,6 +907,29 @@ impl Store {
         Ok(rows.into_iter().map(RunRow::info).collect())
     }
 
+    /// The newest stored run's id and its item count per (kind, category), for monitoring.
+    pub async fn latest_totals(
+        &self,
+    ) -> Result<Option<(i64, Vec<(String, String, i64)>)>, StoreError> {
+        let id: Option<i64> = on_pool!(&self.db, |c| sqlx::query_scalar(
+            "SELECT MAX(id) FROM recon_runs"
+        )
+        .fetch_one(c)
+        .await?);
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let rows: Vec<(String, String, i64)> = on_pool!(&self.db, |c| {
+            sqlx::query_as(
+            "SELECT kind, category, COUNT(*) FROM recon_results WHERE run_id = $1 GROUP BY kind, category ORDER BY kind, category"
+        )
+        .bind(id)
+        .fetch_all(c)
+        .await?
+        });
+        Ok(Some((id, rows)))
+    }
+
     /// A stored run with its totals and item lists.
     pub async fn report(&self, run_id: i64) -> Result<RunReport, StoreError> {
         let run: RunRow = on_pool!(&self.db, |c| sqlx::query_as(

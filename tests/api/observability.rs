@@ -407,7 +407,7 @@ both!(
             ("cashloop_sync_jobs", "gauge"),
             ("cashloop_ledger_entries", "gauge"),
             ("cashloop_ledger_unsealed_entries", "gauge"),
-            ("cashloop_reconcile_items_total", "counter"),
+            ("cashloop_reconcile_last_run_id", "gauge"),
             ("cashloop_database_up", "gauge"),
         ] {
             assert_eq!(kinds.get(name), Some(&kind), "{name}\n{text}");
@@ -481,16 +481,58 @@ both!(
             value(&m["cashloop_database_up"], "cashloop_database_up", &[]),
             Some(1.0)
         );
-        // The reconciliation family is there for other code to increment.
-        metrics::record_reconcile("payments", "matched", 2);
-        let (_, m) = scrape(&app).await;
-        assert!(
-            value(
-                &m["cashloop_reconcile_items_total"],
-                "cashloop_reconcile_items_total",
-                &[("kind", "payments"), ("category", "matched")]
+        assert_eq!(gauge("cashloop_reconcile_last_run_id"), Some(0.0));
+        // A stored reconciliation run: its outcomes appear at the next scrape.
+        let store = reconcile::store::Store::new(t.db.clone());
+        store
+            .import(
+                reconcile::Kind::Payments,
+                b"id,entity,customer,currency,amount,date,reference,source,batch_id\nP1,US,C1,USD,10.00,2026-10-05,INV-1,sage_receipt,\nP2,US,C2,USD,5.00,2026-10-06,,sage_receipt,\n",
+                "test",
+                false,
+                "test",
             )
-            .is_some_and(|n| n >= 2.0)
+            .await
+            .unwrap();
+        store
+            .import(
+                reconcile::Kind::Invoices,
+                b"id,number,kind,entity,customer,currency,amount_open,date,due_date\nI1,INV-1,invoice,US,C1,USD,10.00,2026-09-01,2026-10-01\n",
+                "test",
+                false,
+                "test",
+            )
+            .await
+            .unwrap();
+        let run = store
+            .run(
+                &reconcile::store::RunRequest {
+                    period: "2026-10".into(),
+                    entity: None,
+                    dry_run: false,
+                    actor: "test".into(),
+                    config: reconcile::MatchConfig::default(),
+                    lease_ms: 30_000,
+                },
+                |_| {},
+            )
+            .await
+            .unwrap();
+        let (text, m) = scrape(&app).await;
+        let items = |kind: &str, category: &str| {
+            value(
+                &m["cashloop_reconcile_last_run_items"],
+                "cashloop_reconcile_last_run_items",
+                &[("kind", kind), ("category", category)],
+            )
+        };
+        assert_eq!(items("payment", "matched"), Some(1.0), "{text}");
+        assert_eq!(items("payment", "unmatched_payment"), Some(1.0), "{text}");
+        assert_eq!(items("item", "matched"), Some(1.0), "{text}");
+        let gauge = |name: &str| value(&m[name], name, &[]);
+        assert_eq!(
+            gauge("cashloop_reconcile_last_run_id"),
+            run.run.id.map(|i| i as f64)
         );
         app.stop().await;
     }
