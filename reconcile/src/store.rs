@@ -397,6 +397,26 @@ const CURRENT_ROWS: &str = "SELECT i.natural_key, i.entity, i.row_date, i.row_te
 
 type InputRow = (String, String, String, String);
 
+/// Bind parameters per statement: both backends take more (PostgreSQL 65,535, SQLite 32,766),
+/// and a few hundred rows per round trip is where multi-row inserts stop getting faster.
+const MAX_PARAMS: usize = 16_000;
+
+/// `INSERT INTO table (cols) VALUES ($1, …), (…)` for `rows` rows.
+fn insert_sql(table: &str, cols: &[&str], rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", cols.join(", "));
+    let mut n = 0;
+    for r in 0..rows {
+        sql.push_str(if r > 0 { ", (" } else { "(" });
+        for c in 0..cols.len() {
+            n += 1;
+            let _ = write!(sql, "{}${n}", if c > 0 { ", " } else { "" });
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 impl Store {
     pub fn new(db: Db) -> Store {
         Store { db }
@@ -497,20 +517,28 @@ impl Store {
                 }
             }
         }
-        for (key, entity, date, text) in &writes {
+        const INPUT_COLS: [&str; 6] = [
+            "kind",
+            "natural_key",
+            "entity",
+            "row_date",
+            "row_text",
+            "import_id",
+        ];
+        for chunk in writes.chunks(MAX_PARAMS / INPUT_COLS.len()) {
+            let sql = insert_sql("recon_inputs", &INPUT_COLS, chunk.len());
             on_tx!(&mut tx, |c| {
-                sqlx::query(
-                "INSERT INTO recon_inputs (kind, natural_key, entity, row_date, row_text, import_id) VALUES ($1, $2, $3, $4, $5, $6)"
-            )
-            .bind(kind.as_str())
-            .bind(key)
-            .bind(entity)
-            .bind(date)
-            .bind(text)
-            .bind(import_id)
-            .execute(c)
-            .await?
-            .rows_affected()
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                for (key, entity, date, text) in chunk {
+                    q = q
+                        .bind(kind.as_str())
+                        .bind(key)
+                        .bind(entity)
+                        .bind(date)
+                        .bind(text)
+                        .bind(import_id);
+                }
+                q.execute(c).await?.rows_affected()
             });
         }
         on_tx!(&mut tx, |c| {
@@ -788,56 +816,91 @@ impl Store {
         .fetch_one(c)
         .await?
         });
-        for r in &rows.results {
+        const RESULT_COLS: [&str; 15] = [
+            "run_id",
+            "kind",
+            "ord",
+            "item_key",
+            "entity",
+            "customer",
+            "currency",
+            "amount_minor",
+            "category",
+            "rule",
+            "confidence",
+            "applied_minor",
+            "open_minor",
+            "fx_difference_minor",
+            "related",
+        ];
+        for chunk in rows.results.chunks(MAX_PARAMS / RESULT_COLS.len()) {
+            let sql = insert_sql("recon_results", &RESULT_COLS, chunk.len());
             on_tx!(&mut tx, |c| {
-                sqlx::query(
-                "INSERT INTO recon_results (run_id, kind, ord, item_key, entity, customer, currency, amount_minor, category, rule, confidence, applied_minor, open_minor, fx_difference_minor, related) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-            )
-            .bind(id)
-            .bind(&r.kind)
-            .bind(r.ord)
-            .bind(&r.item_key)
-            .bind(&r.entity)
-            .bind(&r.customer)
-            .bind(&r.currency)
-            .bind(r.amount_minor)
-            .bind(&r.category)
-            .bind(&r.rule)
-            .bind(r.confidence)
-            .bind(r.applied_minor)
-            .bind(r.open_minor)
-            .bind(r.fx_difference_minor)
-            .bind(&r.related)
-            .execute(c)
-            .await?
-            .rows_affected()
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                for r in chunk {
+                    q = q
+                        .bind(id)
+                        .bind(&r.kind)
+                        .bind(r.ord)
+                        .bind(&r.item_key)
+                        .bind(&r.entity)
+                        .bind(&r.customer)
+                        .bind(&r.currency)
+                        .bind(r.amount_minor)
+                        .bind(&r.category)
+                        .bind(&r.rule)
+                        .bind(r.confidence)
+                        .bind(r.applied_minor)
+                        .bind(r.open_minor)
+                        .bind(r.fx_difference_minor)
+                        .bind(&r.related);
+                }
+                q.execute(c).await?.rows_affected()
             });
         }
-        for a in &rows.applications {
+        const APPLICATION_COLS: [&str; 15] = [
+            "run_id",
+            "ord",
+            "payment_key",
+            "payment_source",
+            "payment_date",
+            "item_key",
+            "document",
+            "rule",
+            "confidence",
+            "payment_amount_minor",
+            "payment_currency",
+            "item_amount_minor",
+            "item_currency",
+            "fx_rate",
+            "fx_rate_date",
+        ];
+        for chunk in rows
+            .applications
+            .chunks(MAX_PARAMS / APPLICATION_COLS.len())
+        {
+            let sql = insert_sql("recon_applications", &APPLICATION_COLS, chunk.len());
             on_tx!(&mut tx, |c| {
-                sqlx::query(
-                "INSERT INTO recon_applications (run_id, ord, payment_key, payment_source, payment_date, item_key, document, rule, confidence, payment_amount_minor, payment_currency, item_amount_minor, item_currency, fx_rate, fx_rate_date) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-            )
-            .bind(id)
-            .bind(a.ord)
-            .bind(&a.payment_key)
-            .bind(&a.payment_source)
-            .bind(&a.payment_date)
-            .bind(&a.item_key)
-            .bind(&a.document)
-            .bind(&a.rule)
-            .bind(a.confidence)
-            .bind(a.payment_amount_minor)
-            .bind(&a.payment_currency)
-            .bind(a.item_amount_minor)
-            .bind(&a.item_currency)
-            .bind(&a.fx_rate)
-            .bind(&a.fx_rate_date)
-            .execute(c)
-            .await?
-            .rows_affected()
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                for a in chunk {
+                    q = q
+                        .bind(id)
+                        .bind(a.ord)
+                        .bind(&a.payment_key)
+                        .bind(&a.payment_source)
+                        .bind(&a.payment_date)
+                        .bind(&a.item_key)
+                        .bind(&a.document)
+                        .bind(&a.rule)
+                        .bind(a.confidence)
+                        .bind(a.payment_amount_minor)
+                        .bind(&a.payment_currency)
+                        .bind(a.item_amount_minor)
+                        .bind(&a.item_currency)
+                        .bind(&a.fx_rate)
+                        .bind(&a.fx_rate_date);
+                }
+                q.execute(c).await?.rows_affected()
             });
         }
         for s in &rows.suggestions {
