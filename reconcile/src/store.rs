@@ -397,6 +397,9 @@ const CURRENT_ROWS: &str = "SELECT i.natural_key, i.entity, i.row_date, i.row_te
 
 type InputRow = (String, String, String, String);
 
+const RUN_COLUMNS: &str =
+    "id, period, entity, high_water, digest, actor, started_at_ms, finished_at_ms";
+
 /// Bind parameters per statement: both backends take more (PostgreSQL 65,535, SQLite 32,766),
 /// and a few hundred rows per round trip is where multi-row inserts stop getting faster.
 const MAX_PARAMS: usize = 16_000;
@@ -709,12 +712,7 @@ impl Store {
         })?;
         let entity = req.entity.clone().unwrap_or_default();
         let lease = format!("{}|{}", req.period, entity);
-        let holder = format!(
-            "{}:{}:{}",
-            req.actor,
-            std::process::id(),
-            uuid_like_suffix()
-        );
+        let holder = format!("{}:{}:{}", req.actor, std::process::id(), unique_suffix());
         self.acquire_lease(&lease, &holder, req.lease_ms).await?;
         let result = self
             .run_leased(req, first, last, &entity, progress, &lease, &holder)
@@ -960,12 +958,12 @@ impl Store {
     /// Stored runs, newest first.
     pub async fn runs(&self, limit: i64) -> Result<Vec<RunInfo>, StoreError> {
         let rows: Vec<RunRow> = on_pool!(&self.db, |c| {
-            sqlx::query_as(
-            "SELECT id, period, entity, high_water, digest, actor, started_at_ms, finished_at_ms FROM recon_runs ORDER BY id DESC LIMIT $1"
-        )
-        .bind(limit)
-        .fetch_all(c)
-        .await?
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM recon_runs ORDER BY id DESC LIMIT $1"
+            )))
+            .bind(limit)
+            .fetch_all(c)
+            .await?
         });
         Ok(rows.into_iter().map(RunRow::info).collect())
     }
@@ -995,13 +993,7 @@ impl Store {
 
     /// A stored run with its totals and item lists.
     pub async fn report(&self, run_id: i64) -> Result<RunReport, StoreError> {
-        let run: RunRow = on_pool!(&self.db, |c| sqlx::query_as(
-            "SELECT id, period, entity, high_water, digest, actor, started_at_ms, finished_at_ms FROM recon_runs WHERE id = $1"
-        )
-        .bind(run_id)
-        .fetch_optional(c)
-        .await?)
-        .ok_or(StoreError::RunNotFound(run_id))?;
+        let run = self.report_run(run_id).await?;
         let results = on_pool!(&self.db, |c| {
             sqlx::query_as(
             "SELECT kind, ord, item_key, entity, customer, currency, amount_minor, category, rule, confidence, applied_minor, open_minor, fx_difference_minor, related \
@@ -1030,7 +1022,7 @@ impl Store {
         });
         let adjustments = self.adjustments(run_id).await?;
         Ok(RunReport::build(
-            run.info(),
+            run,
             results,
             applications,
             suggestions,
@@ -1126,9 +1118,9 @@ impl Store {
     }
 
     async fn report_run(&self, run_id: i64) -> Result<RunInfo, StoreError> {
-        let run: RunRow = on_pool!(&self.db, |c| sqlx::query_as(
-            "SELECT id, period, entity, high_water, digest, actor, started_at_ms, finished_at_ms FROM recon_runs WHERE id = $1"
-        )
+        let run: RunRow = on_pool!(&self.db, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM recon_runs WHERE id = $1"
+        )))
         .bind(run_id)
         .fetch_optional(c)
         .await?)
@@ -1185,7 +1177,7 @@ impl Store {
 }
 
 /// A short random suffix so two holders in one process differ.
-fn uuid_like_suffix() -> String {
+fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{}-{}", now_ms(), N.fetch_add(1, Ordering::Relaxed))
