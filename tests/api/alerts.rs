@@ -690,7 +690,7 @@ async fn serve_sends_alerts_through_a_plain_local_relay() {
     let sink = Sink::start(None).await;
     let config = config_with(&t.url, |toml| {
         format!(
-            "{toml}\n[alerts]\ninterval_s = 1\n[alerts.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nfrom = \"alerts@cashloop.test\"\nto = [\"ops@example.com\"]\n[[alerts.rules]]\nkind = \"job_dead\"\n",
+            "{toml}\n[alerts]\ninterval_s = 1\n[alerts.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nfrom = \"alerts@cashloop.test\"\nto = [\"ops@example.com\"]\n[[alerts.rules]]\nkind = \"job_dead\"\n[[alerts.rules]]\nkind = \"chain_verification\"\nevery_s = 1\n",
             sink.addr.port()
         )
     });
@@ -845,3 +845,184 @@ fn alert_config_errors_name_the_key() {
         "alerts.salesforce.recipient_ids",
     );
 }
+
+/// Runs `pg` or `sqlite` (literal SQL) on the test database.
+async fn sql(db: &db::Db, pg: &str, sqlite: &str) {
+    match db {
+        db::Db::Postgres(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(pg.to_owned()))
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        db::Db::Sqlite(s) => {
+            sqlx::query(sqlx::AssertSqlSafe(sqlite.to_owned()))
+                .execute(&s.pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Both backends' literal for a time `ago` before now.
+fn ago(db: &db::Db, ago: chrono::Duration) -> String {
+    let at = chrono::Utc::now() - ago;
+    match db {
+        db::Db::Postgres(_) => format!("'{}'::timestamptz", at.to_rfc3339()),
+        db::Db::Sqlite(_) => format!("'{}'", db::sqlite_ts(at)),
+    }
+}
+
+/// A stored reconciliation run with results in these categories; its id.
+async fn recon_run(db: &db::Db, categories: &[&str]) -> i64 {
+    let insert = "INSERT INTO recon_runs (period, entity, high_water, config, summary, digest, actor, started_at_ms, finished_at_ms) VALUES ('2026-10', '', 0, '{}', '{}', 'd', 'test', 0, 0)";
+    sql(db, insert, insert).await;
+    let id: i64 = match db {
+        db::Db::Postgres(p) => sqlx::query_scalar("SELECT MAX(id) FROM recon_runs")
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        db::Db::Sqlite(s) => sqlx::query_scalar("SELECT MAX(id) FROM recon_runs")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap(),
+    };
+    for (i, c) in categories.iter().enumerate() {
+        let row = format!(
+            "INSERT INTO recon_results (run_id, kind, ord, item_key, entity, customer, currency, amount_minor, category, rule, confidence, applied_minor, open_minor, fx_difference_minor, related) \
+             VALUES ({id}, 'payment', {i}, 'P-{i}', 'MAIN', 'C-1', 'USD', 1000, '{c}', NULL, 100, 0, 0, 0, NULL)"
+        );
+        sql(db, &row, &row).await;
+    }
+    id
+}
+
+db::both_backends!(the_other_rules_fire_and_clear, |t| async move {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start(Some(dir.path())).await;
+    let sim = simulator().await;
+    let rules = "[[alerts.rules]]\nkind = \"sync_lag\"\nthreshold = 60\n\
+                 [[alerts.rules]]\nkind = \"cursor_stale\"\nthreshold = 3600\n\
+                 [[alerts.rules]]\nkind = \"reconcile_exceptions\"\nthreshold = 1\n\
+                 [[alerts.rules]]\nkind = \"webhook_failures\"\nthreshold = 1\nwindow_s = 3600\n";
+    let config = parse(&alerts_toml(
+        &t.url,
+        dir.path(),
+        &sink,
+        &sim,
+        SMTP_PASSWORD,
+        rules,
+    ));
+    let a = alerter(&t.db, &config, "node-a");
+    let db = &t.db;
+
+    // A job due ten minutes ago and still pending.
+    let jobs = Jobs::new(db.clone());
+    jobs.enqueue(NewJob {
+        run_at: Some(chrono::Utc::now() - chrono::Duration::minutes(10)),
+        ..NewJob::new("salesforce.pull", json!({}))
+    })
+    .await
+    .unwrap();
+    // One cursor idle for two days, one fresh.
+    for (object, age) in [
+        ("Account", chrono::Duration::days(2)),
+        ("Opportunity", chrono::Duration::minutes(1)),
+    ] {
+        let at = ago(db, age);
+        let row = format!(
+            "INSERT INTO sync_cursors (system, object, modified_at, last_id, updated_at) VALUES ('salesforce', '{object}', {at}, '', {at})"
+        );
+        sql(db, &row, &row).await;
+    }
+    // A run with two exceptions (threshold 1).
+    let run = recon_run(db, &["matched", "unmatched_payment", "over_payment"]).await;
+    // Two failing deliveries to erp (one given up, one being retried), one to crm.
+    let now = ago(db, chrono::Duration::zero());
+    for (sub, event, status, attempts, code) in [
+        ("erp", "e1", "failed", 8, 500),
+        ("erp", "e2", "pending", 2, 503),
+        ("crm", "e3", "failed", 8, 404),
+        ("erp", "e4", "delivered", 1, 200),
+    ] {
+        let row = format!(
+            "INSERT INTO webhook_outbox (subscriber, event_id, event_type, payload, status, attempts, next_attempt_at, last_status, last_error, created_at) \
+             VALUES ('{sub}', '{event}', 'payment.captured', '{{}}', '{status}', {attempts}, {now}, {code}, 'HTTP {code}', {now})"
+        );
+        sql(db, &row, &row).await;
+    }
+
+    let r = a.evaluate_once().await;
+    assert_eq!((r.firing, r.sent, r.failed), (4, 4, 0), "{r:?}");
+    let subjects: std::collections::BTreeSet<String> =
+        sink.messages().iter().map(Captured::subject).collect();
+    let want: std::collections::BTreeSet<String> = [
+        "[cashloop] Sync lag: the oldest due job has waited 600 s".to_owned(),
+        "[cashloop] Sync cursor salesforce/Account has not advanced".to_owned(),
+        format!("[cashloop] Reconciliation run {run} (2026-10): 2 exceptions"),
+        "[cashloop] Webhook deliveries to erp are failing (2)".to_owned(),
+    ]
+    .into();
+    // The lag is measured in whole seconds when the rule runs.
+    let lag_ok = subjects
+        .iter()
+        .any(|s| s.starts_with("[cashloop] Sync lag: the oldest due job has waited 60"));
+    assert!(lag_ok, "{subjects:?}");
+    let fixed: std::collections::BTreeSet<String> = subjects
+        .iter()
+        .filter(|s| !s.contains("Sync lag"))
+        .cloned()
+        .collect();
+    let want_fixed: std::collections::BTreeSet<String> = want
+        .into_iter()
+        .filter(|s| !s.contains("Sync lag"))
+        .collect();
+    assert_eq!(fixed, want_fixed);
+    let recon = sink
+        .messages()
+        .into_iter()
+        .find(|m| m.subject().contains("Reconciliation"))
+        .unwrap();
+    assert!(
+        recon
+            .data
+            .contains("- over_payment: 1\r\n- unmatched_payment: 1\r\n"),
+        "{}",
+        recon.data
+    );
+    let hooks = sink
+        .messages()
+        .into_iter()
+        .find(|m| m.subject().contains("Webhook"))
+        .unwrap();
+    assert!(
+        hooks.data.contains("1 given up, 1 being retried"),
+        "{}",
+        hooks.data
+    );
+    assert_eq!(a.evaluate_once().await.sent, 0);
+
+    // Everything clears: the job runs, the cursor moves, a clean run, deliveries succeed.
+    for job in jobs
+        .claim("w", &["salesforce.pull"], 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        assert!(jobs.succeed(&job).await.unwrap());
+    }
+    let fresh = ago(db, chrono::Duration::zero());
+    let moved = format!("UPDATE sync_cursors SET updated_at = {fresh}");
+    sql(db, &moved, &moved).await;
+    recon_run(db, &["matched", "matched"]).await;
+    let delivered = "UPDATE webhook_outbox SET status = 'delivered' WHERE subscriber = 'erp'";
+    sql(db, delivered, delivered).await;
+    let r = a.evaluate_once().await;
+    assert_eq!((r.firing, r.resolved), (0, 4), "{r:?}");
+    let resolved = sink
+        .messages()
+        .iter()
+        .filter(|m| m.subject().starts_with("[cashloop] Resolved: "))
+        .count();
+    assert_eq!(resolved, 4);
+    assert_eq!(a.evaluate_once().await, Report::default());
+});
