@@ -204,3 +204,144 @@ pub(super) fn route(shared: &Shared, state: &mut State, method: &Method, body: &
         .collect();
     json_response(if all_ok { 200 } else { 400 }, &results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SIM_NOTIFICATION_TYPE_ID, Simulator, SimulatorConfig};
+    use crate::salesforce::notifications::{CustomNotification, NO_TARGET_ID};
+    use crate::salesforce::{ClientConfig, Credentials, SalesforceClient, SalesforceError};
+    use serde_json::{Value as Json, json};
+
+    async fn token(sim: &Simulator, http: &reqwest::Client) -> String {
+        let c = sim.config();
+        let form = format!(
+            "grant_type=client_credentials&client_id={}&client_secret={}",
+            c.client_id, c.client_secret
+        );
+        let v: Json = http
+            .post(format!("{}/services/oauth2/token", sim.base_url()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn answers_like_the_invocable_action() {
+        let sim = Simulator::start(SimulatorConfig::default()).await;
+        let http = gateway::http::client();
+        let token = token(&sim, &http).await;
+        let url = format!(
+            "{}/services/data/v62.0/actions/standard/customNotificationAction",
+            sim.base_url()
+        );
+        let post = |body: Json| {
+            http.post(&url)
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+        };
+        let good = json!({
+            "customNotifTypeId": SIM_NOTIFICATION_TYPE_ID,
+            "recipientIds": ["0055g00000HumanAAA"],
+            "title": "Dead job",
+            "body": "job 7 failed",
+            "targetId": NO_TARGET_ID,
+        });
+        let r = post(json!({"inputs": [good.clone()]})).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Json = r.json().await.unwrap();
+        assert_eq!(
+            v,
+            json!([{"actionName": "customNotificationAction", "errors": null, "isSuccess": true,
+                    "outputValues": {"SuccessMessage": "Your custom notification is processed successfully."}}])
+        );
+
+        // One result per input; any failure makes the answer a 400.
+        let mut bad_type = good.clone();
+        bad_type["customNotifTypeId"] = json!("0ML5g0000000NopAAA");
+        let mut no_title = good.clone();
+        no_title["title"] = json!("");
+        let mut no_target = good.clone();
+        no_target.as_object_mut().unwrap().remove("targetId");
+        let mut long_body = good.clone();
+        long_body["body"] = json!("x".repeat(751));
+        let mut bad_recipient = good.clone();
+        bad_recipient["recipientIds"] = json!(["ops@example.com"]);
+        let r = post(
+            json!({"inputs": [good, bad_type, no_title, no_target, long_body, bad_recipient]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        let v: Json = r.json().await.unwrap();
+        let codes: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["errors"][0]["statusCode"]
+                    .as_str()
+                    .unwrap_or(if r["isSuccess"] == json!(true) {
+                        "ok"
+                    } else {
+                        "?"
+                    })
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                "ok",
+                "INVALID_PARAMETER_VALUE",
+                "REQUIRED_FIELD_MISSING",
+                "REQUIRED_FIELD_MISSING",
+                "STRING_TOO_LONG",
+                "INVALID_PARAMETER_VALUE"
+            ]
+        );
+        assert_eq!(v[1]["errors"][0]["fields"], json!(["customNotifTypeId"]));
+        assert_eq!(sim.notifications().len(), 2, "the good inputs are recorded");
+        let r = post(json!({"nope": []})).await.unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        assert_eq!(
+            sim.calls_to("POST /actions/standard/customNotificationAction"),
+            3
+        );
+
+        // The client: Ok, then the refusal as an Api error with Salesforce's code.
+        let client = SalesforceClient::new(
+            ClientConfig::new(sim.base_url()),
+            Credentials::client_credentials(&sim.config().client_id, &sim.config().client_secret),
+        )
+        .unwrap();
+        let mut n = CustomNotification {
+            custom_notif_type_id: SIM_NOTIFICATION_TYPE_ID.into(),
+            recipient_ids: vec!["0055g00000HumanAAA".into()],
+            title: "t".repeat(400),
+            body: "b".into(),
+            target_id: NO_TARGET_ID.into(),
+        }
+        .truncated();
+        client.send_custom_notification(&n).await.unwrap();
+        assert_eq!(
+            sim.notifications().last().unwrap().title.chars().count(),
+            250
+        );
+        n.custom_notif_type_id = "0ML5g0000000NopAAA".into();
+        match client.send_custom_notification(&n).await {
+            Err(e @ SalesforceError::Api { status: 400, .. }) => {
+                assert_eq!(e.error_code(), Some("INVALID_PARAMETER_VALUE"));
+                assert!(!e.retryable());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sim.notifications().len(), 3);
+    }
+}
