@@ -214,7 +214,7 @@ impl Alerter {
             if !self.due(rule) {
                 continue;
             }
-            let findings = match rules::evaluate(&self.inner.db, self.inner.ledger.as_ref(), rule)
+            let evaluation = match rules::evaluate(&self.inner.db, self.inner.ledger.as_ref(), rule)
                 .await
             {
                 Ok(f) => f,
@@ -223,7 +223,10 @@ impl Alerter {
                     continue;
                 }
             };
-            if let Err(e) = self.handle(rule, findings, &mut report).await {
+            if let Err(e) = self
+                .handle(rule, evaluation.findings, evaluation.complete, &mut report)
+                .await
+            {
                 tracing::warn!(rule = %rule.name, error = %e, "alert state update failed");
             }
         }
@@ -255,6 +258,7 @@ impl Alerter {
         &self,
         rule: &Rule,
         findings: Vec<Finding>,
+        complete: bool,
         report: &mut Report,
     ) -> Result<(), sqlx::Error> {
         let db = &self.inner.db;
@@ -327,7 +331,11 @@ impl Alerter {
                 report.failed += 1;
             }
         }
-        // Pairs that no longer fire are resolved (by one process: the UPDATE decides).
+        // Pairs that no longer fire are resolved (by one process: the UPDATE decides), unless
+        // the rule's list was capped.
+        if !complete {
+            return Ok(());
+        }
         for (subject, title, outcome) in store::firing(db, &rule.name).await? {
             if present.contains(&subject) {
                 continue;

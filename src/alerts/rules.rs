@@ -22,7 +22,27 @@ const LISTED_MAX: i64 = 10;
 /// Dead jobs alerted on one by one, per evaluation, at most.
 const DEAD_JOBS_MAX: i64 = 500;
 
+/// What a rule found, and whether that is everything (a capped list is not: conditions
+/// beyond the cap must not be taken as cleared).
+#[derive(Debug)]
+pub struct Evaluation {
+    pub findings: Vec<Finding>,
+    pub complete: bool,
+}
+
 pub async fn evaluate(
+    db: &Db,
+    ledger: Option<&ledger::Ledger>,
+    rule: &Rule,
+) -> Result<Evaluation, RuleError> {
+    let findings = measure(db, ledger, rule).await?;
+    let complete = !(rule.kind == RuleKind::JobDead && findings.len() >= DEAD_JOBS_MAX_USIZE);
+    Ok(Evaluation { findings, complete })
+}
+
+const DEAD_JOBS_MAX_USIZE: usize = DEAD_JOBS_MAX as usize;
+
+async fn measure(
     db: &Db,
     ledger: Option<&ledger::Ledger>,
     rule: &Rule,
