@@ -46,6 +46,8 @@ struct SinkState {
     /// The next sessions answer `451` to `MAIL FROM`, one each.
     fail_next: AtomicU32,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Offer `AUTH LOGIN` only (not PLAIN).
+    login_only: std::sync::atomic::AtomicBool,
 }
 
 /// A local SMTP server that captures what it is sent.
@@ -81,6 +83,7 @@ impl Sink {
             messages: Mutex::new(Vec::new()),
             fail_next: AtomicU32::new(0),
             tls,
+            login_only: std::sync::atomic::AtomicBool::new(false),
         });
         let s = state.clone();
         tokio::spawn(async move {
@@ -137,7 +140,11 @@ async fn session(state: Arc<SinkState>, tcp: tokio::net::TcpStream) {
             if state.tls.is_some() && !tls {
                 reply.push_str("250-STARTTLS\r\n");
             }
-            reply.push_str("250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n");
+            if state.login_only.load(Ordering::SeqCst) {
+                reply.push_str("250-AUTH LOGIN\r\n250 8BITMIME\r\n");
+            } else {
+                reply.push_str("250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n");
+            }
             say(&mut io, &reply).await;
         } else if upper == "STARTTLS" {
             let Some(acceptor) = state.tls.clone().filter(|_| !tls) else {
@@ -628,6 +635,30 @@ async fn smtp_failure_is_retried_next_interval_and_logged_without_the_password()
     }
     // Debug output of the configuration hides the password too.
     assert!(!format!("{bad:?}").contains(wrong));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_login_when_plain_is_not_offered() {
+    let t = testing::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start(Some(dir.path())).await;
+    sink.state.login_only.store(true, Ordering::SeqCst);
+    let sim = simulator().await;
+    let config = parse(&alerts_toml(
+        &t.url,
+        dir.path(),
+        &sink,
+        &sim,
+        SMTP_PASSWORD,
+        JOB_DEAD_RULE,
+    ));
+    dead_job(&t.db, "salesforce.push", "boom").await;
+    let r = alerter(&t.db, &config, "node-a").evaluate_once().await;
+    assert_eq!((r.sent, r.failed), (1, 0), "{r:?}");
+    let mail = sink.messages();
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].tls);
+    assert_eq!(mail[0].user.as_deref(), Some(SMTP_USER));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
