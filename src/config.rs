@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use ledger::EntityCode;
 
+mod alerts;
+pub use alerts::{RawAlertRule, RawAlerts, RawAlertsSalesforce, RawSmtp};
+
 /// Environment variables with the `CASHLOOP_` prefix that are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["config", "test_postgres_url", "bench_postgres_url", "log"];
 
@@ -28,6 +31,8 @@ pub struct RawConfig {
     pub webhooks: Vec<RawWebhook>,
     pub sync: RawSync,
     pub reconcile: RawReconcile,
+    /// `[alerts]` (see `crate::alerts`); absent: no alerts.
+    pub alerts: Option<RawAlerts>,
 }
 
 /// `[reconcile]`: matching tolerances, the period lease, and the accounts approved
@@ -493,6 +498,7 @@ impl Default for RawConfig {
             webhooks: Vec::new(),
             sync: RawSync::default(),
             reconcile: RawReconcile::default(),
+            alerts: None,
         }
     }
 }
@@ -624,6 +630,8 @@ pub struct Config {
     pub webhooks: Vec<gateway::webhooks::Subscriber>,
     pub sync: SyncConfig,
     pub reconcile: ReconcileConfig,
+    /// Alert rules and where notices go; `None` without `[alerts]`.
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 /// The sync worker and Salesforce's ways in.
@@ -1543,6 +1551,7 @@ impl Config {
             }
         };
         let reconcile = reconcile_settings(&raw.reconcile, &default_entity, gateway.as_ref())?;
+        let alerts = alerts::alerts_settings(raw.alerts.as_ref(), sync.salesforce.is_some())?;
         Ok(Config {
             database_url: url,
             db: db::DbOptions {
@@ -1570,6 +1579,7 @@ impl Config {
             webhooks,
             sync,
             reconcile,
+            alerts,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The `cashloop` binary's library half: configuration, the CLI, the HTTP server and the
 //! benchmarks. It wires the domain crates together and holds no business rules of its own.
 
+pub mod alerts;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -284,6 +285,7 @@ pub async fn serve_on(
             },
         ));
     }
+    alerts::spawn(&config, &db, &ledger, sync_rx.clone());
     let worker = tokio::spawn(sync::jobs::run_worker(
         jobs.clone(),
         registry,

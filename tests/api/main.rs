@@ -3045,4 +3045,5 @@ async fn sandbox_cash_application_reaches_intacct() {
     child.kill().await.unwrap();
 }
 
+mod alerts;
 mod observability;

@@ -43,10 +43,14 @@
 //! outbound webhooks (`gateway::webhooks::signature`), so `gateway::webhooks::verify` checks
 //! it. [`Simulator::events_sent`] lists them with the receiver's status.
 //!
+//! - **Custom notifications** (`POST /actions/standard/customNotificationAction`, see
+//!   [`notifications`]): inputs checked, one result per input, recorded.
+//!
 //! Test hooks: latency per call, a burst of 500/503 answers, one malformed body, session
 //! expiry, API usage and limit, writes as another user, reads, and call counts per endpoint.
 
 mod bulk;
+pub mod notifications;
 pub mod org;
 pub mod schema;
 pub mod soql;
@@ -72,6 +76,7 @@ use self::schema::{CustomField, Schema};
 use super::auth::{Claims, JWT_GRANT_TYPE, pem_decode};
 use super::wire::{ApiError, CollectionRequest, QueryPage, Record, RecordError, SaveResult, Value};
 
+pub use self::notifications::SentNotification;
 pub use self::schema::FieldType;
 
 /// Salesforce's limit on records per sObject Collections call.
@@ -80,6 +85,9 @@ pub const COLLECTION_LIMIT: usize = 200;
 pub const QUERY_PAGE_MAX: usize = 2_000;
 /// Smallest `batchSize` Salesforce accepts.
 pub const QUERY_PAGE_MIN: usize = 200;
+
+/// The custom notification type the default simulated org has.
+pub const SIM_NOTIFICATION_TYPE_ID: &str = "0ML5g0000000SimAAA";
 
 /// How the simulated org is set up.
 #[derive(Clone, Debug)]
@@ -109,6 +117,9 @@ pub struct SimulatorConfig {
     pub event_webhook_url: Option<String>,
     /// 64 hex characters: the HMAC key of `X-Cashloop-Signature`.
     pub event_secret_hex: String,
+    /// The org's custom notification types (`0ML…` ids) that
+    /// `actions/standard/customNotificationAction` accepts.
+    pub notification_type_ids: Vec<String>,
 }
 
 impl Default for SimulatorConfig {
@@ -138,6 +149,7 @@ impl Default for SimulatorConfig {
             }],
             event_webhook_url: None,
             event_secret_hex: "5f".repeat(32),
+            notification_type_ids: vec![SIM_NOTIFICATION_TYPE_ID.into()],
         }
     }
 }
@@ -170,6 +182,7 @@ pub(crate) struct State {
     cursors: HashMap<String, Cursor>,
     jobs: HashMap<String, bulk::Job>,
     events: Vec<SentEvent>,
+    notifications: Vec<SentNotification>,
 }
 
 struct Shared {
@@ -232,6 +245,7 @@ impl Simulator {
             cursors: HashMap::new(),
             jobs: HashMap::new(),
             events: Vec::new(),
+            notifications: Vec::new(),
         };
         let shared = Arc::new(Shared {
             config,
@@ -375,6 +389,11 @@ impl Simulator {
     /// Closed Won events produced so far.
     pub fn events_sent(&self) -> Vec<SentEvent> {
         self.shared.lock().events.clone()
+    }
+
+    /// Custom notifications accepted so far, in order.
+    pub fn notifications(&self) -> Vec<SentNotification> {
+        self.shared.lock().notifications.clone()
     }
 }
 
@@ -848,6 +867,9 @@ impl Shared {
                 json_response(200, &finish_all_or_none(state, snapshot, results))
             }
             (_, ["jobs", ..]) => bulk::route(self, state, method, &s[1..], &params, body),
+            (_, ["actions", "standard", notifications::ACTION]) => {
+                notifications::route(self, state, method, body)
+            }
             _ => error(404, "NOT_FOUND", "The requested resource does not exist"),
         }
     }
