@@ -404,8 +404,10 @@ const RUN_COLUMNS: &str =
 /// and a few hundred rows per round trip is where multi-row inserts stop getting faster.
 const MAX_PARAMS: usize = 16_000;
 
-/// `INSERT INTO table (cols) VALUES ($1, …), (…)` for `rows` rows.
-fn insert_sql(table: &str, cols: &[&str], rows: usize) -> String {
+/// `INSERT INTO table (cols) VALUES ($1, …), (…)` for `rows` rows. SQLite gets anonymous `?`
+/// placeholders: it resolves named and numbered ones (`$N`) by a linear search per parameter,
+/// which makes a statement with thousands of them quadratic.
+fn insert_sql(backend: db::Backend, table: &str, cols: &[&str], rows: usize) -> String {
     use std::fmt::Write as _;
     let mut sql = format!("INSERT INTO {table} ({}) VALUES ", cols.join(", "));
     let mut n = 0;
@@ -413,7 +415,11 @@ fn insert_sql(table: &str, cols: &[&str], rows: usize) -> String {
         sql.push_str(if r > 0 { ", (" } else { "(" });
         for c in 0..cols.len() {
             n += 1;
-            let _ = write!(sql, "{}${n}", if c > 0 { ", " } else { "" });
+            let sep = if c > 0 { ", " } else { "" };
+            let _ = match backend {
+                db::Backend::Postgres => write!(sql, "{sep}${n}"),
+                db::Backend::Sqlite => write!(sql, "{sep}?"),
+            };
         }
         sql.push(')');
     }
@@ -529,7 +535,7 @@ impl Store {
             "import_id",
         ];
         for chunk in writes.chunks(MAX_PARAMS / INPUT_COLS.len()) {
-            let sql = insert_sql("recon_inputs", &INPUT_COLS, chunk.len());
+            let sql = insert_sql(self.db.backend(), "recon_inputs", &INPUT_COLS, chunk.len());
             on_tx!(&mut tx, |c| {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
                 for (key, entity, date, text) in chunk {
@@ -832,7 +838,12 @@ impl Store {
             "related",
         ];
         for chunk in rows.results.chunks(MAX_PARAMS / RESULT_COLS.len()) {
-            let sql = insert_sql("recon_results", &RESULT_COLS, chunk.len());
+            let sql = insert_sql(
+                self.db.backend(),
+                "recon_results",
+                &RESULT_COLS,
+                chunk.len(),
+            );
             on_tx!(&mut tx, |c| {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
                 for r in chunk {
@@ -877,7 +888,12 @@ impl Store {
             .applications
             .chunks(MAX_PARAMS / APPLICATION_COLS.len())
         {
-            let sql = insert_sql("recon_applications", &APPLICATION_COLS, chunk.len());
+            let sql = insert_sql(
+                self.db.backend(),
+                "recon_applications",
+                &APPLICATION_COLS,
+                chunk.len(),
+            );
             on_tx!(&mut tx, |c| {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
                 for a in chunk {
