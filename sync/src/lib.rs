@@ -21,4 +21,5 @@ pub mod review;
 pub mod salesforce;
 pub mod vendors;
 pub mod x3;
+pub mod x3_loop;
 pub mod xref;
