@@ -49,6 +49,7 @@ pub struct RawSyncX3 {
     /// How often X3 is read for invoices of linked orders (default 300).
     pub poll_interval_s: Option<u64>,
     /// Ledger accounts per currency (`[sync.x3.ledger.EUR]`).
+    #[serde(default)]
     pub ledger: BTreeMap<String, RawQ2cLedger>,
 }
 
@@ -222,4 +223,121 @@ pub(super) fn x3_settings(
         },
         poll_interval_s: c.poll_interval_s.unwrap_or(300).max(1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Serialized, Toml};
+
+    use super::super::{Config, ConfigError, RawConfig};
+
+    const SF: &str = "[sync.salesforce]\nlogin_url = \"https://login.salesforce.com\"\nauth = { kind = \"client_credentials\", client_id = \"x\", client_secret = { env = \"PATH\" } }\n";
+    const X3: &str = "[sync.x3]\nbase_url = \"https://x3.example.com:8124\"\nfolder = \"SEED\"\nsales_site = \"FR011\"\nshipping_site = \"FR012\"\nuser = \"cashloop\"\npassword = { env = \"PATH\" }\nbank = \"BNK01\"\n";
+    const ROUTE: &str = "[[sync.x3.routes]]\nbilling_countries = [\"GB\"]\nfolder = \"UKLIVE\"\nsales_site = \"GB011\"\nshipping_site = \"GB012\"\n";
+    const LEDGER: &str = "[sync.x3.ledger.EUR]\nentity = \"FR\"\nreceivable = \"1200\"\nrevenue = \"4000\"\ntax = \"2200\"\ncash = \"1010\"\n";
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(
+            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(toml)),
+        )
+    }
+
+    #[track_caller]
+    fn refused(toml: &str, key: &str, text: &str) {
+        match load(toml) {
+            Err(e) => {
+                assert_eq!(e.key, key, "{e}");
+                assert!(e.to_string().contains(text), "{e}");
+            }
+            Ok(_) => panic!("{toml}: accepted"),
+        }
+    }
+
+    #[test]
+    fn x3_settings_build_a_client_per_folder() {
+        let soap = format!(
+            "{SF}{X3}transport = \"soap\"\npool_aliases = {{ UKLIVE = \"UKWS\" }}\n{ROUTE}{LEDGER}"
+        );
+        let c = load(&soap).unwrap();
+        let x3 = c.sync.x3.as_ref().unwrap();
+        assert_eq!(
+            x3.folders.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["SEED", "UKLIVE"]
+        );
+        match &x3.folders["UKLIVE"].config().transport {
+            sync::x3::Transport::Soap(s) => assert_eq!(s.pool_alias, "UKWS"),
+            other => panic!("{other:?}"),
+        }
+        match &x3.folders["SEED"].config().transport {
+            sync::x3::Transport::Soap(s) => assert_eq!(s.pool_alias, "SEED"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(x3.config.order_type, "SON");
+        assert_eq!(x3.config.payment_type, "REC");
+        assert_eq!(x3.poll_interval_s, 300);
+        let route = x3.config.routing.route(sync::x3::AccountFacts {
+            billing_country: Some("GB"),
+            currency: None,
+        });
+        assert_eq!(route.sales_site, "GB011");
+        // The password is never in the configuration's debug form.
+        let path = std::env::var("PATH").unwrap();
+        assert!(!format!("{c:?}").contains(&path));
+        load(&format!("{SF}{X3}{LEDGER}")).unwrap();
+    }
+
+    #[test]
+    fn x3_settings_refuse_what_cannot_work() {
+        refused(
+            &format!("{X3}{LEDGER}"),
+            "sync.x3",
+            "needs [sync.salesforce]",
+        );
+        let intacct = "[sync.intacct]\nsender_id = \"s\"\nsender_password = { env = \"PATH\" }\ncompany_id = \"c\"\nuser_id = \"u\"\nuser_password = { env = \"PATH\" }\nrevenue_gl = \"4000\"\nbank_account = \"BOA\"\n[sync.intacct.entities.US]\n[sync.intacct.ledger.USD]\nreceivable = \"1200\"\nrevenue = \"4000\"\ntax = \"2200\"\ncash = \"1010\"\n";
+        refused(
+            &format!("{SF}{intacct}{X3}{LEDGER}"),
+            "sync.x3",
+            "one Sage line per installation",
+        );
+        refused(
+            &format!("{SF}{X3}"),
+            "sync.x3.ledger",
+            "at least one currency",
+        );
+        refused(
+            &format!("{SF}{}transport = \"grpc\"\n{LEDGER}", X3),
+            "sync.x3.transport",
+            "rest, soap",
+        );
+        refused(
+            &format!("{SF}{}pool_aliases = {{ NOPE = \"X\" }}\n{LEDGER}", X3),
+            "sync.x3.pool_aliases",
+            "NOPE",
+        );
+        refused(
+            &format!(
+                "{SF}{}{LEDGER}",
+                X3.replace("https://x3.example.com:8124", "http://x3.example.com")
+            ),
+            "sync.x3.base_url",
+            "https",
+        );
+        refused(
+            &format!(
+                "{SF}{}{LEDGER}",
+                X3.replace("password = { env = \"PATH\" }\n", "")
+            ),
+            "sync.x3.user",
+            "bearer",
+        );
+        refused(
+            &format!(
+                "{SF}{X3}{}{LEDGER}",
+                ROUTE.replace("billing_countries = [\"GB\"]\n", "")
+            ),
+            "sync.x3.routes",
+            "no condition",
+        );
+    }
 }

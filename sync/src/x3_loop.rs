@@ -576,6 +576,8 @@ impl X3Loop {
             })
             .clone();
         let client = self.client(&route.folder)?.clone();
+        // The invoice will need ledger accounts: refused now, before anything is made in X3.
+        self.accounts(currency)?;
 
         // The lines, checked before anything is written to X3.
         let lines = self.order_lines(&opp, &opp_id, currency).await?;
@@ -824,10 +826,15 @@ impl X3Loop {
     }
 
     /// The invoices of every linked, not yet paid order of one folder: Salesforce updated,
-    /// each invoice posted to the ledger once.
+    /// each invoice posted to the ledger once. An order that cannot be handled (a permanent
+    /// error: a credit note, a currency without ledger accounts) does not hold up the others:
+    /// they are all handled, then the pull fails naming the orders and X3's or our text, so the
+    /// error queue shows it. A retryable error stops the pull (the retry starts over; every
+    /// step is idempotent).
     pub async fn pull(&self, folder: &str) -> Result<X3PullReport, JobError> {
         let client = self.client(folder)?.clone();
         let mut report = X3PullReport::default();
+        let mut failed: Vec<String> = Vec::new();
         let mut after = String::new();
         loop {
             let links = self
@@ -842,10 +849,27 @@ impl X3Loop {
                     continue;
                 }
                 report.orders += 1;
-                let (seen, posted) = self.order_invoices(&client, link).await?;
-                report.invoices += seen;
-                report.posted += posted;
+                match self.order_invoices(&client, link).await {
+                    Ok((seen, posted)) => {
+                        report.invoices += seen;
+                        report.posted += posted;
+                    }
+                    Err(JobError::Permanent(m)) => {
+                        tracing::warn!(folder, order = %link.sage_id, error = %m, "X3 order not pulled");
+                        failed.push(format!("order {}: {m}", link.sage_id));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+        }
+        if !failed.is_empty() {
+            let shown: Vec<&str> = failed.iter().take(5).map(String::as_str).collect();
+            return Err(JobError::Permanent(format!(
+                "X3 folder {folder}: {} of {} orders not pulled: {}",
+                failed.len(),
+                report.orders,
+                shown.join("; ")
+            )));
         }
         Ok(report)
     }

@@ -89,7 +89,8 @@ async fn world(db: Db, soap: bool) -> World {
     }
     let ledger = Ledger::new(db.clone(), LedgerOptions::for_db(&db));
     let mut accounts = HashMap::new();
-    for (cur, entity) in [("EUR", "FR"), ("GBP", "UK")] {
+    // CHF has books here but no currency in X3's folders (the error test).
+    for (cur, entity) in [("EUR", "FR"), ("GBP", "UK"), ("CHF", "CH")] {
         let currency = Currency::parse(cur).unwrap();
         let e = EntityCode::parse(entity, "entity").unwrap();
         for (c, name, t, dir, sub) in [
@@ -687,15 +688,52 @@ async fn x3_errors(db: Db, soap: bool) {
         w.flow.closed_won(&ok.opportunity).await.unwrap_err(),
         JobError::Retryable(_)
     ));
-    assert!(
-        w.flow
-            .closed_won(&ok.opportunity)
-            .await
-            .unwrap()
-            .unwrap()
-            .created
-    );
+    let globex = w.flow.closed_won(&ok.opportunity).await.unwrap().unwrap();
+    assert!(globex.created);
     assert_eq!(w.x3.records("SEED", "SORDER").len(), 1);
+
+    // One order the pull cannot post (a credit note, keyed in X3) does not hold up the
+    // others: they are posted, and the pull's error names the order with the reason.
+    let other = w.deal(
+        "Initrode",
+        "FR",
+        "EUR",
+        &[("Widget", "WID-1", "2", "50.00")],
+    );
+    let initrode = w
+        .flow
+        .closed_won(&other.opportunity)
+        .await
+        .unwrap()
+        .unwrap();
+    w.x3.insert(
+        "SEED",
+        "SINVOICE",
+        X3Record::new()
+            .with("NUM", "CRN0001")
+            .with("SIVTYP", "CRN")
+            .with("SALFCY", "FR011")
+            .with("BPCINV", globex.customer.as_str())
+            .with("BPCORD", globex.customer.as_str())
+            .with("INVDAT", "20261125")
+            .with("CUR", "EUR")
+            .with("SOHNUM", globex.order.as_str())
+            .with("AMTNOT", "-10.00")
+            .with("AMTATI", "-12.00")
+            .with("PAYCUR", "0"),
+    );
+    w.invoice("SEED", &initrode.order).await;
+    match w.flow.pull("SEED").await.unwrap_err() {
+        JobError::Permanent(m) => {
+            assert!(
+                m.contains(&globex.order) && m.contains("credit notes"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Initrode: 100.00 + 20%, posted all the same.
+    assert_eq!(w.balance("FR", "1200-EUR").await, 12_000);
 }
 
 both_backends!(x3_errors_reach_the_error_queue_rest, |t| x3_errors(
