@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use ledger::EntityCode;
 
 mod alerts;
+mod x3;
 pub use alerts::{RawAlertRule, RawAlerts, RawAlertsSalesforce, RawSmtp};
+pub use x3::{RawSyncX3, RawX3Route, X3Settings};
 
 /// Environment variables with the `CASHLOOP_` prefix that are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["config", "test_postgres_url", "bench_postgres_url", "log"];
@@ -170,6 +172,9 @@ pub struct RawSync {
     pub salesforce: Option<RawSyncSalesforce>,
     /// Sage Intacct and the quote-to-cash loop (needs `[sync.salesforce]` with `auth`).
     pub intacct: Option<RawSyncIntacct>,
+    /// Sage X3 and the quote-to-cash loop on it (needs `[sync.salesforce]`; not with
+    /// `[sync.intacct]`: one Sage line per installation).
+    pub x3: Option<RawSyncX3>,
     /// Field mappings per object pair (see `sync::mapping`).
     pub mappings: Vec<sync::mapping::ObjectMapping>,
 }
@@ -183,6 +188,7 @@ impl Default for RawSync {
             retention_days: 30,
             salesforce: None,
             intacct: None,
+            x3: None,
             mappings: Vec::new(),
         }
     }
@@ -653,6 +659,8 @@ pub struct SyncConfig {
     pub salesforce: Option<SalesforceSettings>,
     /// Sage Intacct and the quote-to-cash loop, when configured.
     pub intacct: Option<IntacctSettings>,
+    /// Sage X3 and the loop on it, when configured (never with `intacct`).
+    pub x3: Option<X3Settings>,
 }
 
 /// Ready Intacct clients (one per entity, sharing the company's request limit) and the
@@ -1535,9 +1543,30 @@ impl Config {
                     )?)
                 }
             };
+            let x3 = match &r.x3 {
+                None => None,
+                Some(_) if r.intacct.is_some() => {
+                    return Err(bad(
+                        "sync.x3",
+                        "cannot be configured with [sync.intacct]: one Sage line per installation",
+                    ));
+                }
+                Some(_) if salesforce.is_none() => {
+                    return Err(bad(
+                        "sync.x3",
+                        "needs [sync.salesforce] with login_url and auth: the loop reads Opportunities",
+                    ));
+                }
+                Some(c) => Some(x3::x3_settings(
+                    c,
+                    &default_entity,
+                    gateway.as_ref().map(|g| &g.accounts),
+                )?),
+            };
             SyncConfig {
                 salesforce,
                 intacct,
+                x3,
                 integration_user_id,
                 mappings: r.mappings.clone(),
                 worker_concurrency: r.worker_concurrency,

@@ -179,9 +179,13 @@ pub async fn serve_on(
                 None => p,
             };
             // Payments on an Opportunity become AR payments in Intacct (queued atomically).
-            Some(match &config.sync.intacct {
-                Some(_) => p.with_observer(std::sync::Arc::new(sync::q2c::PaymentJobs)),
-                None => p,
+            // On X3 they become receipts there instead (one Sage line per installation).
+            Some(match (&config.sync.intacct, &config.sync.x3) {
+                (Some(_), _) => p.with_observer(std::sync::Arc::new(sync::q2c::PaymentJobs)),
+                (None, Some(_)) => {
+                    p.with_observer(std::sync::Arc::new(sync::x3_loop::X3PaymentJobs))
+                }
+                (None, None) => p,
             })
         }
         _ => None,
@@ -257,6 +261,22 @@ pub async fn serve_on(
             }
             tokio::spawn(q2c.run_schedule(
                 std::time::Duration::from_secs(ia.poll_interval_s),
+                sync_rx.clone(),
+            ));
+        }
+        // Sage X3 instead of Intacct (the configuration refuses both at once).
+        if let Some(x3) = &config.sync.x3 {
+            let x3_loop = std::sync::Arc::new(sync::x3_loop::X3Loop::new(
+                db.clone(),
+                jobs.clone(),
+                flows.clone(),
+                x3.folders.clone(),
+                ledger.clone(),
+                x3.config.clone(),
+            ));
+            registry = sync::x3_loop::X3Loop::register_shared(x3_loop.clone(), registry);
+            tokio::spawn(x3_loop.run_schedule(
+                std::time::Duration::from_secs(x3.poll_interval_s),
                 sync_rx.clone(),
             ));
         }

@@ -21,6 +21,8 @@ use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimCo
 
 use crate::config::{Config, RawConfig};
 
+mod x3;
+
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Where the server listens (port 0: any free port).
@@ -39,6 +41,9 @@ pub struct SandboxArgs {
     /// Runs the loop, prints the summary, and exits instead of serving on.
     #[arg(long)]
     pub exit: bool,
+    /// The Sage line the loop runs through: `intacct` or `x3` (the X3 simulator, REST).
+    #[arg(long, default_value = "intacct")]
+    pub sage: String,
 }
 
 /// A seeded Salesforce account.
@@ -140,6 +145,11 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
             "--dir: {} already holds a sandbox database; use an empty directory",
             dir.display()
         );
+    }
+    match args.sage.as_str() {
+        "intacct" => {}
+        "x3" => return x3::run(args, dir, started).await,
+        other => anyhow::bail!("--sage: {other:?} is not one of intacct, x3"),
     }
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,

@@ -8,7 +8,8 @@
 //! Salesforce REST / Bulk 2.0 client with its protocol-faithful simulator ([`salesforce`]), and
 //! the Salesforce pull / push flows on the job queue ([`flows`]). Issue 5 (in progress): the Sage
 //! Intacct XML Web Services client core and its simulator ([`intacct`]), not yet wired to flows.
-//! Issue 8 (part 1): the Sage X3 REST / SOAP client, routing and simulator ([`x3`]).
+//! Issue 8: the Sage X3 REST / SOAP client, routing and simulator ([`x3`]) and the quote-to-cash
+//! loop on X3 ([`x3_loop`]).
 
 pub mod cursor;
 pub mod flows;
@@ -21,4 +22,5 @@ pub mod review;
 pub mod salesforce;
 pub mod vendors;
 pub mod x3;
+pub mod x3_loop;
 pub mod xref;

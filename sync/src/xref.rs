@@ -184,6 +184,44 @@ impl Xref {
         Ok(row.map(link_of))
     }
 
+    /// The links of one Salesforce object in one Sage system, in Salesforce id order, after
+    /// `after` (keyset paging), at most `limit`.
+    pub async fn list(
+        &self,
+        sage_system: &str,
+        object: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Link>, sqlx::Error> {
+        let rows: Vec<Row> = match &self.db {
+            Db::Postgres(p) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM sync_xref WHERE sage_system = $1 AND object = $2 AND salesforce_id > $3 \
+                     ORDER BY salesforce_id LIMIT $4"
+                )))
+                .bind(sage_system)
+                .bind(object)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            }
+            Db::Sqlite(s) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM sync_xref WHERE sage_system = ? AND object = ? AND salesforce_id > ? \
+                     ORDER BY salesforce_id LIMIT ?"
+                )))
+                .bind(sage_system)
+                .bind(object)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&s.pool)
+                .await?
+            }
+        };
+        Ok(rows.into_iter().map(link_of).collect())
+    }
+
     /// Stores the field values just synced for a link.
     pub async fn set_last_values(
         &self,

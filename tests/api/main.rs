@@ -2456,6 +2456,59 @@ both!(salesforce_closed_won_and_scheduled_pulls, |t| async move {
     );
 });
 
+/// `cashloop sandbox --sage x3`: the same seeded deals through the X3 simulator — orders routed
+/// to two folders with their sites, invoiced, pulled, two card payments applied as receipts.
+#[tokio::test]
+async fn sandbox_runs_the_loop_on_sage_x3() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+        .args([
+            "sandbox",
+            "--sage",
+            "x3",
+            "--listen",
+            "127.0.0.1:0",
+            "--exit",
+            "--extra-deals",
+            "2",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env_remove("CASHLOOP_LOG")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    let figures: serde_json::Value =
+        serde_json::from_str(text.lines().rfind(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(figures["sage"], "x3", "{text}");
+    assert_eq!(figures["deals"], 6, "{text}");
+    assert_eq!(figures["ordered"], 6, "{text}");
+    assert_eq!(figures["invoiced"], 6, "{text}");
+    assert_eq!(figures["x3_customers"], 6, "{text}");
+    assert_eq!(figures["x3_orders"], 6, "{text}");
+    assert_eq!(figures["x3_invoices"], 6, "{text}");
+    assert_eq!(figures["payments"], 2, "{text}");
+    assert_eq!(figures["payments_applied"], 2, "{text}");
+    assert_eq!(figures["x3_receipts"], 2, "{text}");
+    for want in [
+        "Sage X3 sim",
+        "UKLIVE  ",
+        "GB011/GB012",
+        "FR011/FR012",
+        "US011/US012",
+        "Partially Paid",
+        "UK  1200  Accounts receivable",
+        "US  4000  Subscription revenue",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    assert!(!text.contains("4111111111111111") && !err.contains("4111111111111111"));
+    assert!(!text.contains("x3-pass-0123") && !err.contains("x3-pass-0123"));
+}
+
 /// `cashloop sandbox`: the whole loop from a clean machine state — the server and the three
 /// simulators on loopback, seeded deals in USD and EUR in two entities, invoices written back,
 /// two card payments and a cheque, the ledger — and it says so.

@@ -835,6 +835,26 @@ impl X3Client {
             .collect()
     }
 
+    /// The sales orders carrying this customer reference (`CUSORDREF`) for a customer: how
+    /// the loop finds an order it made before a crash (the Opportunity id is the reference).
+    pub async fn find_orders_by_customer_ref(
+        &self,
+        customer: &str,
+        reference: &str,
+    ) -> Result<Vec<SalesOrder>, X3Error> {
+        let q = X3Query::filter(vec![
+            Filter::eq("BPCORD", customer),
+            Filter::eq("CUSORDREF", reference),
+        ]);
+        let found = self.query(&self.config.objects.order, &q).await?;
+        // Query lists carry header fields only: read each in full (lines included).
+        let mut out = Vec::with_capacity(found.len());
+        for rec in &found {
+            out.push(self.read_order(rec.text("SOHNUM")).await?);
+        }
+        Ok(out)
+    }
+
     /// The stock lines of an item at a site.
     pub async fn read_stock(&self, item: &str, site: &str) -> Result<Vec<StockLine>, X3Error> {
         let q = X3Query::filter(vec![Filter::eq("ITMREF", item), Filter::eq("STOFCY", site)]);
@@ -850,6 +870,18 @@ impl X3Client {
             .create(&self.config.objects.payment, &payment.to_record()?)
             .await?;
         Payment::from_record(&created.record)
+    }
+
+    /// The receipts carrying our reference (`REF`, the gateway payment id): how a payment
+    /// is found before it is created, so it is never applied twice.
+    pub async fn find_payments_by_ref(&self, reference: &str) -> Result<Vec<Payment>, X3Error> {
+        let q = X3Query::filter(vec![Filter::eq("REF", reference)]);
+        let found = self.query(&self.config.objects.payment, &q).await?;
+        let mut out = Vec::with_capacity(found.len());
+        for rec in &found {
+            out.push(self.read_payment(rec.text("NUM")).await?);
+        }
+        Ok(out)
     }
 
     pub async fn read_payment(&self, number: &str) -> Result<Payment, X3Error> {

@@ -7,7 +7,8 @@
 //! What is there (issue 8, part 1): query with key paging, read, create (201 +
 //! `Location`), update, SOAP `save` / `read` / `query` / `modify` / `run`; BPCUSTOMER
 //! (Salesforce id in a configured custom field), SORDER with lines, SINVOICE with its open
-//! amount, ITMMASTER, STOCK (read), PAYMENTH applied to invoices. Not wired to the flows yet.
+//! amount, ITMMASTER, STOCK (read), PAYMENTH applied to invoices. The quote-to-cash loop on
+//! top is [`crate::x3_loop`].
 
 pub mod client;
 pub mod error;

@@ -1,0 +1,541 @@
+//! `cashloop sandbox --sage x3`: the same seeded deals through Sage X3 instead of Intacct. The
+//! server, the Salesforce simulator and the X3 simulator (REST) on loopback, the gateway on its
+//! sandbox processor; Closed Won → customers and orders in X3 (routed to two folders) → each
+//! order invoiced by the simulator's control endpoint → pulled → Salesforce and the ledger →
+//! card payments applied as X3 receipts.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde_json::{Value, json};
+use sync::salesforce::Record;
+use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimConfig};
+use sync::x3::X3Record;
+use sync::x3::simulator::{Simulator as X3Sim, SimulatorConfig as X3SimConfig};
+
+use super::{ACCOUNTS, PRODUCTS, SandboxArgs, write_secret};
+use crate::config::{Config, RawConfig};
+
+/// The folders the sandbox routes to.
+const FOLDERS: [&str; 2] = ["SEED", "UKLIVE"];
+
+pub async fn run(args: SandboxArgs, dir: PathBuf, started: Instant) -> anyhow::Result<()> {
+    let db_path = dir.join("cashloop.db");
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("{} is in use; taking any free port", args.listen);
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?
+        }
+        Err(e) => return Err(e).with_context(|| format!("--listen {}", args.listen)),
+    };
+    let addr = listener.local_addr()?;
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "--listen: the sandbox binds loopback only"
+    );
+    let base = format!("http://{addr}");
+    let key = |name: &str| -> anyhow::Result<PathBuf> {
+        write_secret(&dir, name, &gateway::crypto::generate_key_hex()?)
+    };
+    let kek = key("kek-1.hex")?;
+    let fingerprint = key("fingerprint-1.hex")?;
+    let api_secret = key("api-key-secret.hex")?;
+    let event_secret_hex = gateway::crypto::generate_key_hex()?;
+    let event_secret = write_secret(&dir, "salesforce-event-secret.hex", &event_secret_hex)?;
+    let mut raw_key = [0u8; 18];
+    getrandom::fill(&mut raw_key).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+    let admin_key = format!("clk_sandbox_{}", hex::encode(raw_key));
+    let admin_hash = hex::encode(
+        gateway::crypto::FingerprintKey::from_hex(1, &std::fs::read_to_string(&api_secret)?)?
+            .fingerprint(admin_key.as_bytes()),
+    );
+    let sf = SfSim::start(SfSimConfig {
+        event_webhook_url: Some(format!("{base}/v1/events/salesforce")),
+        event_secret_hex: event_secret_hex.to_string(),
+        ..SfSimConfig::default()
+    })
+    .await;
+    let x3 = X3Sim::start(X3SimConfig::default()).await;
+    let sf_secret = write_secret(&dir, "salesforce-client-secret", &sf.config().client_secret)?;
+    let (x3_user, x3_password) = x3.config().users[0].clone();
+    let x3_password = write_secret(&dir, "x3-password", &x3_password)?;
+    let toml = format!(
+        r#"database_url = "sqlite://{db}"
+[server]
+listen = "{addr}"
+shutdown_grace_ms = 2000
+api_key_secret = {{ file = {api_secret:?} }}
+[[server.api_keys]]
+name = "sandbox-admin"
+role = "admin"
+key_hmac = "{admin_hash}"
+[ledger]
+default_entity = "US"
+[vault]
+kek = {{ version = 1, file = {kek:?} }}
+fingerprint_key = {{ version = 1, file = {fingerprint:?} }}
+[gateway]
+processor = "sandbox"
+resolver_interval_ms = 1000
+[gateway.accounts.USD]
+entity = "US"
+clearing = "1100"
+receivable = "1200"
+[gateway.accounts.EUR]
+entity = "UK"
+clearing = "1100"
+receivable = "1200"
+[sync]
+worker_concurrency = 4
+idle_poll_ms = 25
+[sync.salesforce]
+event_secret = {{ file = {event_secret:?} }}
+integration_user_id = "{api_user}"
+login_url = "{sf_url}"
+auth = {{ kind = "client_credentials", client_id = "{client_id}", client_secret = {{ file = {sf_secret:?} }} }}
+objects = [{{ name = "Opportunity", fields = ["Name", "StageName", "IsWon", "Amount"] }}]
+poll_interval_s = 15
+[sync.x3]
+base_url = "{x3_url}"
+folder = "SEED"
+sales_site = "US011"
+shipping_site = "US012"
+user = "{x3_user}"
+password = {{ file = {x3_password:?} }}
+transport = "rest"
+bank = "BNK01"
+default_currency = "USD"
+poll_interval_s = 1
+[[sync.x3.routes]]
+billing_countries = ["GB", "IE"]
+folder = "UKLIVE"
+sales_site = "GB011"
+shipping_site = "GB012"
+[[sync.x3.routes]]
+billing_countries = ["DE", "FR"]
+folder = "SEED"
+sales_site = "FR011"
+shipping_site = "FR012"
+[sync.x3.ledger.USD]
+entity = "US"
+receivable = "1200"
+revenue = "4000"
+tax = "2200"
+cash = "1010"
+[sync.x3.ledger.EUR]
+entity = "UK"
+receivable = "1200"
+revenue = "4000"
+tax = "2200"
+cash = "1010"
+"#,
+        db = db_path.display(),
+        api_user = sf.config().api_user_id,
+        sf_url = sf.base_url(),
+        client_id = sf.config().client_id,
+        x3_url = x3.base_url(),
+    );
+    let config_path = dir.join("cashloop.toml");
+    std::fs::write(&config_path, &toml)?;
+    let config = Config::from_figment(
+        Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(&toml)),
+    )
+    .context("the sandbox configuration")?;
+    crate::cli::init_logging(&config, "warn");
+    let db = crate::cli::open_db(&config).await?;
+    {
+        let ledger = crate::cli::open_ledger(&config, db.clone());
+        for (entity, currency) in [("US", "USD"), ("UK", "EUR")] {
+            for (code, name, kind, normal, sub) in [
+                ("1010", "Undeposited funds", "asset", "debit", false),
+                ("1100", "Processor clearing", "asset", "debit", false),
+                ("1200", "Accounts receivable", "asset", "debit", true),
+                ("2200", "Sales tax payable", "liability", "credit", false),
+                ("4000", "Subscription revenue", "revenue", "credit", false),
+            ] {
+                ledger
+                    .create_account(
+                        ledger::NewAccount {
+                            entity: ledger::EntityCode::parse(entity, "entity")?,
+                            code: ledger::AccountCode::parse(code, "code")?,
+                            name: ledger::Text::parse(name, "name")?,
+                            account_type: ledger::AccountType::parse(kind)
+                                .context("account type")?,
+                            normal_balance: ledger::Direction::parse(normal)
+                                .context("direction")?,
+                            currency: ledger::Currency::parse(currency)?,
+                            customer_subledger: sub,
+                        },
+                        "sandbox",
+                    )
+                    .await?;
+            }
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve_on(config, listener, async move {
+        let _ = stop_rx.await;
+    }));
+    let http = gateway::http::client();
+    for _ in 0..200 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // X3's item master holds the products Salesforce sells (cashloop never creates items).
+    for folder in FOLDERS {
+        for (name, code, _, _) in PRODUCTS {
+            x3.insert(
+                folder,
+                "ITMMASTER",
+                X3Record::new()
+                    .with("ITMREF", code)
+                    .with("ITMDES1", name)
+                    .with("STU", "UN"),
+            );
+        }
+    }
+    let one = |object: &str, r: Record| -> anyhow::Result<String> {
+        sf.insert_as_user(object, &[r])
+            .map_err(|e| anyhow::anyhow!("seeding {object}: {e:?}"))?
+            .pop()
+            .context("no id")
+    };
+    let mut products = Vec::new();
+    for (name, code, usd, eur) in PRODUCTS {
+        let id = one(
+            "Product2",
+            Record::new("Product2")
+                .with("Name", name)
+                .with("ProductCode", code)
+                .with("IsActive", true),
+        )?;
+        products.push((id, usd, eur));
+    }
+    struct Deal {
+        opportunity: String,
+        account: String,
+        account_name: String,
+        currency: &'static str,
+    }
+    let mut deals = Vec::new();
+    let total_deals = ACCOUNTS.len() + args.extra_deals;
+    for n in 0..total_deals {
+        let a = &ACCOUNTS[n % ACCOUNTS.len()];
+        let account_name = if n < ACCOUNTS.len() {
+            a.name.to_owned()
+        } else {
+            format!("{} #{}", a.name, n / ACCOUNTS.len() + 1)
+        };
+        let account = one(
+            "Account",
+            Record::new("Account")
+                .with("Name", account_name.as_str())
+                .with("BillingCountry", a.country)
+                .with("CurrencyIsoCode", a.currency),
+        )?;
+        let opportunity = one(
+            "Opportunity",
+            Record::new("Opportunity")
+                .with("Name", format!("{account_name} — FY27 subscription"))
+                .with("StageName", "Negotiation/Review")
+                .with(
+                    "CloseDate",
+                    chrono::Utc::now().format("%Y-%m-%d").to_string(),
+                )
+                .with("AccountId", account.as_str())
+                .with("CurrencyIsoCode", a.currency),
+        )?;
+        let picks: [(usize, &str, &str); 2] =
+            [(0, "1", "0"), (1 + n % 3, "2", ["0", "10", "5"][n % 3])];
+        for (p, qty, discount) in picks {
+            let (id, usd, eur) = &products[p];
+            let price = if a.currency == "USD" { usd } else { eur };
+            let mut line = Record::new("OpportunityLineItem")
+                .with("OpportunityId", opportunity.as_str())
+                .with("Product2Id", id.as_str())
+                .with("Quantity", qty.parse::<rust_decimal::Decimal>()?)
+                .with("UnitPrice", price.parse::<rust_decimal::Decimal>()?);
+            if discount != "0" {
+                line = line.with("Discount", discount.parse::<rust_decimal::Decimal>()?);
+            }
+            one("OpportunityLineItem", line)?;
+        }
+        deals.push(Deal {
+            opportunity,
+            account,
+            account_name,
+            currency: a.currency,
+        });
+    }
+    let field = |id: &str, f: &str| -> Option<String> {
+        sf.record("Opportunity", id).and_then(|r| {
+            r.get(f).and_then(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| v.as_decimal().map(|d| d.normalize().to_string()))
+            })
+        })
+    };
+    let wait_for = |what: &'static str| {
+        let deals = &deals;
+        let field = &field;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline
+                && deals.iter().any(|d| field(&d.opportunity, what).is_none())
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            deals
+                .iter()
+                .filter(|d| field(&d.opportunity, what).is_some())
+                .count()
+        }
+    };
+
+    // Closed Won through the trigger's signed callout: customers and orders in X3.
+    for d in &deals {
+        sf.update_as_user(
+            "Opportunity",
+            &d.opportunity,
+            &Record::new("Opportunity").with("StageName", "Closed Won"),
+        )
+        .map_err(|e| anyhow::anyhow!("closing {}: {e:?}", d.opportunity))?;
+    }
+    let ordered = wait_for("Sage_Order_Number__c").await;
+
+    // X3 invoices the orders (here: the simulator's control endpoint, as after delivery);
+    // the scheduled pull brings the invoices to Salesforce and the ledger.
+    for folder in FOLDERS {
+        for o in x3.records(folder, "SORDER") {
+            let r = http
+                .post(format!(
+                    "{}/sim/{folder}/SORDER/{}/invoice",
+                    x3.base_url(),
+                    o.text("SOHNUM")
+                ))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "invoicing {}", o.text("SOHNUM"));
+        }
+    }
+    let invoiced = wait_for("Sage_Invoice_Number__c").await;
+
+    // Card payments: the first deal in full, 40 % of the EUR one.
+    let call = |method: &'static str, path: String, key: Option<String>, body: Value| {
+        let req = http
+            .request(
+                method.parse().unwrap_or(reqwest::Method::POST),
+                format!("{base}{path}"),
+            )
+            .bearer_auth(&admin_key)
+            .json(&body);
+        let req = match key {
+            Some(k) => req.header("Idempotency-Key", k),
+            None => req,
+        };
+        async move {
+            let r = req.send().await?;
+            let status = r.status();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            anyhow::ensure!(status.is_success(), "{method} {path}: {status} {v}");
+            Ok::<Value, anyhow::Error>(v)
+        }
+    };
+    let mut payments = Vec::new();
+    for (i, share) in [(0usize, 100u32), (2, 40)] {
+        let Some(d) = deals.get(i) else { continue };
+        let Some(balance) = field(&d.opportunity, "Balance_Due__c") else {
+            continue;
+        };
+        let due: rust_decimal::Decimal = balance.parse()?;
+        let amount = (due * rust_decimal::Decimal::from(share)
+            / rust_decimal::Decimal::ONE_HUNDRED)
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero);
+        let token = call(
+            "POST",
+            "/v1/tokens".into(),
+            Some(format!("sandbox-token-{i}")),
+            json!({"type": "card", "card": {"number": "4111111111111111", "exp_month": 12, "exp_year": 2030, "name": d.account_name}}),
+        )
+        .await?;
+        let pay = call(
+            "POST",
+            "/v1/payments".into(),
+            Some(format!("sandbox-pay-{i}")),
+            json!({"payment_method": token["token"], "amount": amount.to_string(), "currency": d.currency,
+                   "opportunity_id": d.opportunity, "account_id": d.account}),
+        )
+        .await?;
+        payments.push((
+            i,
+            pay["id"].as_str().unwrap_or("?").to_owned(),
+            amount,
+            pay["status"].as_str().unwrap_or("?").to_owned(),
+        ));
+    }
+    let want: Vec<(usize, &str)> = payments
+        .iter()
+        .map(|(i, _, _, _)| (*i, if *i == 0 { "Paid" } else { "Partially Paid" }))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline
+        && !want
+            .iter()
+            .all(|(i, s)| field(&deals[*i].opportunity, "Payment_Status__c").as_deref() == Some(*s))
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (i, s) in &want {
+        let got = field(&deals[*i].opportunity, "Payment_Status__c");
+        if got.as_deref() != Some(*s) {
+            eprintln!(
+                "still waiting: {} Payment_Status__c {got:?}, expected {s}",
+                deals[*i].account_name
+            );
+        }
+    }
+
+    println!();
+    println!(
+        "cashloop sandbox (Sage X3) — the loop ran in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!();
+    println!("  cashloop API        {base}   (Authorization: Bearer {admin_key})");
+    println!("  Salesforce sim      {}", sf.base_url());
+    println!(
+        "  Sage X3 sim         {}   (REST; folders SEED, UKLIVE)",
+        x3.base_url()
+    );
+    println!("  data directory      {}", dir.display());
+    println!("  configuration       {}", config_path.display());
+    println!();
+    println!(
+        "Sales orders in X3 (folder, SOHNUM, sites, customer, CUSORDREF = Opportunity, total):"
+    );
+    let mut orders = 0;
+    let mut invoices = 0;
+    let mut receipts = 0;
+    for folder in FOLDERS {
+        for o in x3.records(folder, "SORDER") {
+            orders += 1;
+            println!(
+                "  {folder:<7} {:<16} {}/{}  {:<7} {}  {:>10} {}",
+                o.text("SOHNUM"),
+                o.text("SALFCY"),
+                o.text("STOFCY"),
+                o.text("BPCORD"),
+                o.text("CUSORDREF"),
+                o.text("ORDNOT"),
+                o.text("CUR"),
+            );
+        }
+    }
+    println!("Invoices in X3 (NUM, order, incl. tax, paid):");
+    for folder in FOLDERS {
+        for i in x3.records(folder, "SINVOICE") {
+            invoices += 1;
+            println!(
+                "  {folder:<7} {:<16} {:<16} {:>10} {:>10} {}",
+                i.text("NUM"),
+                i.text("SOHNUM"),
+                i.text("AMTATI"),
+                i.text("PAYCUR"),
+                i.text("CUR"),
+            );
+        }
+        receipts += x3.records(folder, "PAYMENTH").len();
+    }
+    println!();
+    println!("Closed Won → X3 (account, order, invoice, status, balance due):");
+    for d in deals.iter().take(ACCOUNTS.len()) {
+        println!(
+            "  {:<22} {}  {:<16} {:<16} {:<14} {:>10}",
+            d.account_name,
+            d.currency,
+            field(&d.opportunity, "Sage_Order_Number__c").unwrap_or_else(|| "(not yet)".into()),
+            field(&d.opportunity, "Sage_Invoice_Number__c").unwrap_or_default(),
+            field(&d.opportunity, "Payment_Status__c").unwrap_or_default(),
+            field(&d.opportunity, "Balance_Due__c")
+                .and_then(|b| b.parse::<rust_decimal::Decimal>().ok())
+                .map(|b| format!("{b:.2}"))
+                .unwrap_or_default(),
+        );
+    }
+    if deals.len() > ACCOUNTS.len() {
+        println!("  … and {} more deals", deals.len() - ACCOUNTS.len());
+    }
+    println!("Payments through the gateway, applied as X3 receipts:");
+    for (i, id, amount, status) in &payments {
+        println!(
+            "  {id}  {} {amount:.2}  {status}  ({})",
+            deals[*i].currency, deals[*i].account_name
+        );
+    }
+    let tb = call("GET", "/v1/ledger/trial-balance".into(), None, json!(null)).await;
+    println!("Ledger balances:");
+    match &tb {
+        Ok(v) => {
+            for row in v["rows"].as_array().into_iter().flatten() {
+                let a = &row["account"];
+                let minor = |f: &str| row[f].as_i64().unwrap_or(0);
+                let (side, amount) = if minor("debit_minor") > 0 {
+                    ("Dr", minor("debit_minor"))
+                } else {
+                    ("Cr", minor("credit_minor"))
+                };
+                println!(
+                    "  {:<3} {:<5} {:<22} {side} {:>12} {}",
+                    a["entity"].as_str().unwrap_or(""),
+                    a["code"].as_str().unwrap_or(""),
+                    a["name"].as_str().unwrap_or(""),
+                    rust_decimal::Decimal::new(amount, 2),
+                    a["currency"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Err(e) => println!("  (trial balance unavailable: {e})"),
+    }
+    let paid = want
+        .iter()
+        .filter(|(i, s)| field(&deals[*i].opportunity, "Payment_Status__c").as_deref() == Some(*s))
+        .count();
+    let figures = json!({
+        "sage": "x3",
+        "deals": deals.len(),
+        "ordered": ordered,
+        "invoiced": invoiced,
+        "payments": payments.len(),
+        "payments_applied": paid,
+        "x3_customers": FOLDERS.iter().map(|f| x3.records(f, "BPCUSTOMER").len()).sum::<usize>(),
+        "x3_orders": orders,
+        "x3_invoices": invoices,
+        "x3_receipts": receipts,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    println!("{figures}");
+    anyhow::ensure!(
+        invoiced == deals.len() && ordered == deals.len(),
+        "only {ordered} of {} deals were ordered and {invoiced} invoiced within 60 s; see `cashloop sync jobs --status dead`",
+        deals.len()
+    );
+    if args.exit {
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        return Ok(());
+    }
+    println!();
+    println!("The sandbox keeps running; Ctrl-C stops it.");
+    tokio::signal::ctrl_c().await?;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    Ok(())
+}

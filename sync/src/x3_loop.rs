@@ -1,0 +1,1230 @@
+//! Quote to cash with Sage X3: the same loop as [`crate::q2c`] (Intacct), through the X3
+//! client's typed operations only ([`X3Client`]), on REST or SOAP as the installation chose.
+//!
+//! - **Closed Won** (`x3.closed_won`, also from `salesforce.event` and pulled Opportunity
+//!   changes when X3 is the installation's Sage line): the Opportunity, its Account and lines
+//!   are read from Salesforce; the account is routed ([`X3Routing`]: billing country and
+//!   currency → folder, SALFCY, STOFCY); the BPCUSTOMER is ensured (cross-reference, then the
+//!   Salesforce id in the configured custom field, then a create with name and address); the
+//!   SORDER is created with one line per OpportunityLineItem (ITMREF = Product2.ProductCode,
+//!   QTY, GROPRI = net unit price) and CUSORDREF = the Opportunity id, so an order made before
+//!   a crash is found by that reference instead of made twice; the order number goes to the
+//!   Opportunity (`Sage_Order_Number__c`), the customer number to the Account.
+//! - **Pull** (`x3.pull`, per folder, on a schedule): the SINVOICEs of every linked order not
+//!   yet paid (`invoices_for_order`) → invoice number, status, open amount and payment status
+//!   to the Opportunity; Dr AR / Cr revenue (Cr tax) in the ledger once per invoice.
+//! - **Gateway payment** (`x3.payment`, queued by [`X3PaymentJobs`] in the payment's own
+//!   transaction): a PAYMENTH with `REF` = our payment id (looked up first, so never twice),
+//!   allocated to the order's open invoices oldest first; the balance back to Salesforce.
+//!   Refunds and returns go to review: X3 cancels a receipt by a reversal a person chooses.
+//!
+//! Errors: X3 business refusals (type-3 messages) are permanent, with X3's own text (the
+//! error queue shows it); transport failures, 5xx without X3 diagnoses and 429 are retryable
+//! ([`X3Error::retryable`]).
+//!
+//! Items are X3's master data: the loop never creates an ITMMASTER; an unknown ProductCode is
+//! refused by X3 and reaches the error queue. Intacct and X3 in one installation are out of
+//! scope: the binary wires one Sage line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use db::Db;
+use ledger::{
+    AccountCode, Currency, CustomerId, Direction, EntryHeader, IdempotencyKey, Ledger, Money,
+    NewEntry, NewPosting, SourceName, Text,
+};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::{Map, Value as Json, json};
+
+use crate::flows::SalesforceSync;
+use crate::jobs::{BoxFuture, Handler, Job, JobError, Jobs, NewJob, Registry};
+use crate::q2c::LedgerAccounts;
+use crate::review::Review;
+use crate::salesforce::{Record, SalesforceError};
+use crate::x3::types::format_minor;
+use crate::x3::{
+    AccountFacts, Address, Customer, InvoiceStatus, OrderLine, Payment, PaymentAllocation, Route,
+    SalesInvoice, SalesOrder, X3Client, X3Error, X3Routing,
+};
+use crate::xref::{Link, Linked, Xref};
+
+pub const CLOSED_WON: &str = "x3.closed_won";
+pub const PULL: &str = "x3.pull";
+pub const PAYMENT: &str = "x3.payment";
+/// `sage_system` of the cross-reference.
+pub const SAGE_SYSTEM: &str = "x3";
+
+/// Our object names → X3 classes (issue 8, item 4). The loop speaks our names; the client's
+/// [`ObjectNames`](crate::x3::ObjectNames) holds each installation's class, representation and
+/// SOAP public name, whose defaults are these classes.
+pub const OBJECT_NAMES: &[(&str, &str)] = &[
+    ("customer", "BPCUSTOMER"),
+    ("order", "SORDER"),
+    ("invoice", "SINVOICE"),
+    ("item", "ITMMASTER"),
+    ("payment", "PAYMENTH"),
+];
+
+/// The X3 class of one of our objects (`customer` → `BPCUSTOMER`).
+pub fn x3_class(ours: &str) -> &'static str {
+    OBJECT_NAMES
+        .iter()
+        .find(|(o, _)| *o == ours)
+        .map_or("?", |(_, c)| c)
+}
+
+/// Cross-reference objects: an Account is a customer, an Opportunity its sales order.
+const ACCOUNT: &str = "Account";
+const OPPORTUNITY: &str = "Opportunity";
+
+/// How the loop writes to X3.
+#[derive(Clone, Debug)]
+pub struct X3LoopConfig {
+    pub routing: X3Routing,
+    /// `SOHTYP` of the orders made (`SON`).
+    pub order_type: String,
+    /// `PAYTYP` of receipts (the payment transaction type).
+    pub payment_type: String,
+    /// `BAN`: the bank account gateway receipts are deposited to.
+    pub bank: String,
+    /// `BCGCOD` of customers created (none: X3's default).
+    pub customer_category: Option<String>,
+    /// An ITMREF for a deal without products (its Amount as one line); none: refused.
+    pub amount_item: Option<String>,
+    pub default_currency: String,
+    /// Ledger accounts per currency; a currency without them is a permanent error.
+    pub ledger: HashMap<Currency, LedgerAccounts>,
+}
+
+/// The flows between Salesforce, X3 and the ledger.
+pub struct X3Loop {
+    db: Db,
+    jobs: Jobs,
+    xref: Xref,
+    review: Review,
+    salesforce: SalesforceSync,
+    /// One client per folder the routing can reach.
+    folders: BTreeMap<String, Arc<X3Client>>,
+    ledger: Ledger,
+    config: X3LoopConfig,
+}
+
+impl std::fmt::Debug for X3Loop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X3Loop")
+            .field("folders", &self.folders.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a Closed Won run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct X3ClosedWon {
+    pub route: Route,
+    /// BPCNUM.
+    pub customer: String,
+    /// SOHNUM.
+    pub order: String,
+    /// False when the order was found (linked before, or made by a run that crashed).
+    pub created: bool,
+}
+
+/// What a pull found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct X3PullReport {
+    /// Linked orders looked at.
+    pub orders: u64,
+    /// Invoices seen.
+    pub invoices: u64,
+    /// Invoices posted to the ledger now (first seen).
+    pub posted: u64,
+}
+
+/// X3's answer as a job error: its text kept, retryable as [`X3Error::retryable`] says.
+pub fn x3_error(e: &X3Error) -> JobError {
+    if e.retryable() {
+        JobError::Retryable(e.to_string())
+    } else {
+        JobError::Permanent(e.to_string())
+    }
+}
+
+fn sf_error(e: &SalesforceError) -> JobError {
+    if e.retryable() {
+        JobError::Retryable(e.to_string())
+    } else {
+        JobError::Permanent(e.to_string())
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> JobError {
+    JobError::Retryable(format!("storage: {e}"))
+}
+
+fn ledger_error(e: ledger::LedgerError) -> JobError {
+    match e {
+        ledger::LedgerError::Rejected(r) => JobError::Permanent(format!("ledger: {}", r.message)),
+        other => JobError::Retryable(format!("ledger: {other}")),
+    }
+}
+
+/// The 18-character form of a Salesforce id (15-character ids differ only in case).
+fn sf_id(id: &str, field: &str) -> Result<String, JobError> {
+    if (id.len() == 15 || id.len() == 18) && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(crate::salesforce::wire::canonical_id(id))
+    } else {
+        Err(JobError::Permanent(format!(
+            "{field}: {id:?} is not a Salesforce id"
+        )))
+    }
+}
+
+/// Minor units of `amount`, rounded half away from zero.
+fn to_minor(amount: Decimal, currency: Currency, field: &str) -> Result<i64, JobError> {
+    let scaled = amount
+        .checked_mul(Decimal::from(10i64.pow(currency.exponent())))
+        .ok_or_else(|| JobError::Permanent(format!("{field}: amount {amount} is out of range")))?
+        .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
+    i64::try_from(scaled.mantissa())
+        .ok()
+        .filter(|_| scaled.scale() == 0)
+        .ok_or_else(|| JobError::Permanent(format!("{field}: amount {amount} is out of range")))
+}
+
+fn amount_text(minor: i64, currency: &str) -> Result<String, JobError> {
+    format_minor(minor, currency).map_err(|e| x3_error(&e))
+}
+
+/// ISO country code for X3's `CRY` from a Salesforce billing country (codes pass through).
+fn country_code(country: &str) -> String {
+    let c = country.trim();
+    const NAMES: &[(&str, &str)] = &[
+        ("united states", "US"),
+        ("usa", "US"),
+        ("united kingdom", "GB"),
+        ("great britain", "GB"),
+        ("france", "FR"),
+        ("germany", "DE"),
+        ("spain", "ES"),
+        ("italy", "IT"),
+        ("ireland", "IE"),
+        ("belgium", "BE"),
+        ("netherlands", "NL"),
+        ("switzerland", "CH"),
+        ("canada", "CA"),
+        ("japan", "JP"),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(c))
+        .map_or_else(|| c.to_ascii_uppercase(), |(_, code)| (*code).to_owned())
+}
+
+/// Salesforce's `Payment_Status__c` for the invoices of one order.
+fn payment_status(invoices: &[SalesInvoice]) -> &'static str {
+    if invoices.iter().all(|i| i.status == InvoiceStatus::Paid) {
+        "Paid"
+    } else if invoices.iter().all(|i| i.status == InvoiceStatus::Open) {
+        "Unpaid"
+    } else {
+        "Partially Paid"
+    }
+}
+
+fn invoice_status(invoices: &[SalesInvoice]) -> &'static str {
+    match payment_status(invoices) {
+        "Paid" => "Paid",
+        "Unpaid" => "Open",
+        _ => "Partly Paid",
+    }
+}
+
+/// One leg of an AR entry: account, side, minor units, sub-ledger customer, document.
+type Leg<'a> = (
+    &'a AccountCode,
+    Direction,
+    i64,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// A journal entry from the X3 loop (source `sage-ar`, as the Intacct loop's).
+fn ar_entry(
+    accounts: &LedgerAccounts,
+    currency: Currency,
+    key: &str,
+    date: NaiveDate,
+    external_ref: &str,
+    memo: &str,
+    legs: &[Leg<'_>],
+) -> Result<NewEntry, JobError> {
+    let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
+    let postings = legs
+        .iter()
+        .map(|&(account, direction, minor, customer, doc)| {
+            Ok(NewPosting {
+                account: account.clone(),
+                direction,
+                amount: Money::from_minor(minor, currency),
+                customer_id: customer
+                    .map(|c| CustomerId::parse(c, "customer"))
+                    .transpose()
+                    .map_err(bad)?,
+                document_ref: doc
+                    .map(|d| Text::parse(d, "document"))
+                    .transpose()
+                    .map_err(bad)?,
+                memo: None,
+            })
+        })
+        .collect::<Result<Vec<_>, JobError>>()?;
+    NewEntry::new(
+        EntryHeader {
+            idempotency_key: IdempotencyKey::parse(key, "key").map_err(bad)?,
+            entity: accounts.entity.clone(),
+            effective_date: date,
+            source: SourceName::parse("sage-ar", "source").map_err(bad)?,
+            external_ref: Some(Text::parse(external_ref, "external_ref").map_err(bad)?),
+            memo: Some(Text::parse(memo, "memo").map_err(bad)?),
+        },
+        postings,
+    )
+    .map_err(bad)
+}
+
+/// What the order link remembers (its `last_values`).
+fn link_value<'a>(link: &'a Link, field: &str) -> Option<&'a str> {
+    link.last_values
+        .as_ref()
+        .and_then(|v| v.get(field))
+        .and_then(Json::as_str)
+}
+
+impl X3Loop {
+    pub fn new(
+        db: Db,
+        jobs: Jobs,
+        salesforce: SalesforceSync,
+        folders: BTreeMap<String, Arc<X3Client>>,
+        ledger: Ledger,
+        config: X3LoopConfig,
+    ) -> X3Loop {
+        X3Loop {
+            xref: Xref::new(db.clone()),
+            review: Review::new(db.clone()),
+            db,
+            jobs,
+            salesforce,
+            folders,
+            ledger,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &X3LoopConfig {
+        &self.config
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Handlers: Closed Won (also from `salesforce.event` and pulled Opportunity changes),
+    /// gateway payments and pulls. Register this *or* [`crate::q2c::Q2c`], not both: they
+    /// answer the same Salesforce events.
+    pub fn register_shared(me: Arc<X3Loop>, registry: Registry) -> Registry {
+        registry
+            .register(CLOSED_WON, Arc::new(X3Handler(me.clone())))
+            .register("salesforce.event", Arc::new(X3Handler(me.clone())))
+            .register(
+                &crate::flows::changed_kind("Opportunity"),
+                Arc::new(X3Handler(me.clone())),
+            )
+            .register(PAYMENT, Arc::new(X3Handler(me.clone())))
+            .register(PULL, Arc::new(X3Handler(me)))
+    }
+
+    /// Runs one job of the loop's kinds (what the worker's handlers call).
+    pub async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        match job.kind.as_str() {
+            CLOSED_WON => self
+                .closed_won(job.text("opportunity_id")?)
+                .await
+                .map(|_| ()),
+            PAYMENT => self.payment(&job.payload).await,
+            PULL => self.pull(job.text("folder")?).await.map(|_| ()),
+            "salesforce.event" => {
+                let p = &job.payload;
+                let object = p.get("object").and_then(Json::as_str).unwrap_or_default();
+                let stage = p
+                    .get("stage")
+                    .and_then(Json::as_str)
+                    .unwrap_or("Closed Won");
+                if object != "Opportunity" || stage != "Closed Won" {
+                    return Ok(());
+                }
+                let id = p
+                    .get("record_id")
+                    .and_then(Json::as_str)
+                    .ok_or_else(|| JobError::Permanent("record_id is missing".into()))?;
+                self.closed_won(id).await.map(|_| ())
+            }
+            kind if kind == crate::flows::changed_kind("Opportunity") => {
+                let id = job.text("id")?;
+                let won = crate::flows::mirrored(&self.db, "Opportunity", id)
+                    .await
+                    .map_err(storage)?
+                    .is_some_and(|f| {
+                        f.get("StageName").and_then(Json::as_str) == Some("Closed Won")
+                            || f.get("IsWon").and_then(Json::as_bool) == Some(true)
+                    });
+                let linked = self
+                    .xref
+                    .by_salesforce(OPPORTUNITY, &sf_id(id, "id")?, SAGE_SYSTEM)
+                    .await
+                    .map_err(storage)?
+                    .is_some();
+                if won && !linked {
+                    self.queue_closed_won(id).await?;
+                }
+                Ok(())
+            }
+            other => Err(JobError::Permanent(format!(
+                "the X3 loop does not handle {other}"
+            ))),
+        }
+    }
+
+    fn client(&self, folder: &str) -> Result<&Arc<X3Client>, JobError> {
+        self.folders.get(folder).ok_or_else(|| {
+            JobError::Permanent(format!(
+                "X3 folder {folder:?} has no client (not in [sync.x3] routing)"
+            ))
+        })
+    }
+
+    fn accounts(&self, currency: Currency) -> Result<&LedgerAccounts, JobError> {
+        self.config.ledger.get(&currency).ok_or_else(|| {
+            JobError::Permanent(format!(
+                "currency: no ledger accounts for {currency} under [sync.x3.ledger.{currency}]"
+            ))
+        })
+    }
+
+    async fn sf_one(&self, soql: &str, what: &str) -> Result<Record, JobError> {
+        let rows = self
+            .salesforce
+            .client()
+            .query_collect(soql)
+            .await
+            .map_err(|e| sf_error(&e))?;
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| JobError::Permanent(format!("{what} was not found in Salesforce")))
+    }
+
+    /// Queues Closed Won for an Opportunity (one order per Opportunity).
+    pub async fn queue_closed_won(&self, opportunity_id: &str) -> Result<Option<i64>, JobError> {
+        self.jobs
+            .enqueue(
+                NewJob::new(CLOSED_WON, json!({"opportunity_id": opportunity_id}))
+                    .dedupe(format!("{CLOSED_WON}:{opportunity_id}")),
+            )
+            .await
+            .map_err(storage)
+    }
+
+    /// Queues a pull of every folder, deduplicated per `slot`.
+    pub async fn queue_pulls(&self, slot: i64) -> Result<(), JobError> {
+        self.jobs
+            .enqueue_tick(
+                PULL,
+                "folder",
+                self.folders.keys().map(String::as_str),
+                slot,
+            )
+            .await
+            .map_err(storage)
+    }
+
+    /// Queues pulls every `interval` until `stop` turns true.
+    pub async fn run_schedule(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        crate::jobs::run_on_ticks(interval, stop, |slot| {
+            let me = self.clone();
+            async move {
+                if let Err(e) = me.queue_pulls(slot).await {
+                    tracing::warn!(error = ?e, "queueing X3 pulls failed");
+                }
+            }
+        })
+        .await
+    }
+
+    /// Fields to a Salesforce record (by Id), pushed now rather than at the next schedule.
+    async fn write_back(
+        &self,
+        object: &str,
+        id: &str,
+        fields: Map<String, Json>,
+    ) -> Result<(), JobError> {
+        self.salesforce
+            .queue_push(object, "Id", id, &fields)
+            .await
+            .map_err(storage)?;
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| JobError::Retryable(format!("random: {e}")))?;
+        let mut job = NewJob::new(crate::flows::PUSH, json!({"object": object})).dedupe(format!(
+            "{}:{object}:now:{}",
+            crate::flows::PUSH,
+            hex::encode(nonce)
+        ));
+        job.run_at = Some(Utc::now() - chrono::Duration::hours(1));
+        self.jobs.enqueue(job).await.map_err(storage)?;
+        Ok(())
+    }
+
+    async fn link(
+        &self,
+        object: &str,
+        salesforce_id: &str,
+        folder: &str,
+        sage_id: &str,
+        last_values: Option<Json>,
+    ) -> Result<(), JobError> {
+        let link = Link {
+            object: object.into(),
+            salesforce_id: salesforce_id.into(),
+            sage_system: SAGE_SYSTEM.into(),
+            sage_entity: folder.into(),
+            sage_id: sage_id.into(),
+            last_values,
+        };
+        match self.xref.link(&link).await.map_err(storage)? {
+            Linked::Created | Linked::Existing => Ok(()),
+            Linked::Conflict(other) => Err(JobError::Permanent(format!(
+                "the cross-reference links {object} {salesforce_id} / X3 {folder} {sage_id} elsewhere ({} ⇄ {} in {})",
+                other.salesforce_id, other.sage_id, other.sage_entity
+            ))),
+        }
+    }
+
+    /// The whole Closed Won step for one Opportunity; see the module docs. `None` when the
+    /// Opportunity is not won.
+    pub async fn closed_won(&self, opportunity_id: &str) -> Result<Option<X3ClosedWon>, JobError> {
+        let opp_id = sf_id(opportunity_id, "opportunity_id")?;
+        let opp = self
+            .sf_one(
+                &format!(
+                    "SELECT Id, Name, StageName, IsWon, CloseDate, AccountId, Amount, CurrencyIsoCode \
+                     FROM Opportunity WHERE Id = '{opp_id}'"
+                ),
+                &format!("Opportunity {opp_id}"),
+            )
+            .await?;
+        let won = opp.get("IsWon").and_then(|v| v.as_bool()).unwrap_or(false)
+            || opp.get_str("StageName") == Some("Closed Won");
+        if !won {
+            tracing::info!(opportunity = %opp_id, "not Closed Won: no X3 order");
+            return Ok(None);
+        }
+        let account_id = opp
+            .get_str("AccountId")
+            .ok_or_else(|| JobError::Permanent(format!("Opportunity {opp_id}: AccountId is empty")))
+            .and_then(|a| sf_id(a, "AccountId"))?;
+        let account = self
+            .sf_one(
+                &format!(
+                    "SELECT Id, Name, BillingStreet, BillingCity, BillingPostalCode, BillingCountry, CurrencyIsoCode \
+                     FROM Account WHERE Id = '{account_id}'"
+                ),
+                &format!("Account {account_id}"),
+            )
+            .await?;
+        let name = account
+            .get_str("Name")
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| JobError::Permanent(format!("Account {account_id}: Name is empty")))?
+            .to_owned();
+        let currency_code = opp
+            .get_str("CurrencyIsoCode")
+            .or(account.get_str("CurrencyIsoCode"))
+            .unwrap_or(&self.config.default_currency)
+            .to_owned();
+        let currency = Currency::parse(&currency_code).map_err(|e| {
+            JobError::Permanent(format!("Opportunity {opp_id}: CurrencyIsoCode: {e}"))
+        })?;
+        let close_date = opp
+            .get_str("CloseDate")
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .ok_or_else(|| {
+                JobError::Permanent(format!("Opportunity {opp_id}: CloseDate is not a date"))
+            })?;
+        let billing_country = account.get_str("BillingCountry").map(country_code);
+        let route = self
+            .config
+            .routing
+            .route(AccountFacts {
+                billing_country: billing_country.as_deref(),
+                currency: Some(currency.code()),
+            })
+            .clone();
+        let client = self.client(&route.folder)?.clone();
+        // The invoice will need ledger accounts: refused now, before anything is made in X3.
+        self.accounts(currency)?;
+
+        // The lines, checked before anything is written to X3.
+        let lines = self.order_lines(&opp, &opp_id, currency).await?;
+
+        // 1. The customer: cross-reference, the Salesforce id on BPCUSTOMER, else created.
+        let customer = match self
+            .xref
+            .by_salesforce(ACCOUNT, &account_id, SAGE_SYSTEM)
+            .await
+            .map_err(storage)?
+        {
+            Some(l) if l.sage_entity == route.folder => l.sage_id,
+            Some(l) => {
+                return Err(JobError::Permanent(format!(
+                    "Account {account_id} is customer {} in X3 folder {}, but routes to folder {}",
+                    l.sage_id, l.sage_entity, route.folder
+                )));
+            }
+            None => {
+                let code = match client
+                    .find_customer_by_sf_id(&account_id)
+                    .await
+                    .map_err(|e| x3_error(&e))?
+                {
+                    Some(c) => c.code,
+                    None => {
+                        let text = |f: &str| {
+                            account
+                                .get_str(f)
+                                .map(str::trim)
+                                .filter(|v| !v.is_empty())
+                                .map(str::to_owned)
+                        };
+                        let country = billing_country.clone().unwrap_or_default();
+                        let address = Address {
+                            code: String::new(),
+                            lines: text("BillingStreet")
+                                .map(|s| s.lines().map(str::to_owned).collect())
+                                .unwrap_or_default(),
+                            postal_code: text("BillingPostalCode").unwrap_or_default(),
+                            city: text("BillingCity").unwrap_or_default(),
+                            country: country.clone(),
+                        };
+                        let made = client
+                            .create_customer(&Customer {
+                                code: String::new(),
+                                name: name.chars().take(35).collect(),
+                                name2: None,
+                                category: self.config.customer_category.clone(),
+                                country,
+                                currency: currency.code().to_owned(),
+                                address: Some(address),
+                                sf_id: Some(account_id.clone()),
+                            })
+                            .await
+                            .map_err(|e| x3_error(&e))?;
+                        tracing::info!(account = %account_id, folder = %route.folder, customer = %made.code, "X3 customer created");
+                        made.code
+                    }
+                };
+                self.link(ACCOUNT, &account_id, &route.folder, &code, None)
+                    .await?;
+                code
+            }
+        };
+        let mut ids = Map::new();
+        ids.insert("Sage_Customer_Id__c".into(), json!(customer));
+        self.salesforce
+            .queue_push("Account", "Id", &account_id, &ids)
+            .await
+            .map_err(storage)?;
+
+        // 2. The order: cross-reference, then CUSORDREF = the Opportunity id, else created.
+        let mut created = false;
+        let order = match self
+            .xref
+            .by_salesforce(OPPORTUNITY, &opp_id, SAGE_SYSTEM)
+            .await
+            .map_err(storage)?
+        {
+            Some(l) => l.sage_id,
+            None => {
+                let found = client
+                    .find_orders_by_customer_ref(&customer, &opp_id)
+                    .await
+                    .map_err(|e| x3_error(&e))?;
+                let number = match found.into_iter().next() {
+                    Some(o) => o.number,
+                    None => {
+                        let made = client
+                            .create_order(&SalesOrder {
+                                number: String::new(),
+                                sales_site: route.sales_site.clone(),
+                                order_type: self.config.order_type.clone(),
+                                customer: customer.clone(),
+                                customer_ref: opp_id.clone(),
+                                order_date: close_date,
+                                shipping_site: route.shipping_site.clone(),
+                                currency: currency.code().to_owned(),
+                                lines,
+                                total_excl_tax_minor: None,
+                            })
+                            .await
+                            .map_err(|e| x3_error(&e))?;
+                        created = true;
+                        made.number
+                    }
+                };
+                self.link(
+                    OPPORTUNITY,
+                    &opp_id,
+                    &route.folder,
+                    &number,
+                    Some(json!({"account_id": account_id, "customer": customer, "currency": currency.code()})),
+                )
+                .await?;
+                number
+            }
+        };
+
+        // 3. Back to Salesforce.
+        let mut fields = Map::new();
+        fields.insert("Sage_Order_Number__c".into(), json!(order));
+        if created {
+            fields.insert("Sage_Invoice_Status__c".into(), json!("Ordered"));
+        }
+        self.write_back("Opportunity", &opp_id, fields).await?;
+        tracing::info!(opportunity = %opp_id, folder = %route.folder, order = %order, created, "Closed Won ordered in X3");
+        Ok(Some(X3ClosedWon {
+            route,
+            customer,
+            order,
+            created,
+        }))
+    }
+
+    /// One SORDER line per OpportunityLineItem: ITMREF = Product2.ProductCode, QTY, GROPRI =
+    /// the unit price less the discount, rounded to the currency's minor unit.
+    async fn order_lines(
+        &self,
+        opp: &Record,
+        opp_id: &str,
+        currency: Currency,
+    ) -> Result<Vec<OrderLine>, JobError> {
+        let items = self
+            .salesforce
+            .client()
+            .query_collect(&format!(
+                "SELECT Id, Product2Id, Quantity, UnitPrice, Discount FROM OpportunityLineItem \
+                 WHERE OpportunityId = '{opp_id}' ORDER BY Id"
+            ))
+            .await
+            .map_err(|e| sf_error(&e))?;
+        let product_ids: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.get_str("Product2Id"))
+            .map(|p| sf_id(p, "Product2Id"))
+            .collect::<Result<_, _>>()?;
+        let mut codes: HashMap<String, String> = HashMap::new();
+        if !product_ids.is_empty() {
+            let list = product_ids
+                .iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(",");
+            for p in self
+                .salesforce
+                .client()
+                .query_collect(&format!(
+                    "SELECT Id, Name, ProductCode FROM Product2 WHERE Id IN ({list})"
+                ))
+                .await
+                .map_err(|e| sf_error(&e))?
+            {
+                if let (Some(id), Some(code)) = (p.id(), p.get_str("ProductCode")) {
+                    codes.insert(
+                        crate::salesforce::wire::canonical_id(id),
+                        code.trim().to_owned(),
+                    );
+                }
+            }
+        }
+        let mut lines = Vec::with_capacity(items.len());
+        for item in &items {
+            let field = |f: &str| format!("OpportunityLineItem {}: {f}", item.id().unwrap_or("?"));
+            let quantity = item
+                .get_decimal("Quantity")
+                .filter(|q| *q > Decimal::ZERO)
+                .ok_or_else(|| {
+                    JobError::Permanent(format!("{} must be a positive number", field("Quantity")))
+                })?;
+            let price = item
+                .get_decimal("UnitPrice")
+                .filter(|p| *p >= Decimal::ZERO)
+                .ok_or_else(|| {
+                    JobError::Permanent(format!("{} is missing or negative", field("UnitPrice")))
+                })?;
+            let discount = item.get_decimal("Discount").unwrap_or_default();
+            if discount < Decimal::ZERO || discount > Decimal::ONE_HUNDRED {
+                return Err(JobError::Permanent(format!(
+                    "{} must be between 0 and 100",
+                    field("Discount")
+                )));
+            }
+            let net = price
+                .checked_mul(Decimal::ONE_HUNDRED - discount)
+                .map(|a| a / Decimal::ONE_HUNDRED)
+                .ok_or_else(|| {
+                    JobError::Permanent(format!("{} is out of range", field("UnitPrice")))
+                })?;
+            let product = item
+                .get_str("Product2Id")
+                .map(crate::salesforce::wire::canonical_id);
+            let code = product
+                .as_ref()
+                .and_then(|p| codes.get(p))
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    JobError::Permanent(format!(
+                        "{}: the product has no ProductCode (the X3 ITMREF)",
+                        field("Product2Id")
+                    ))
+                })?;
+            lines.push(OrderLine {
+                item: code.clone(),
+                quantity,
+                gross_price_minor: to_minor(net, currency, &field("UnitPrice"))?,
+            });
+        }
+        if lines.is_empty() {
+            let amount = opp.get_decimal("Amount").filter(|a| *a > Decimal::ZERO);
+            match (&self.config.amount_item, amount) {
+                (Some(item), Some(amount)) => lines.push(OrderLine {
+                    item: item.clone(),
+                    quantity: Decimal::ONE,
+                    gross_price_minor: to_minor(amount, currency, "Opportunity.Amount")?,
+                }),
+                _ => {
+                    return Err(JobError::Permanent(format!(
+                        "Opportunity {opp_id}: no line items (and no [sync.x3] amount_item with a positive Amount) to order"
+                    )));
+                }
+            }
+        }
+        Ok(lines)
+    }
+
+    /// The invoices of every linked, not yet paid order of one folder: Salesforce updated,
+    /// each invoice posted to the ledger once. An order that cannot be handled (a permanent
+    /// error: a credit note, a currency without ledger accounts) does not hold up the others:
+    /// they are all handled, then the pull fails naming the orders and X3's or our text, so the
+    /// error queue shows it. A retryable error stops the pull (the retry starts over; every
+    /// step is idempotent).
+    pub async fn pull(&self, folder: &str) -> Result<X3PullReport, JobError> {
+        let client = self.client(folder)?.clone();
+        let mut report = X3PullReport::default();
+        let mut failed: Vec<String> = Vec::new();
+        let mut after = String::new();
+        loop {
+            let links = self
+                .xref
+                .list(SAGE_SYSTEM, OPPORTUNITY, &after, 500)
+                .await
+                .map_err(storage)?;
+            let Some(last) = links.last() else { break };
+            after = last.salesforce_id.clone();
+            for link in links.iter().filter(|l| l.sage_entity == folder) {
+                if link_value(link, "status") == Some("Paid") {
+                    continue;
+                }
+                report.orders += 1;
+                match self.order_invoices(&client, link).await {
+                    Ok((seen, posted)) => {
+                        report.invoices += seen;
+                        report.posted += posted;
+                    }
+                    Err(JobError::Permanent(m)) => {
+                        tracing::warn!(folder, order = %link.sage_id, error = %m, "X3 order not pulled");
+                        failed.push(format!("order {}: {m}", link.sage_id));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if !failed.is_empty() {
+            let shown: Vec<&str> = failed.iter().take(5).map(String::as_str).collect();
+            return Err(JobError::Permanent(format!(
+                "X3 folder {folder}: {} of {} orders not pulled: {}",
+                failed.len(),
+                report.orders,
+                shown.join("; ")
+            )));
+        }
+        Ok(report)
+    }
+
+    /// One linked order's invoices: the ledger (once per invoice), then Salesforce. Answers
+    /// (invoices seen, invoices posted now).
+    async fn order_invoices(&self, client: &X3Client, link: &Link) -> Result<(u64, u64), JobError> {
+        let mut invoices = client
+            .invoices_for_order(&link.sage_id)
+            .await
+            .map_err(|e| x3_error(&e))?;
+        if invoices.is_empty() {
+            return Ok((0, 0));
+        }
+        invoices.sort_by(|a, b| (a.date, &a.number).cmp(&(b.date, &b.number)));
+        let account_id = link_value(link, "account_id").unwrap_or(&link.salesforce_id);
+        let mut posted = 0;
+        for inv in &invoices {
+            if self.post_invoice(link, account_id, inv).await? {
+                posted += 1;
+            }
+        }
+        self.invoices_to_salesforce(link, &invoices).await?;
+        Ok((invoices.len() as u64, posted))
+    }
+
+    /// Dr AR / Cr revenue (Cr tax), idempotent per folder and invoice number. True when the
+    /// ledger did not have it yet.
+    async fn post_invoice(
+        &self,
+        link: &Link,
+        account_id: &str,
+        inv: &SalesInvoice,
+    ) -> Result<bool, JobError> {
+        let currency = Currency::parse(&inv.currency)
+            .map_err(|e| JobError::Permanent(format!("SINVOICE {}: CUR: {e}", inv.number)))?;
+        let accounts = self.accounts(currency)?.clone();
+        let tax = inv.amount_incl_tax_minor - inv.amount_excl_tax_minor;
+        if inv.amount_excl_tax_minor <= 0 || tax < 0 {
+            return Err(JobError::Permanent(format!(
+                "SINVOICE {}: amounts AMTNOT {} / AMTATI {} are not an invoice the loop posts (credit notes are not handled)",
+                inv.number, inv.amount_excl_tax_minor, inv.amount_incl_tax_minor
+            )));
+        }
+        let mut legs = vec![
+            (
+                &accounts.receivable,
+                Direction::Debit,
+                inv.amount_incl_tax_minor,
+                Some(account_id),
+                Some(inv.number.as_str()),
+            ),
+            (
+                &accounts.revenue,
+                Direction::Credit,
+                inv.amount_excl_tax_minor,
+                None,
+                None,
+            ),
+        ];
+        if tax > 0 {
+            legs.push((&accounts.tax, Direction::Credit, tax, None, None));
+        }
+        let entry = ar_entry(
+            &accounts,
+            currency,
+            &format!("x3:invoice:{}:{}", link.sage_entity, inv.number),
+            inv.date.unwrap_or_else(|| Utc::now().date_naive()),
+            &inv.number,
+            &format!(
+                "X3 invoice {} (order {}) for Opportunity {}",
+                inv.number, link.sage_id, link.salesforce_id
+            ),
+            &legs,
+        )?;
+        let before = self
+            .ledger
+            .post(entry)
+            .await
+            .map_err(ledger_error)?
+            .replayed;
+        Ok(!before)
+    }
+
+    /// Invoice numbers, status, open amount and payment status to the Opportunity; the
+    /// status kept on the link (a paid order is not read again by the pull).
+    async fn invoices_to_salesforce(
+        &self,
+        link: &Link,
+        invoices: &[SalesInvoice],
+    ) -> Result<(), JobError> {
+        let currency = invoices
+            .first()
+            .map(|i| i.currency.clone())
+            .unwrap_or_default();
+        let open: i64 = invoices.iter().map(|i| i.open_minor).sum();
+        let numbers = invoices
+            .iter()
+            .map(|i| i.number.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut fields = Map::new();
+        fields.insert("Sage_Order_Number__c".into(), json!(link.sage_id));
+        fields.insert("Sage_Invoice_Number__c".into(), json!(numbers));
+        fields.insert(
+            "Sage_Invoice_Status__c".into(),
+            json!(invoice_status(invoices)),
+        );
+        fields.insert(
+            "Balance_Due__c".into(),
+            json!(amount_text(open, &currency)?),
+        );
+        fields.insert("Payment_Status__c".into(), json!(payment_status(invoices)));
+        self.write_back("Opportunity", &link.salesforce_id, fields)
+            .await?;
+        let mut values = link
+            .last_values
+            .as_ref()
+            .and_then(Json::as_object)
+            .cloned()
+            .unwrap_or_default();
+        values.insert("status".into(), json!(payment_status(invoices)));
+        values.insert("invoices".into(), json!(numbers));
+        self.xref
+            .set_last_values(
+                OPPORTUNITY,
+                &link.salesforce_id,
+                SAGE_SYSTEM,
+                &Json::Object(values),
+            )
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// A gateway payment's follow-up; see the module docs. `payload` is what
+    /// [`X3PaymentJobs`] queued.
+    pub async fn payment(&self, payload: &Json) -> Result<(), JobError> {
+        let s = |f: &str| payload.get(f).and_then(Json::as_str);
+        let n = |f: &str| payload.get(f).and_then(Json::as_i64).unwrap_or(0);
+        let payment_id = s("payment_id")
+            .ok_or_else(|| JobError::Permanent("payment_id is missing".into()))?
+            .to_owned();
+        let Some(opp_id) = s("opportunity_id") else {
+            return Ok(());
+        };
+        let opp_id = sf_id(opp_id, "opportunity_id")?;
+        let currency = Currency::parse(s("currency").unwrap_or_default())
+            .map_err(|e| JobError::Permanent(format!("currency: {e}")))?;
+        let status = s("status").unwrap_or("unknown").to_owned();
+        let collected_minor = n("captured_minor") - n("refunded_minor");
+        let link = self
+            .xref
+            .by_salesforce(OPPORTUNITY, &opp_id, SAGE_SYSTEM)
+            .await
+            .map_err(storage)?
+            .ok_or_else(|| {
+                JobError::Retryable(format!(
+                    "Opportunity {opp_id} has no X3 order yet (Closed Won not processed)"
+                ))
+            })?;
+        let client = self.client(&link.sage_entity)?.clone();
+        let mut invoices = client
+            .invoices_for_order(&link.sage_id)
+            .await
+            .map_err(|e| x3_error(&e))?;
+        if invoices.is_empty() {
+            // Paid before X3 invoiced the order: tried again later (backoff), until it is.
+            return Err(JobError::Retryable(format!(
+                "order {} of Opportunity {opp_id} is not invoiced in X3 yet",
+                link.sage_id
+            )));
+        }
+        invoices.sort_by(|a, b| (a.date, &a.number).cmp(&(b.date, &b.number)));
+        if let Some(other) = invoices.iter().find(|i| i.currency != currency.code()) {
+            self.review
+                .open(
+                    "other",
+                    "Opportunity",
+                    &opp_id,
+                    &json!({"reason": "currency_mismatch", "sage_system": SAGE_SYSTEM, "payment_id": payment_id,
+                            "payment_currency": currency.code(), "invoice_currency": other.currency}),
+                )
+                .await
+                .map_err(storage)?;
+            return Err(JobError::Permanent(format!(
+                "payment {payment_id} is in {currency} but X3 invoice {} is in {}; sent to review",
+                other.number, other.currency
+            )));
+        }
+        let kind = s("kind").unwrap_or_default();
+        if kind == "refund" || status == "returned" || (kind == "ach" && n("refunded_minor") > 0) {
+            self.review
+                .open(
+                    "other",
+                    "Opportunity",
+                    &opp_id,
+                    &json!({"reason": "payment_reversed", "sage_system": SAGE_SYSTEM, "payment_id": payment_id,
+                            "status": status, "refunded": amount_text(n("refunded_minor"), currency.code())?,
+                            "currency": currency.code(), "order": link.sage_id,
+                            "note": "cancel or reverse the receipt in X3 (a person chooses the reversal)"}),
+                )
+                .await
+                .map_err(storage)?;
+        }
+        if collected_minor > 0 {
+            let existing = client
+                .find_payments_by_ref(&payment_id)
+                .await
+                .map_err(|e| x3_error(&e))?;
+            if existing.is_empty() {
+                let mut left = collected_minor;
+                let mut allocations = Vec::new();
+                for inv in invoices.iter().filter(|i| i.open_minor > 0) {
+                    if left == 0 {
+                        break;
+                    }
+                    let amount = left.min(inv.open_minor);
+                    allocations.push(PaymentAllocation {
+                        invoice: inv.number.clone(),
+                        amount_minor: amount,
+                    });
+                    left -= amount;
+                }
+                let applied: i64 = allocations.iter().map(|a| a.amount_minor).sum();
+                if applied > 0 {
+                    let first = &invoices[0];
+                    client
+                        .create_payment(&Payment {
+                            number: String::new(),
+                            payment_type: self.config.payment_type.clone(),
+                            customer: first.customer.clone(),
+                            site: first.sales_site.clone(),
+                            date: Utc::now().date_naive(),
+                            currency: currency.code().to_owned(),
+                            amount_minor: applied,
+                            bank: self.config.bank.clone(),
+                            reference: payment_id.clone(),
+                            allocations,
+                        })
+                        .await
+                        .map_err(|e| x3_error(&e))?;
+                }
+                if left > 0 {
+                    self.review
+                        .open(
+                            "other",
+                            "Opportunity",
+                            &opp_id,
+                            &json!({"reason": "over_payment", "sage_system": SAGE_SYSTEM, "payment_id": payment_id,
+                                    "unapplied": amount_text(left, currency.code())?, "currency": currency.code()}),
+                        )
+                        .await
+                        .map_err(storage)?;
+                }
+            }
+        }
+        // The balance back to Salesforce, from what X3 now holds.
+        let mut invoices = client
+            .invoices_for_order(&link.sage_id)
+            .await
+            .map_err(|e| x3_error(&e))?;
+        invoices.sort_by(|a, b| (a.date, &a.number).cmp(&(b.date, &b.number)));
+        self.invoices_to_salesforce(&link, &invoices).await?;
+        let mut pay = Map::new();
+        pay.insert("Name".into(), json!(payment_id));
+        pay.insert("Opportunity__c".into(), json!(opp_id));
+        pay.insert(
+            "Amount__c".into(),
+            json!(amount_text(n("amount_minor"), currency.code())?),
+        );
+        pay.insert("Currency__c".into(), json!(currency.code()));
+        pay.insert("Status__c".into(), json!(status));
+        pay.insert(
+            "Processed_At__c".into(),
+            json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        );
+        self.salesforce
+            .queue_push(
+                "Cashloop_Payment__c",
+                "Gateway_Payment_Id__c",
+                &payment_id,
+                &pay,
+            )
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+}
+
+struct X3Handler(Arc<X3Loop>);
+impl Handler for X3Handler {
+    fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(self.0.handle(job))
+    }
+}
+
+/// Queues `x3.payment` for every gateway payment change on an Opportunity, in the payment's
+/// own transaction ([`gateway::service::PaymentObserver`]).
+#[derive(Debug, Default)]
+pub struct X3PaymentJobs;
+
+impl gateway::service::PaymentObserver for X3PaymentJobs {
+    fn changed<'a>(
+        &'a self,
+        tx: &'a mut db::DbTx,
+        p: &'a gateway::service::Payment,
+        kind: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            if p.opportunity_id.is_none() {
+                return Ok(());
+            }
+            let payload = json!({
+                "payment_id": p.id,
+                "opportunity_id": p.opportunity_id,
+                "account_id": p.account_id,
+                "method_kind": p.method_kind,
+                "status": p.status,
+                "kind": kind,
+                "currency": p.currency,
+                "amount_minor": p.amount_minor,
+                "captured_minor": p.captured_minor,
+                "refunded_minor": p.refunded_minor,
+            });
+            Jobs::enqueue_in(
+                tx,
+                NewJob::new(PAYMENT, payload).dedupe(format!(
+                    "{PAYMENT}:{}:v{}",
+                    p.id,
+                    p.version()
+                )),
+            )
+            .await
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_and_countries() {
+        assert_eq!(x3_class("customer"), "BPCUSTOMER");
+        assert_eq!(x3_class("payment"), "PAYMENTH");
+        assert_eq!(x3_class("nope"), "?");
+        let defaults = crate::x3::ObjectNames::default();
+        assert_eq!(x3_class("order"), defaults.order.class);
+        assert_eq!(x3_class("invoice"), defaults.invoice.class);
+        assert_eq!(x3_class("item"), defaults.item.class);
+        assert_eq!(country_code("United Kingdom"), "GB");
+        assert_eq!(country_code(" fr "), "FR");
+    }
+}
