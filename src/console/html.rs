@@ -183,11 +183,21 @@ pub fn line_chart(
     let steps = (points.max(2) - 1) as u64;
     for (i, (name, values)) in series.iter().enumerate() {
         let mut d = String::new();
+        let mut dots = String::new();
         for (j, v) in values.iter().enumerate() {
             let x = PAD_L + plot_w * j as u64 / steps;
             let y = PAD_T + plot_h - plot_h * (*v).min(max) / max;
             let _ = write!(d, "{}{x},{y}", if j == 0 { "M" } else { " L" });
+            // Points are marked while there are few of them (a single one draws no line).
+            if values.len() <= 60 {
+                let _ = write!(
+                    dots,
+                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{}\"/>",
+                    colour(i)
+                );
+            }
         }
+        svg.push_str(&dots);
         let _ = write!(
             svg,
             "<path d=\"{d}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"><title>{}</title></path>",

@@ -3045,4 +3045,6 @@ async fn sandbox_cash_application_reaches_intacct() {
     child.kill().await.unwrap();
 }
 
+mod browser;
 mod observability;
+mod webdriver;
