@@ -1824,6 +1824,48 @@ mod tests {
             "[[server.api_keys]]\nname = \"ops\"\nrole = \"admin\"\nkey_hmac = \"00\"",
             Some("server.api_keys[0].key_hmac"),
         );
+        const HASH: &str =
+            "$pbkdf2-sha256$i=10000$c2FsdHNhbHQ$VazARW7jCJ+/FpHCJUS2BflBhSFt3gRl5oudV8INrLw";
+        check(
+            &format!(
+                "[[console.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{HASH}\""
+            ),
+            None,
+        );
+        check(
+            &format!(
+                "[[console.users]]\nname = \"ada\"\nrole = \"root\"\npassword_hash = \"{HASH}\""
+            ),
+            Some("console.users[0].role"),
+        );
+        check(
+            "[[console.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"hunter2\"",
+            Some("console.users[0].password_hash"),
+        );
+        check(
+            &format!(
+                "[[console.users]]\nname = \"a b\"\nrole = \"admin\"\npassword_hash = \"{HASH}\""
+            ),
+            Some("console.users[0].name"),
+        );
+        check(
+            &format!(
+                "[[console.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{HASH}\"\n[[console.users]]\nname = \"ada\"\nrole = \"viewer\"\npassword_hash = \"{HASH}\""
+            ),
+            Some("console.users[1].name"),
+        );
+        check(
+            "[console]\nsession_ttl_s = 5",
+            Some("console.session_ttl_s"),
+        );
+        check(
+            "[console]\npublic_url = \"pay.example.com\"",
+            Some("console.public_url"),
+        );
+        check(
+            "[console]\nsage_record_url = \"https://erp.example.com/x\"",
+            Some("console.sage_record_url"),
+        );
         check(
             "[vault]\nkek = { version = 1, file = \"k\" }\nfingerprint_key = { version = 1, env = \"F\" }",
             None,

@@ -3046,5 +3046,6 @@ async fn sandbox_cash_application_reaches_intacct() {
 }
 
 mod browser;
+mod console;
 mod observability;
 mod webdriver;
