@@ -109,13 +109,14 @@ pub(crate) async fn create_link(
     actor: &str,
     body: &[u8],
 ) -> Result<(StatusCode, Value), AppError> {
-    let payments = state.payments.as_ref().ok_or(AppError::Api {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "payments_not_configured",
-        field: None,
-        message: "payments are not configured ([gateway] and [vault] in cashloop.toml)".into(),
-    })?;
-    let _ = payments;
+    if state.payments.is_none() {
+        return Err(AppError::Api {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "payments_not_configured",
+            field: None,
+            message: "payments are not configured ([gateway] and [vault] in cashloop.toml)".into(),
+        });
+    }
     let v: Value = serde_json::from_slice(body).map_err(|e| AppError::Api {
         status: StatusCode::BAD_REQUEST,
         code: "malformed_json",
@@ -909,6 +910,19 @@ impl HtmlStatus for StatusCode {
     }
 }
 
+/// A card brand as people write it.
+fn brand_name(brand: Option<&str>) -> &'static str {
+    match brand {
+        Some("visa") => "Visa",
+        Some("mastercard") => "Mastercard",
+        Some("amex") => "American Express",
+        Some("discover") => "Discover",
+        Some("jcb") => "JCB",
+        Some("diners") => "Diners Club",
+        _ => "Card",
+    }
+}
+
 /// `GET /pay/{link}/receipt`.
 pub(crate) async fn receipt(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let link = match load(&state, &id).await {
@@ -928,11 +942,9 @@ pub(crate) async fn receipt(State(state): State<AppState>, Path(id): Path<String
     };
     let method = match &state.vault {
         Some(v) => match v.get(&p.token).await {
-            Ok(pm) if pm.kind == "card" => format!(
-                "{} ending {}",
-                pm.brand.unwrap_or_else(|| "Card".into()),
-                pm.last4
-            ),
+            Ok(pm) if pm.kind == "card" => {
+                format!("{} ending {}", brand_name(pm.brand.as_deref()), pm.last4)
+            }
             Ok(pm) => format!("Bank account ending {}", pm.last4),
             Err(_) => p.method_kind.to_owned(),
         },

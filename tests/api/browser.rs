@@ -149,9 +149,12 @@ async fn dashboard_fills_from_sandbox_data(b: &Browser) {
     b.wait_text("h1", "Dashboard").await;
     let flows = b.find("#flows").await.text().await;
     assert!(flows.contains("POST /v1/payments"), "{flows}");
-    assert!(flows.contains("job intacct.closed_won"), "{flows}");
+    // Salesforce's Closed Won events ran as jobs (each deal's invoice came from one).
+    assert!(flows.contains("job salesforce.event"), "{flows}");
+    assert!(flows.contains("POST /v1/events/salesforce"), "{flows}");
     let sync = b.find("#sync-status").await.text().await;
-    assert!(sync.contains("intacct.closed_won"), "{sync}");
+    assert!(sync.contains("salesforce.event"), "{sync}");
+    assert!(sync.contains("intacct.payment"), "{sync}");
     // The sampler runs every 5 s: the charts appear within a few reloads.
     let until = std::time::Instant::now() + Duration::from_secs(20);
     while b.try_find("#chart-throughput").await.is_none() {
