@@ -392,8 +392,7 @@ struct NextQuery {
 fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
-            if n.starts_with("/console")
-                && !n.starts_with("//")
+            if (n == "/console" || n.starts_with("/console/") || n.starts_with("/console?"))
                 && !n.contains('\\')
                 && !n.starts_with("/console/login") =>
         {
@@ -1031,7 +1030,7 @@ async fn jobs_page(
                  <form method=\"post\" action=\"/console/jobs/{id}/resolve\" class=\"inline resolve\">\
                  <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
                  <label for=\"note-{id}\">Comment</label>\
-                 <input id=\"note-{id}\" name=\"note\" required maxlength=\"{COMMENT_MAX}\">\
+                 <input id=\"note-{id}\" name=\"note\" required maxlength=\"{COMMENT_MAX}\" placeholder=\"Why it is resolved\">\
                  <button type=\"submit\" id=\"resolve-{id}\">Resolve</button></form>",
                 id = j.id,
                 csrf = esc(&session.csrf)
@@ -1278,7 +1277,7 @@ async fn review_page(
                 "<form method=\"post\" action=\"/console/review/{id}/resolve\" class=\"inline resolve\">\
                  <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
                  <label for=\"decision-{id}\">Decision</label>\
-                 <input id=\"decision-{id}\" name=\"resolution\" required maxlength=\"{COMMENT_MAX}\">\
+                 <input id=\"decision-{id}\" name=\"resolution\" required maxlength=\"{COMMENT_MAX}\" placeholder=\"The decision taken\">\
                  <button type=\"submit\">Resolve</button></form>",
                 esc(&session.csrf),
                 id = i.id
@@ -1994,4 +1993,65 @@ async fn audit_page(
 /// The [`Live`] state for a new server.
 pub fn live() -> Arc<Live> {
     Arc::new(Live::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_login_only_console_paths_are_followed() {
+        for (next, want) in [
+            (
+                Some("/console/jobs?status=dead"),
+                "/console/jobs?status=dead",
+            ),
+            (Some("/console"), "/console"),
+            (Some("https://evil.example/console"), "/console"),
+            (Some("//evil.example/console"), "/console"),
+            (Some("/console\\..\\evil"), "/console"),
+            (Some("/consolex"), "/console"),
+            (Some("/console/login?next=/x"), "/console"),
+            (Some("/pay/x"), "/console"),
+            (None, "/console"),
+        ] {
+            assert_eq!(safe_next(next), want, "{next:?}");
+        }
+    }
+
+    #[test]
+    fn logins_lock_after_repeated_failures_per_name() {
+        let live = Live::default();
+        for _ in 0..LOGIN_MAX_FAILURES {
+            assert!(live.may_try("ada", 1_000));
+            live.failed("ada", 1_000);
+        }
+        assert!(!live.may_try("ada", 1_000 + LOGIN_WINDOW_S - 1));
+        assert!(live.may_try("bob", 1_000), "per name");
+        assert!(
+            live.may_try("ada", 1_000 + LOGIN_WINDOW_S),
+            "the window passes"
+        );
+        live.succeeded("ada");
+        assert!(live.may_try("ada", 1_001));
+    }
+
+    #[test]
+    fn cookies_are_read_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("xcl_session=no; cl_session=yes; other=1"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("yes"));
+        assert_eq!(cookie(&h, "missing"), None);
+    }
+
+    #[test]
+    fn timestamps_read_from_both_backends() {
+        let a = parse_ts("2026-11-26T18:00:00.123456Z").unwrap();
+        let b = parse_ts("2026-11-26 18:00:00.123456+00").unwrap();
+        assert_eq!(a, b);
+        assert!(parse_ts("yesterday").is_none());
+    }
 }
