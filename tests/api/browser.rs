@@ -107,7 +107,7 @@ async fn console_and_payment_page_in_chromium() {
     }
     let (sandbox, browser) = tokio::join!(Sandbox::start(), Browser::start());
     log_in(&browser, &sandbox).await;
-    dashboard_fills_from_sandbox_data(&browser).await;
+    dashboard_fills_from_sandbox_data(&browser, &sandbox).await;
     retry_an_errored_job_and_watch_it_succeed(&browser, &sandbox).await;
     open_a_reconciliation_run_and_its_items(&browser, &sandbox).await;
     hosted_page_shows_errors_inline_and_takes_a_card(&browser, &sandbox).await;
@@ -118,7 +118,7 @@ async fn console_and_payment_page_in_chromium() {
 }
 
 /// An unauthenticated visit lands on the login form; a wrong password is refused inline; the
-/// right one reaches the dashboard.
+/// right one, typed with the keyboard alone, reaches the page asked for; the skip link works.
 async fn log_in(b: &Browser, s: &Sandbox) {
     b.goto(&format!("{}/console/payments", s.base)).await;
     b.find("#login").await;
@@ -133,18 +133,48 @@ async fn log_in(b: &Browser, s: &Sandbox) {
     b.wait_text("[role=alert]", "Wrong user name or password")
         .await;
     b.screenshot("01-login-refused").await;
-    fill(b, "#password", &s.password).await;
-    b.find("#login").await.click().await;
+    // The keyboard alone: the name field has the focus; Tab to the password, Enter to submit.
+    b.goto(&format!(
+        "{}/console/login?next=%2Fconsole%2Fpayments",
+        s.base
+    ))
+    .await;
+    b.find("#login").await;
+    assert_eq!(
+        b.active().await.attribute("id").await.as_deref(),
+        Some("user")
+    );
+    b.keys(&format!("admin{TAB}{}{ENTER}", s.password)).await;
     // Back where we were going.
     b.wait_text("h1", "Payments").await;
     assert!(b.url().await.ends_with("/console/payments"));
     b.screenshot("02-logged-in").await;
+    // The first Tab reaches the skip link; following it puts the focus on the content.
+    b.goto(&format!("{}/console/payments", s.base)).await;
+    b.find("#payments").await;
+    b.keys(TAB).await;
+    assert_eq!(b.active().await.text().await, "Skip to content");
+    b.keys(ENTER).await;
+    assert_eq!(
+        b.active().await.attribute("id").await.as_deref(),
+        Some("main")
+    );
+    b.keys(TAB).await;
+    assert_eq!(
+        b.active().await.attribute("id").await.as_deref(),
+        Some("p-opp"),
+        "the search form is next"
+    );
 }
+
+/// WebDriver's Tab and Enter keys.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
 
 /// The dashboard shows the sandbox's traffic: flows with latency percentiles, sync status per
 /// job kind, and (once two samples exist) the charts.
-async fn dashboard_fills_from_sandbox_data(b: &Browser) {
-    let base = b.url().await.replace("/console/payments", "");
+async fn dashboard_fills_from_sandbox_data(b: &Browser, s: &Sandbox) {
+    let base = &s.base;
     b.goto(&format!("{base}/console")).await;
     b.wait_text("h1", "Dashboard").await;
     let flows = b.find("#flows").await.text().await;

@@ -212,6 +212,36 @@ impl Browser {
         })
     }
 
+    /// The element that has the keyboard focus.
+    pub async fn active(&self) -> Element<'_> {
+        let v = self.cmd("GET", "/element/active", None).await.unwrap();
+        Element {
+            browser: self,
+            id: v[ELEMENT_KEY]
+                .as_str()
+                .expect("an active element")
+                .to_owned(),
+        }
+    }
+
+    /// Types `text` on the keyboard, to whatever has the focus (`\u{E004}` is Tab,
+    /// `\u{E007}` Enter), as a person would.
+    pub async fn keys(&self, text: &str) {
+        let mut actions = Vec::new();
+        for c in text.chars() {
+            actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+        }
+        self.cmd(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await
+        .unwrap();
+        let _ = self.cmd("DELETE", "/actions", None).await;
+    }
+
     /// Every element matching a CSS selector.
     pub async fn find_all(&self, css: &str) -> Vec<Element<'_>> {
         let v = self
