@@ -185,7 +185,12 @@ pub fn line_chart(
         let mut d = String::new();
         let mut dots = String::new();
         for (j, v) in values.iter().enumerate() {
-            let x = PAD_L + plot_w * j as u64 / steps;
+            // A lone sample is the latest: it sits at "now", on the right.
+            let x = if points <= 1 {
+                PAD_L + plot_w
+            } else {
+                PAD_L + plot_w * j as u64 / steps
+            };
             let y = PAD_T + plot_h - plot_h * (*v).min(max) / max;
             let _ = write!(d, "{}{x},{y}", if j == 0 { "M" } else { " L" });
             // Points are marked while there are few of them (a single one draws no line).
@@ -337,6 +342,8 @@ mod tests {
         );
         assert!(c.contains("M56,176 L344,93 L632,10"), "{c}");
         assert!(c.contains("<title id=\"c-t\">Requests</title>"));
+        let one = line_chart("o", "One", "n", &[("a".into(), vec![4])], ("-5 s", "now"));
+        assert!(one.contains("<circle cx=\"632\" cy=\"10\""), "{one}");
         let b = stacked_bars(
             "b",
             "Outcomes",
