@@ -26,6 +26,8 @@ CREATE TABLE payment_links (
     description     TEXT,
     status          TEXT NOT NULL CHECK (status IN ('open', 'paying', 'paid')),
     claimed_until_ms BIGINT,
+    -- Declined or refused payments so far; at MAX the link takes no more (card testing).
+    failed_attempts BIGINT NOT NULL DEFAULT 0,
     payment_id      TEXT,
     created_by      TEXT NOT NULL,
     created_at_ms   BIGINT NOT NULL,

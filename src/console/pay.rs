@@ -25,6 +25,9 @@ use crate::server::{AppError, AppState};
 const CLAIM_LEASE_MS: i64 = 120_000;
 /// Longest invoice reference and description.
 const INVOICE_REF_MAX: usize = 64;
+/// Declined or refused payments after which a link takes no more: a public page that
+/// answers "approved / declined" is otherwise an oracle for testing stolen card numbers.
+pub const MAX_FAILED_ATTEMPTS: i64 = 10;
 const DESCRIPTION_MAX: usize = 200;
 
 /// A stored link.
@@ -41,9 +44,10 @@ pub struct Link {
     pub payment_id: Option<String>,
     pub expires_at_ms: i64,
     pub paid_at_ms: Option<i64>,
+    pub failed_attempts: i64,
 }
 
-const LINK_COLUMNS: &str = "SELECT id, opportunity_id, account_id, amount_minor, currency, invoice_ref, description, status, payment_id, expires_at_ms, paid_at_ms FROM payment_links WHERE id = $1";
+const LINK_COLUMNS: &str = "SELECT id, opportunity_id, account_id, amount_minor, currency, invoice_ref, description, status, payment_id, expires_at_ms, paid_at_ms, failed_attempts FROM payment_links WHERE id = $1";
 
 async fn load(state: &AppState, id: &str) -> Result<Option<Link>, sqlx::Error> {
     // Ids are ours: anything else is not looked up at all.
@@ -539,6 +543,8 @@ fn closed_reason(l: &Link, now_ms: i64) -> Option<&'static str> {
         Some("paid")
     } else if l.expires_at_ms <= now_ms {
         Some("expired")
+    } else if l.failed_attempts >= MAX_FAILED_ATTEMPTS {
+        Some("locked")
     } else {
         None
     }
@@ -565,6 +571,20 @@ pub(crate) async fn page(State(state): State<AppState>, Path(id): Path<String>) 
     };
     match closed_reason(&link, Utc::now().timestamp_millis()) {
         Some("paid") => redirect(&format!("/pay/{}/receipt", link.id)),
+        Some("locked") => html_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            pay_page(
+                "Payment link locked",
+                &format!(
+                    "{}{}",
+                    summary(&link),
+                    notice(
+                        "Too many payments were declined on this link, so it takes no more. Ask the sender for a new one.",
+                        true
+                    )
+                ),
+            ),
+        ),
         Some(_) => html_response(
             StatusCode::GONE,
             pay_page(
@@ -641,11 +661,14 @@ fn form_field(api_field: &str) -> &'static str {
     }
 }
 
-async fn release(state: &AppState, id: &str) {
+/// Reopens a claimed link; `failed` counts the attempt towards [`MAX_FAILED_ATTEMPTS`].
+async fn release(state: &AppState, id: &str, failed: bool) {
     if let Err(e) = execute!(
         &state.db,
-        "UPDATE payment_links SET status = 'open', claimed_until_ms = NULL WHERE id = $1 AND status = 'paying'",
-        id
+        "UPDATE payment_links SET status = 'open', claimed_until_ms = NULL, failed_attempts = failed_attempts + $2 \
+         WHERE id = $1 AND status = 'paying'",
+        id,
+        i64::from(failed)
     ) {
         tracing::error!(error = %e, link = id, "payment page: releasing the link failed");
     }
@@ -742,16 +765,21 @@ pub(crate) async fn submit(
     let claimed = execute!(
         &state.db,
         "UPDATE payment_links SET status = 'paying', claimed_until_ms = $2 \
-         WHERE id = $1 AND expires_at_ms > $3 AND (status = 'open' OR (status = 'paying' AND claimed_until_ms < $3))",
+         WHERE id = $1 AND expires_at_ms > $3 AND failed_attempts < $4 \
+         AND (status = 'open' OR (status = 'paying' AND claimed_until_ms < $3))",
         link.id.as_str(),
         now.saturating_add(CLAIM_LEASE_MS),
-        now
+        now,
+        MAX_FAILED_ATTEMPTS
     );
     match claimed {
         Ok(1) => {}
         Ok(_) => {
             return match load(&state, &link.id).await {
                 Ok(Some(l)) if l.status == "paid" => redirect(&format!("/pay/{}/receipt", l.id)),
+                Ok(Some(l)) if closed_reason(&l, now).is_some() => {
+                    redirect(&format!("/pay/{}", l.id))
+                }
                 _ => html_response(
                     StatusCode::CONFLICT,
                     pay_page(
@@ -784,7 +812,7 @@ pub(crate) async fn submit(
     let pm = match vault.tokenize(new_method, &actor).await {
         Ok(pm) => pm,
         Err(e) => {
-            release(&state, &link.id).await;
+            release(&state, &link.id, false).await;
             return match e.code() {
                 Some(_) => invalid(form_field(e.field().unwrap_or("")), &e.to_string()),
                 None => {
@@ -810,7 +838,7 @@ pub(crate) async fn submit(
     let currency = match ledger::Currency::parse(&link.currency) {
         Ok(c) => c,
         Err(e) => {
-            release(&state, &link.id).await;
+            release(&state, &link.id, false).await;
             tracing::error!(error = %e, "payment page: stored currency unreadable");
             return StatusCode::INTERNAL_SERVER_ERROR.into_response_html();
         }
@@ -818,7 +846,7 @@ pub(crate) async fn submit(
     let account_id = match ledger::CustomerId::parse(&link.account_id, "account_id") {
         Ok(a) => a,
         Err(_) => {
-            release(&state, &link.id).await;
+            release(&state, &link.id, false).await;
             return StatusCode::INTERNAL_SERVER_ERROR.into_response_html();
         }
     };
@@ -835,7 +863,7 @@ pub(crate) async fn submit(
     let p = match payments.create(req, &actor).await {
         Ok(p) => p,
         Err(e) => {
-            release(&state, &link.id).await;
+            release(&state, &link.id, true).await;
             let (_, v) = AppError::from(e).parts();
             let message = v["error"]["message"]
                 .as_str()
@@ -851,7 +879,7 @@ pub(crate) async fn submit(
         }
     };
     if p.status == "failed" {
-        release(&state, &link.id).await;
+        release(&state, &link.id, true).await;
         tracing::info!(link = %link.id, payment = %p.id, code = ?p.failure_code, "payment page: declined");
         let message = format!(
             "Your payment was declined: {} Nothing was charged; try another card or a bank account.",
@@ -1010,6 +1038,7 @@ mod tests {
             payment_id: None,
             expires_at_ms: 0,
             paid_at_ms: None,
+            failed_attempts: 0,
         };
         let typed = Typed {
             name: "Ada <b>".into(),

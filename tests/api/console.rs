@@ -658,6 +658,36 @@ both!(
         let (s, _, _) = pay(&app, short_id, &card("4242424242424242", "12", "123")).await;
         assert_eq!(s, 303);
 
+        // Card testing: after 10 declines a link takes no more, without asking the processor.
+        let (_, tested, _) = app.call("POST", "/v1/payment_links", Some(PAYMENTS_KEY), None, Some(&json!({"opportunity_id": "0065g000000000TAAQ", "account_id": "A2", "amount": "9.00", "currency": "USD"}).to_string())).await;
+        let tested_id = tested["id"].as_str().unwrap();
+        for _ in 0..cashloop::console::pay::MAX_FAILED_ATTEMPTS {
+            let (s, _, _) = pay(&app, tested_id, &card("4000000000000002", "12", "123")).await;
+            assert_eq!(s, 402);
+        }
+        let (s, _, h) = pay(&app, tested_id, &card("4242424242424242", "12", "123")).await;
+        assert_eq!(
+            (s, h["location"].to_str().unwrap()),
+            (303, format!("/pay/{tested_id}").as_str())
+        );
+        let (s, locked, _) = get(&app, None, &format!("/pay/{tested_id}")).await;
+        assert_eq!(s, 429);
+        assert!(locked.contains("takes no more"));
+        let (_, list, _) = app
+            .call(
+                "GET",
+                "/v1/payments?opportunity_id=0065g000000000TAAQ",
+                Some(ADMIN_KEY),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            list["data"].as_array().unwrap().len(),
+            10,
+            "the 11th attempt reached no processor"
+        );
+
         // No card number anywhere in the database (SQLite: the file).
         if let db::Db::Sqlite(_) = &t.db {
             let path = t
