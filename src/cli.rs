@@ -48,6 +48,9 @@ pub enum Command {
     /// Create API keys for the HTTP API.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// The operator console: password hashes for `[[console.users]]`.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
     /// Vault keys: generate new key files, re-wrap the vault under the current key.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -408,6 +411,54 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         role: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCommand {
+    /// Reads a password from the first line of standard input and prints its PBKDF2 hash
+    /// with the `[[console.users]]` lines to add (the password itself is never printed).
+    #[command(name = "hash-password")]
+    HashPassword {
+        /// The user's name.
+        #[arg(long)]
+        name: String,
+        /// admin, finance or viewer.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// PBKDF2 iterations (at least 10000).
+        #[arg(long, default_value_t = crate::console::password::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
+}
+
+/// `cashloop console hash-password`.
+pub fn console_command(cmd: ConsoleCommand) -> anyhow::Result<()> {
+    match cmd {
+        ConsoleCommand::HashPassword {
+            name,
+            role,
+            iterations,
+        } => {
+            if crate::config::ConsoleRole::parse(&role).is_none() {
+                bail!("--role: {role:?} must be one of admin, finance, viewer");
+            }
+            let mut line = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.chars().count() < 12 {
+                bail!("the password must be at least 12 characters");
+            }
+            let hash = crate::console::password::PasswordHash::new(password, iterations)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("[[console.users]]");
+            println!("name = {name:?}");
+            println!("role = {role:?}");
+            println!("password_hash = \"{hash}\"");
+            Ok(())
+        }
+    }
 }
 
 /// Exit code for input the ledger refused (1 is any other failure).

@@ -35,6 +35,163 @@ pub struct RawConfig {
     pub reconcile: RawReconcile,
     /// `[alerts]` (see `crate::alerts`); absent: no alerts.
     pub alerts: Option<RawAlerts>,
+    pub console: RawConsole,
+}
+
+/// `[console]`: the operator console's users and sessions, and where record links point.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConsole {
+    /// `[[console.users]]`: name, role (`admin`, `finance`, `viewer`), password_hash (from
+    /// `cashloop console hash-password`). No users: the console answers that it is not set up.
+    pub users: Vec<RawConsoleUser>,
+    /// How long a login lasts without activity limits, seconds (default 8 hours).
+    pub session_ttl_s: u64,
+    /// The address people reach this server at (payment links are built on it); default
+    /// `http(s)://<server.listen>`.
+    pub public_url: Option<String>,
+    /// Lightning base URL of the org (`https://acme.lightning.force.com`): record links.
+    pub salesforce_url: Option<String>,
+    /// A Sage record link with `{id}` for the Sage id, when the ERP has one.
+    pub sage_record_url: Option<String>,
+    /// How long a payment link stays payable unless the request says, seconds (default 30 days).
+    pub payment_link_ttl_s: u64,
+}
+
+impl Default for RawConsole {
+    fn default() -> RawConsole {
+        RawConsole {
+            users: Vec::new(),
+            session_ttl_s: 8 * 3_600,
+            public_url: None,
+            salesforce_url: None,
+            sage_record_url: None,
+            payment_link_ttl_s: 30 * 86_400,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsoleUser {
+    pub name: String,
+    pub role: String,
+    pub password_hash: String,
+}
+
+/// What a console user may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleRole {
+    /// Everything: retry and resolve jobs, resolve review items, create payment links.
+    Admin,
+    /// Read everything, resolve review items.
+    Finance,
+    /// Read only.
+    Viewer,
+}
+
+impl ConsoleRole {
+    pub fn parse(s: &str) -> Option<ConsoleRole> {
+        Some(match s {
+            "admin" => ConsoleRole::Admin,
+            "finance" => ConsoleRole::Finance,
+            "viewer" => ConsoleRole::Viewer,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleRole::Admin => "admin",
+            ConsoleRole::Finance => "finance",
+            ConsoleRole::Viewer => "viewer",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsoleUser {
+    pub name: String,
+    pub role: ConsoleRole,
+    pub password_hash: crate::console::password::PasswordHash,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsoleConfig {
+    pub users: Vec<ConsoleUser>,
+    pub session_ttl_s: u64,
+    pub public_url: Option<String>,
+    pub salesforce_url: Option<String>,
+    pub sage_record_url: Option<String>,
+    pub payment_link_ttl_s: u64,
+}
+
+fn console_settings(c: &RawConsole) -> Result<ConsoleConfig, ConfigError> {
+    let mut users: Vec<ConsoleUser> = Vec::new();
+    for (i, u) in c.users.iter().enumerate() {
+        let key = |f: &str| format!("console.users[{i}].{f}");
+        let name = u.name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+        {
+            return Err(bad(
+                &key("name"),
+                "must be 1 to 64 letters, digits, '.', '_', '-' or '@'",
+            ));
+        }
+        if users.iter().any(|x| x.name == name) {
+            return Err(bad(&key("name"), format!("{name:?} is listed twice")));
+        }
+        let role = ConsoleRole::parse(&u.role)
+            .ok_or_else(|| bad(&key("role"), "must be one of admin, finance, viewer"))?;
+        let password_hash = crate::console::password::PasswordHash::parse(&u.password_hash)
+            .map_err(|e| bad(&key("password_hash"), e))?;
+        users.push(ConsoleUser {
+            name: name.to_owned(),
+            role,
+            password_hash,
+        });
+    }
+    if !(60..=7 * 86_400).contains(&c.session_ttl_s) {
+        return Err(bad(
+            "console.session_ttl_s",
+            "must be 60 to 604800 (a week)",
+        ));
+    }
+    if !(60..=366 * 86_400).contains(&c.payment_link_ttl_s) {
+        return Err(bad(
+            "console.payment_link_ttl_s",
+            "must be 60 to 31622400 (a year)",
+        ));
+    }
+    let url = |v: &Option<String>, k: &str| -> Result<Option<String>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
+                Ok(Some(u.trim_end_matches('/').to_owned()))
+            }
+            Some(_) => Err(bad(k, "must be an http:// or https:// URL")),
+        }
+    };
+    let sage_record_url = url(&c.sage_record_url, "console.sage_record_url")?;
+    if sage_record_url
+        .as_deref()
+        .is_some_and(|u| !u.contains("{id}"))
+    {
+        return Err(bad("console.sage_record_url", "must contain {id}"));
+    }
+    Ok(ConsoleConfig {
+        users,
+        session_ttl_s: c.session_ttl_s,
+        public_url: url(&c.public_url, "console.public_url")?,
+        salesforce_url: url(&c.salesforce_url, "console.salesforce_url")?,
+        sage_record_url,
+        payment_link_ttl_s: c.payment_link_ttl_s,
+    })
 }
 
 /// `[reconcile]`: matching tolerances, the period lease, and the accounts approved
@@ -505,6 +662,7 @@ impl Default for RawConfig {
             sync: RawSync::default(),
             reconcile: RawReconcile::default(),
             alerts: None,
+            console: RawConsole::default(),
         }
     }
 }
@@ -638,6 +796,7 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
     /// Alert rules and where notices go; `None` without `[alerts]`.
     pub alerts: Option<crate::alerts::AlertsConfig>,
+    pub console: ConsoleConfig,
 }
 
 /// The sync worker and Salesforce's ways in.
@@ -1581,6 +1740,7 @@ impl Config {
         };
         let reconcile = reconcile_settings(&raw.reconcile, &default_entity, gateway.as_ref())?;
         let alerts = alerts::alerts_settings(raw.alerts.as_ref(), sync.salesforce.is_some())?;
+        let console = console_settings(&raw.console)?;
         Ok(Config {
             database_url: url,
             db: db::DbOptions {
@@ -1609,6 +1769,7 @@ impl Config {
             sync,
             reconcile,
             alerts,
+            console,
         })
     }
 }
@@ -1701,6 +1862,48 @@ mod tests {
         check(
             "[[server.api_keys]]\nname = \"ops\"\nrole = \"admin\"\nkey_hmac = \"00\"",
             Some("server.api_keys[0].key_hmac"),
+        );
+        const HASH: &str =
+            "$pbkdf2-sha256$i=10000$c2FsdHNhbHQ$VazARW7jCJ+/FpHCJUS2BflBhSFt3gRl5oudV8INrLw";
+        check(
+            &format!(
+                "[[console.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{HASH}\""
+            ),
+            None,
+        );
+        check(
+            &format!(
+                "[[console.users]]\nname = \"ada\"\nrole = \"root\"\npassword_hash = \"{HASH}\""
+            ),
+            Some("console.users[0].role"),
+        );
+        check(
+            "[[console.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"hunter2\"",
+            Some("console.users[0].password_hash"),
+        );
+        check(
+            &format!(
+                "[[console.users]]\nname = \"a b\"\nrole = \"admin\"\npassword_hash = \"{HASH}\""
+            ),
+            Some("console.users[0].name"),
+        );
+        check(
+            &format!(
+                "[[console.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{HASH}\"\n[[console.users]]\nname = \"ada\"\nrole = \"viewer\"\npassword_hash = \"{HASH}\""
+            ),
+            Some("console.users[1].name"),
+        );
+        check(
+            "[console]\nsession_ttl_s = 5",
+            Some("console.session_ttl_s"),
+        );
+        check(
+            "[console]\npublic_url = \"pay.example.com\"",
+            Some("console.public_url"),
+        );
+        check(
+            "[console]\nsage_record_url = \"https://erp.example.com/x\"",
+            Some("console.sage_record_url"),
         );
         check(
             "[vault]\nkek = { version = 1, file = \"k\" }\nfingerprint_key = { version = 1, env = \"F\" }",

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod reconcile_cli;
 pub mod sandbox;
 pub mod server;
@@ -88,6 +89,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ledger(cmd) => {
             cli::init_logging(&config, "warn");
             cli::ledger_command(&config, cmd).await
+        }
+        Command::Console(cmd) => {
+            cli::console_command(cmd)?;
+            Ok(0)
         }
         Command::ApiKey(cmd) => {
             cli::api_key_command(&config, cmd)?;
@@ -321,6 +326,13 @@ pub async fn serve_on(
         },
         sync_rx,
     ));
+    // The console's dashboard history: the metrics sampled every few seconds.
+    let live = console::live();
+    tokio::spawn(
+        live.samples
+            .clone()
+            .run(console::sampler::DEFAULT_INTERVAL, sync_stop.subscribe()),
+    );
     let state = server::AppState {
         ledger,
         vault,
@@ -330,6 +342,7 @@ pub async fn serve_on(
         jobs,
         db: db.clone(),
         config: std::sync::Arc::new(config),
+        live,
     };
     let result = server::serve(state, listener, shutdown).await;
     let _ = sealer.send(true);

@@ -178,6 +178,15 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let mut raw_key = [0u8; 18];
     getrandom::fill(&mut raw_key).map_err(|e| anyhow::anyhow!("random: {e}"))?;
     let admin_key = format!("clk_sandbox_{}", hex::encode(raw_key));
+    // The operator console's first user: a random password, shown in the summary.
+    let mut raw_pw = [0u8; 12];
+    getrandom::fill(&mut raw_pw).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+    let console_password = hex::encode(raw_pw);
+    let console_hash = crate::console::password::PasswordHash::new(
+        &console_password,
+        crate::console::password::DEFAULT_ITERATIONS,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let admin_hash = hex::encode(
         gateway::crypto::FingerprintKey::from_hex(1, &std::fs::read_to_string(&api_secret)?)?
             .fingerprint(admin_key.as_bytes()),
@@ -223,6 +232,13 @@ role = "admin"
 key_hmac = "{admin_hash}"
 [ledger]
 default_entity = "US"
+[console]
+public_url = "{base}"
+salesforce_url = "{sf_url}"
+[[console.users]]
+name = "admin"
+role = "admin"
+password_hash = "{console_hash}"
 [vault]
 kek = {{ version = 1, file = {kek:?} }}
 fingerprint_key = {{ version = 1, file = {fingerprint:?} }}
@@ -591,6 +607,24 @@ cash = "1010"
             pay["status"].as_str().unwrap_or("?").to_owned(),
         ));
     }
+    // A hosted payment page for Globex's unpaid invoice.
+    let mut pay_link = None;
+    if let Some(d) = deals.get(1)
+        && let (Some(balance), Some(invoice)) = (
+            field(&d.opportunity, "Balance_Due__c"),
+            field(&d.opportunity, "Sage_Invoice_Number__c"),
+        )
+    {
+        let link = call(
+            "POST",
+            "/v1/payment_links".into(),
+            Some("sandbox-link-1".into()),
+            json!({"opportunity_id": d.opportunity, "account_id": d.account, "amount": balance,
+                   "currency": d.currency, "invoice_ref": invoice, "description": format!("Invoice {invoice}")}),
+        )
+        .await?;
+        pay_link = link["url"].as_str().map(str::to_owned);
+    }
     // A cheque keyed into Intacct for Hooli's invoice.
     let mut cheque = None;
     if let Some(d) = deals.get(3) {
@@ -733,6 +767,10 @@ cash = "1010"
     );
     println!();
     println!("  cashloop API        {base}   (Authorization: Bearer {admin_key})");
+    println!("  operator console    {base}/console   (user admin, password {console_password})");
+    if let Some(url) = &pay_link {
+        println!("  payment page        {url}");
+    }
     println!("  Salesforce sim      {}", sf.base_url());
     println!("  Sage Intacct sim    {}", ia.endpoint_url());
     println!("  Authorize.Net sim   {}", authnet.endpoint());

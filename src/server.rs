@@ -48,13 +48,15 @@ pub struct AppState {
     pub jobs: sync::jobs::Jobs,
     pub db: Db,
     pub config: Arc<Config>,
+    /// The console's in-process state (metrics samples, last chain verification).
+    pub live: Arc<crate::console::Live>,
 }
 
 /// The caller, once authenticated.
 #[derive(Clone, Debug)]
-struct Caller {
-    name: String,
-    role: Role,
+pub(crate) struct Caller {
+    pub(crate) name: String,
+    pub(crate) role: Role,
 }
 
 /// Every error a handler can return, and its one mapping to HTTP.
@@ -195,7 +197,7 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response {
 
 impl AppError {
     /// Status and JSON body: the one mapping from errors to HTTP.
-    fn parts(&self) -> (StatusCode, serde_json::Value) {
+    pub(crate) fn parts(&self) -> (StatusCode, serde_json::Value) {
         let body = |code: &str, message: &str, field: Option<&str>| json!({"error": {"code": code, "message": message, "field": field}});
         match self {
             AppError::Ledger(LedgerError::Rejected(r)) => {
@@ -321,6 +323,7 @@ v1_routes! {
     key POST "/v1/sync/jobs/{id}/retry" => retry_sync_job;
     key POST "/v1/sync/jobs/{id}/resolve" => resolve_sync_job;
     key POST "/v1/sync/intacct/pull" => sync_intacct_pull;
+    key POST "/v1/payment_links" => post_payment_link;
     // Authenticated by its signature, not an API key: Authorize.Net cannot send one.
     open POST "/v1/processors/authorize_net/webhooks" => authnet_webhook;
     // Signed by the Apex callout / authenticated by the org id and a URL token.
@@ -348,6 +351,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .merge(v1_router(&state))
+        .merge(crate::console::router())
         .fallback(|| async { body(StatusCode::NOT_FOUND, "not_found", "no such route", None) })
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -558,7 +562,7 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
 /// dense from 1 and every entry is either sealed (in `ledger_chain`) or queued for sealing (in
 /// `ledger_unsealed`), never both — the sealer moves it in one transaction, and one statement
 /// reads both tables from one snapshot.
-async fn ledger_entry_count(db: &Db) -> Result<(i64, i64), sqlx::Error> {
+pub(crate) async fn ledger_entry_count(db: &Db) -> Result<(i64, i64), sqlx::Error> {
     const SQL: &str = "SELECT (SELECT COALESCE(MAX(seq), 0) FROM ledger_chain), \
                        (SELECT COUNT(*) FROM ledger_unsealed)";
     let (sealed, unsealed): (i64, i64) = match db {
@@ -1181,7 +1185,13 @@ async fn sync_job_action(
 }
 
 /// Appends to the audit log; a failure to audit is logged loudly but does not undo the call.
-async fn audit(state: &AppState, actor: &str, action: &str, subject: &str, detail: &str) {
+pub(crate) async fn audit(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) {
     let record = db::audit::AuditRecord {
         at: chrono::Utc::now(),
         actor,
@@ -1722,6 +1732,22 @@ payment_action_handlers! {
     void_payment => "POST /v1/payments/{id}/void";
     refund_payment => "POST /v1/payments/{id}/refunds";
     represent_payment => "POST /v1/payments/{id}/represent";
+}
+
+/// `POST /v1/payment_links`: a hosted payment page for an Opportunity (see `console::pay`).
+async fn post_payment_link(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, AppError> {
+    require(&caller, &[Role::Admin, Role::Payments])?;
+    const ROUTE: &str = "POST /v1/payment_links";
+    let hash = vault(&state)?.request_hash(ROUTE, &bytes);
+    idempotent(&state, &caller, &headers, ROUTE, hash, async {
+        crate::console::pay::create_link(&state, &caller.name, &bytes).await
+    })
+    .await
 }
 
 async fn get_payment(

@@ -56,6 +56,9 @@ pub struct PostingAccounts {
     pub receivable: AccountCode,
 }
 
+/// The most payments one [`Payments::search`] returns.
+pub const SEARCH_LIMIT_MAX: i64 = 500;
+
 /// A payment to take.
 #[derive(Debug)]
 pub struct NewPayment {
@@ -820,6 +823,62 @@ impl Payments {
             Db::Sqlite(s) => {
                 for r in sqlx::query(sqlx::AssertSqlSafe(sql("?")))
                     .bind(opportunity_id)
+                    .fetch_all(&s.pool)
+                    .await?
+                {
+                    out.push(from_sqlite(&r)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Payments matching every given filter (Opportunity id, status, amount in minor units),
+    /// newest first, at most `limit` (capped at [`SEARCH_LIMIT_MAX`]).
+    pub async fn search(
+        &self,
+        opportunity_id: Option<&str>,
+        status: Option<&str>,
+        amount_minor: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Payment>> {
+        let limit = limit.clamp(1, SEARCH_LIMIT_MAX);
+        let sql = |m: [&str; 4]| {
+            format!(
+                "SELECT {COLUMNS} FROM gateway_payments WHERE ({a} IS NULL OR opportunity_id = {a}) \
+                 AND ({b} IS NULL OR status = {b}) AND ({c} IS NULL OR amount_minor = {c}) \
+                 ORDER BY created_at DESC, id LIMIT {d}",
+                a = m[0],
+                b = m[1],
+                c = m[2],
+                d = m[3]
+            )
+        };
+        let mut out = Vec::new();
+        match &self.db {
+            Db::Postgres(pool) => {
+                for r in sqlx::query(sqlx::AssertSqlSafe(sql([
+                    "$1::TEXT",
+                    "$2::TEXT",
+                    "$3::BIGINT",
+                    "$4",
+                ])))
+                .bind(opportunity_id)
+                .bind(status)
+                .bind(amount_minor)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                {
+                    out.push(from_pg(&r)?);
+                }
+            }
+            Db::Sqlite(s) => {
+                for r in sqlx::query(sqlx::AssertSqlSafe(sql(["?1", "?2", "?3", "?4"])))
+                    .bind(opportunity_id)
+                    .bind(status)
+                    .bind(amount_minor)
+                    .bind(limit)
                     .fetch_all(&s.pool)
                     .await?
                 {

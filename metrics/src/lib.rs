@@ -299,6 +299,76 @@ impl Histogram {
         let key: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
         lock(&self.values).get(&key).map_or(0, |h| h.count)
     }
+
+    /// Every label set's observations now (for the console's dashboard).
+    pub fn snapshot(&self) -> Vec<HistogramSnapshot> {
+        lock(&self.values)
+            .iter()
+            .map(|(labels, h)| HistogramSnapshot {
+                labels: labels.clone(),
+                bounds_us: self.bounds_us,
+                buckets: h.buckets.clone(),
+                count: h.count,
+                sum_us: h.sum_us,
+            })
+            .collect()
+    }
+}
+
+/// One label set of a [`Histogram`] at a moment: per-bucket (not cumulative) counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    pub labels: Vec<String>,
+    pub bounds_us: &'static [u64],
+    /// `bounds_us.len() + 1` counts; the last is above every bound.
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum_us: u64,
+}
+
+impl HistogramSnapshot {
+    /// The `per_mille` quantile (500 = p50, 990 = p99) as the upper bound of the bucket it
+    /// falls in, microseconds — what a bucketed histogram can say without interpolation. For
+    /// the overflow bucket, the highest bound. `None` without observations.
+    pub fn quantile_us(&self, per_mille: u64) -> Option<u64> {
+        quantile_us(self.bounds_us, &self.buckets, per_mille)
+    }
+
+    /// This snapshot minus an earlier one of the same series (observations in between).
+    pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+        HistogramSnapshot {
+            labels: self.labels.clone(),
+            bounds_us: self.bounds_us,
+            buckets: self
+                .buckets
+                .iter()
+                .zip(earlier.buckets.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+            count: self.count.saturating_sub(earlier.count),
+            sum_us: self.sum_us.saturating_sub(earlier.sum_us),
+        }
+    }
+}
+
+/// See [`HistogramSnapshot::quantile_us`].
+pub fn quantile_us(bounds_us: &[u64], buckets: &[u64], per_mille: u64) -> Option<u64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    // The rank of the quantile, 1-based, rounded up: ceil(total · q / 1000).
+    let rank = (u128::from(total) * u128::from(per_mille.min(1000)))
+        .div_ceil(1000)
+        .max(1);
+    let mut seen = 0u128;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += u128::from(*n);
+        if seen >= rank {
+            return Some(bounds_us.get(i).or(bounds_us.last()).copied().unwrap_or(0));
+        }
+    }
+    bounds_us.last().copied()
 }
 
 impl Family for Histogram {
@@ -422,6 +492,32 @@ mod tests {
         ] {
             assert_eq!(seconds(us), s, "{us}");
         }
+    }
+
+    #[test]
+    fn quantiles_are_the_upper_bound_of_their_bucket() {
+        let bounds = &[1_000, 10_000, 100_000];
+        // 90 fast, 9 medium, 1 slow, 0 overflow.
+        for (buckets, q, want) in [
+            (&[90, 9, 1, 0][..], 500, Some(1_000)),
+            (&[90, 9, 1, 0][..], 900, Some(1_000)),
+            (&[90, 9, 1, 0][..], 950, Some(10_000)),
+            (&[90, 9, 1, 0][..], 990, Some(10_000)),
+            (&[90, 9, 1, 0][..], 1000, Some(100_000)),
+            (&[0, 0, 0, 3][..], 500, Some(100_000)),
+            (&[0, 0, 0, 0][..], 500, None),
+            (&[1, 0, 0, 0][..], 0, Some(1_000)),
+        ] {
+            assert_eq!(quantile_us(bounds, buckets, q), want, "{buckets:?} q={q}");
+        }
+        static H: Histogram = Histogram::new("q_seconds", "help", &["a"], &[1_000, 10_000]);
+        H.observe_us(&["x"], 500);
+        let before = H.snapshot();
+        H.observe_us(&["x"], 5_000);
+        let after = H.snapshot();
+        let delta = after[0].since(&before[0]);
+        assert_eq!((delta.count, delta.buckets.clone()), (1, vec![0, 1, 0]));
+        assert_eq!(delta.quantile_us(500), Some(10_000));
     }
 
     #[test]

@@ -301,6 +301,7 @@ const ROOTS: &[(&str, &str)] = &[
     (".namedCredential-meta.xml", "NamedCredential"),
     (".permissionset-meta.xml", "PermissionSet"),
     (".md-meta.xml", "CustomMetadata"),
+    (".js-meta.xml", "LightningComponentBundle"),
 ];
 
 fn relative(path: &Path) -> String {
@@ -730,6 +731,77 @@ fn apex_calls_the_servers_route_with_the_servers_header() {
     assert!(test.contains("implements HttpCalloutMock"));
     assert!(test.contains("'callout:Cashloop/v1/events/salesforce'"));
     assert!(test.contains("req.getHeader('X-Cashloop-Signature')"));
+}
+
+/// The Opportunity's payment-link component: the LWC calls the Apex method, which POSTs the
+/// server's `/v1/payment_links` route through the Named Credential with the API key and an
+/// Idempotency-Key, and only with fields the server accepts.
+#[test]
+fn the_payment_link_component_calls_the_servers_route() {
+    let server = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/server.rs"));
+    assert!(server.contains(r#"key POST "/v1/payment_links" => post_payment_link;"#));
+    let pay = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/console/pay.rs"));
+    let apex_src = apex("classes/CashloopPaymentLinks.cls");
+    assert!(apex_src.contains("PATH = '/v1/payment_links';"));
+    assert!(apex_src.contains("ENDPOINT = 'callout:Cashloop' + PATH;"));
+    assert!(apex_src.contains("req.setHeader('Authorization', 'Bearer ' + s.apiKey);"));
+    assert!(apex_src.contains("req.setHeader('Idempotency-Key'"));
+    assert!(apex_src.contains("@AuraEnabled"));
+    assert!(apex_src.contains("public static Map<String, Object> createLink(Id opportunityId)"));
+    // Every body key the Apex sends is one the server accepts.
+    for key in [
+        "opportunity_id",
+        "account_id",
+        "amount",
+        "currency",
+        "description",
+        "invoice_ref",
+    ] {
+        assert!(apex_src.contains(&format!("'{key}'")), "{key} not sent");
+        assert!(
+            pay.contains(&format!("\"{key}\",")),
+            "{key} not accepted by the server"
+        );
+    }
+    let settings = apex("classes/CashloopEvents.cls");
+    assert!(settings.contains("s.apiKey = row.API_Key__c;"));
+    let key = &package_fields()["Cashloop_Settings__mdt"]["API_Key__c"];
+    assert_eq!(key.text_of("type"), Some("Text"));
+    let lwc = default_dir().join("lwc/cashloopPaymentLink");
+    let js = read(&lwc.join("cashloopPaymentLink.js"));
+    assert!(
+        js.contains("import createLink from '@salesforce/apex/CashloopPaymentLinks.createLink';")
+    );
+    assert!(js.contains("createLink({ opportunityId: this.recordId })"));
+    assert!(js.contains("@api recordId;"));
+    let html = read(&lwc.join("cashloopPaymentLink.html"));
+    assert!(html.contains("onclick={handleOpen}") && js.contains("async handleOpen()"));
+    let meta = parse_metadata(
+        &read(&lwc.join("cashloopPaymentLink.js-meta.xml")),
+        "LightningComponentBundle",
+    )
+    .unwrap();
+    assert_eq!(meta.flag("isExposed").unwrap(), Some(true));
+    let objects: Vec<&str> = meta
+        .all("targetConfigs")
+        .flat_map(|t| t.all("targetConfig"))
+        .flat_map(|t| t.all("objects"))
+        .flat_map(|o| o.all("object"))
+        .map(|o| o.text.trim())
+        .collect();
+    assert_eq!(objects, ["Opportunity"]);
+    let test = apex("classes/CashloopPaymentLinksTest.cls");
+    assert!(test.contains("'callout:Cashloop/v1/payment_links'"));
+    let perms = parse_metadata(
+        &read(&default_dir().join("permissionsets/Cashloop_Payment_Links.permissionset-meta.xml")),
+        "PermissionSet",
+    )
+    .unwrap();
+    assert!(
+        perms
+            .all("classAccesses")
+            .any(|c| c.text_of("apexClass") == Some("CashloopPaymentLinks"))
+    );
 }
 
 /// `Foo__c` / `Foo__mdt` identifiers in Apex source.

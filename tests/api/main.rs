@@ -3099,4 +3099,7 @@ async fn sandbox_cash_application_reaches_intacct() {
 }
 
 mod alerts;
+mod browser;
+mod console;
 mod observability;
+mod webdriver;
