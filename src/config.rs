@@ -896,6 +896,60 @@ fn hmac_key(src: &RawSecret, key: &str) -> Result<gateway::crypto::FingerprintKe
     .map_err(|e| bad(key, e.to_string()))
 }
 
+/// The `ledger` table of a Sage line (`[sync.intacct.ledger.USD]`, `[sync.x3.ledger.EUR]`):
+/// accounts per currency, each currency's receivable the gateway's, at least one currency.
+pub(crate) fn q2c_ledger(
+    raw: &std::collections::BTreeMap<String, RawQ2cLedger>,
+    k: &dyn Fn(&str) -> String,
+    default_entity: &EntityCode,
+    gateway_accounts: Option<
+        &std::collections::HashMap<ledger::Currency, gateway::service::PostingAccounts>,
+    >,
+) -> Result<std::collections::HashMap<ledger::Currency, sync::q2c::LedgerAccounts>, ConfigError> {
+    let mut ledger = std::collections::HashMap::new();
+    for (code, a) in raw {
+        let lk = |f: &str| k(&format!("ledger.{code}.{f}"));
+        let currency = ledger::Currency::parse(code)
+            .map_err(|e| bad(&k(&format!("ledger.{code}")), e.to_string()))?;
+        let entity = match &a.entity {
+            Some(e) => {
+                EntityCode::parse(e, &lk("entity")).map_err(|r| bad(&lk("entity"), r.message))?
+            }
+            None => default_entity.clone(),
+        };
+        let acct = |v: &str, f: &str| {
+            ledger::AccountCode::parse(v, &lk(f)).map_err(|r| bad(&lk(f), r.message))
+        };
+        let accounts = sync::q2c::LedgerAccounts {
+            entity,
+            receivable: acct(&a.receivable, "receivable")?,
+            revenue: acct(&a.revenue, "revenue")?,
+            tax: acct(&a.tax, "tax")?,
+            cash: acct(&a.cash, "cash")?,
+        };
+        // Invoices and gateway payments must meet on one receivable, or AR never nets.
+        if let Some(g) = gateway_accounts.and_then(|g| g.get(&currency))
+            && (g.entity != accounts.entity || g.receivable != accounts.receivable)
+        {
+            return Err(bad(
+                &lk("receivable"),
+                format!(
+                    "must be the gateway's receivable for {code} ({}/{}), so payments settle invoices",
+                    g.entity, g.receivable
+                ),
+            ));
+        }
+        ledger.insert(currency, accounts);
+    }
+    if ledger.is_empty() {
+        return Err(bad(
+            &k("ledger"),
+            "configure the ledger accounts of at least one currency",
+        ));
+    }
+    Ok(ledger)
+}
+
 fn intacct_settings(
     c: &RawSyncIntacct,
     default_entity: &EntityCode,
@@ -1023,47 +1077,7 @@ fn intacct_settings(
             }
         }
     };
-    let mut ledger = std::collections::HashMap::new();
-    for (code, a) in &c.ledger {
-        let lk = |f: &str| k(&format!("ledger.{code}.{f}"));
-        let currency = ledger::Currency::parse(code)
-            .map_err(|e| bad(&k(&format!("ledger.{code}")), e.to_string()))?;
-        let entity = match &a.entity {
-            Some(e) => {
-                EntityCode::parse(e, &lk("entity")).map_err(|r| bad(&lk("entity"), r.message))?
-            }
-            None => default_entity.clone(),
-        };
-        let acct = |v: &str, f: &str| {
-            ledger::AccountCode::parse(v, &lk(f)).map_err(|r| bad(&lk(f), r.message))
-        };
-        let accounts = sync::q2c::LedgerAccounts {
-            entity,
-            receivable: acct(&a.receivable, "receivable")?,
-            revenue: acct(&a.revenue, "revenue")?,
-            tax: acct(&a.tax, "tax")?,
-            cash: acct(&a.cash, "cash")?,
-        };
-        // Invoices and gateway payments must meet on one receivable, or AR never nets.
-        if let Some(g) = gateway_accounts.and_then(|g| g.get(&currency))
-            && (g.entity != accounts.entity || g.receivable != accounts.receivable)
-        {
-            return Err(bad(
-                &lk("receivable"),
-                format!(
-                    "must be the gateway's receivable for {code} ({}/{}), so payments settle invoices",
-                    g.entity, g.receivable
-                ),
-            ));
-        }
-        ledger.insert(currency, accounts);
-    }
-    if ledger.is_empty() {
-        return Err(bad(
-            &k("ledger"),
-            "configure the ledger accounts of at least one currency",
-        ));
-    }
+    let ledger = q2c_ledger(&c.ledger, &k, default_entity, gateway_accounts)?;
     let default_currency = c.default_currency.clone().unwrap_or_else(|| "USD".into());
     ledger::Currency::parse(&default_currency)
         .map_err(|e| bad(&k("default_currency"), e.to_string()))?;

@@ -186,9 +186,11 @@ pub async fn serve_on(
             // Payments on an Opportunity become AR payments in Intacct (queued atomically).
             // On X3 they become receipts there instead (one Sage line per installation).
             Some(match (&config.sync.intacct, &config.sync.x3) {
-                (Some(_), _) => p.with_observer(std::sync::Arc::new(sync::q2c::PaymentJobs)),
+                (Some(_), _) => {
+                    p.with_observer(std::sync::Arc::new(sync::q2c::PaymentJobs::default()))
+                }
                 (None, Some(_)) => {
-                    p.with_observer(std::sync::Arc::new(sync::x3_loop::X3PaymentJobs))
+                    p.with_observer(std::sync::Arc::new(sync::x3_loop::payment_jobs()))
                 }
                 (None, None) => p,
             })

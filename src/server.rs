@@ -502,6 +502,21 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
         "The newest stored reconciliation run (0 when none).",
         &[],
     );
+    let quota = metrics::Gauge::new(
+        "cashloop_salesforce_api_requests",
+        "The org's daily API requests as Salesforce last reported them (Sforce-Limit-Info).",
+        &["kind"],
+    );
+    if let Some((used, max)) = state
+        .config
+        .sync
+        .salesforce
+        .as_ref()
+        .and_then(|sf| sf.client.api_usage())
+    {
+        quota.set(&["used"], i64::try_from(used).unwrap_or(i64::MAX));
+        quota.set(&["max"], i64::try_from(max).unwrap_or(i64::MAX));
+    }
     let store = reconcile::store::Store::new(state.db.clone());
     let (status, count, totals) = tokio::join!(
         state.jobs.status(),

@@ -160,47 +160,7 @@ pub(super) fn x3_settings(
         let client = X3Client::new(cfg).map_err(|e| bad(&k("base_url"), e.to_string()))?;
         folders.insert(folder.to_owned(), Arc::new(client));
     }
-    let mut ledger = std::collections::HashMap::new();
-    for (code, a) in &c.ledger {
-        let lk = |f: &str| k(&format!("ledger.{code}.{f}"));
-        let currency = ledger::Currency::parse(code)
-            .map_err(|e| bad(&k(&format!("ledger.{code}")), e.to_string()))?;
-        let entity = match &a.entity {
-            Some(e) => {
-                EntityCode::parse(e, &lk("entity")).map_err(|r| bad(&lk("entity"), r.message))?
-            }
-            None => default_entity.clone(),
-        };
-        let acct = |v: &str, f: &str| {
-            ledger::AccountCode::parse(v, &lk(f)).map_err(|r| bad(&lk(f), r.message))
-        };
-        let accounts = sync::q2c::LedgerAccounts {
-            entity,
-            receivable: acct(&a.receivable, "receivable")?,
-            revenue: acct(&a.revenue, "revenue")?,
-            tax: acct(&a.tax, "tax")?,
-            cash: acct(&a.cash, "cash")?,
-        };
-        // Invoices and gateway payments must meet on one receivable, or AR never nets.
-        if let Some(g) = gateway_accounts.and_then(|g| g.get(&currency))
-            && (g.entity != accounts.entity || g.receivable != accounts.receivable)
-        {
-            return Err(bad(
-                &lk("receivable"),
-                format!(
-                    "must be the gateway's receivable for {code} ({}/{}), so payments settle invoices",
-                    g.entity, g.receivable
-                ),
-            ));
-        }
-        ledger.insert(currency, accounts);
-    }
-    if ledger.is_empty() {
-        return Err(bad(
-            &k("ledger"),
-            "configure the ledger accounts of at least one currency",
-        ));
-    }
+    let ledger = super::q2c_ledger(&c.ledger, &k, default_entity, gateway_accounts)?;
     let default_currency = c.default_currency.clone().unwrap_or_else(|| "EUR".into());
     ledger::Currency::parse(&default_currency)
         .map_err(|e| bad(&k("default_currency"), e.to_string()))?;

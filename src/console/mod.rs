@@ -862,6 +862,17 @@ async fn dashboard(State(state): State<AppState>, session: Session) -> Response 
             "cursors",
         ));
     }
+    // API quota: Salesforce reports the org's daily use on every answer.
+    if let Some(sf) = &state.config.sync.salesforce {
+        let quota = match sf.client.api_usage() {
+            Some((used, max)) => format!(
+                "Salesforce API requests today: {used} of {max} used, {} left.",
+                max.saturating_sub(used)
+            ),
+            None => "Salesforce API quota: not reported yet (no call made since start).".to_owned(),
+        };
+        body.push_str(&format!("<p id=\"api-quota\">{}</p>", esc(&quota)));
+    }
     body.push_str("</section>");
     html_response(
         StatusCode::OK,

@@ -2373,10 +2373,26 @@ impl Handler for PullHandler {
     }
 }
 
-/// Queues `intacct.payment` for every gateway payment change on an Opportunity, in the
-/// payment's own transaction ([`gateway::service::PaymentObserver`]).
-#[derive(Debug, Default)]
-pub struct PaymentJobs;
+/// Queues a payment job (`intacct.payment`, or another Sage line's `kind`) for every gateway
+/// payment change on an Opportunity, in the payment's own transaction
+/// ([`gateway::service::PaymentObserver`]).
+#[derive(Debug)]
+pub struct PaymentJobs {
+    kind: &'static str,
+}
+
+impl Default for PaymentJobs {
+    fn default() -> PaymentJobs {
+        PaymentJobs { kind: PAYMENT }
+    }
+}
+
+impl PaymentJobs {
+    /// Jobs of `kind` (the payload is the same for every Sage line).
+    pub fn of_kind(kind: &'static str) -> PaymentJobs {
+        PaymentJobs { kind }
+    }
+}
 
 impl gateway::service::PaymentObserver for PaymentJobs {
     fn changed<'a>(
@@ -2404,8 +2420,9 @@ impl gateway::service::PaymentObserver for PaymentJobs {
             });
             Jobs::enqueue_in(
                 tx,
-                NewJob::new(PAYMENT, payload).dedupe(format!(
-                    "{PAYMENT}:{}:v{}",
+                NewJob::new(self.kind, payload).dedupe(format!(
+                    "{}:{}:v{}",
+                    self.kind,
                     p.id,
                     p.version()
                 )),

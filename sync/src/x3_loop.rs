@@ -13,7 +13,7 @@
 //! - **Pull** (`x3.pull`, per folder, on a schedule): the SINVOICEs of every linked order not
 //!   yet paid (`invoices_for_order`) → invoice number, status, open amount and payment status
 //!   to the Opportunity; Dr AR / Cr revenue (Cr tax) in the ledger once per invoice.
-//! - **Gateway payment** (`x3.payment`, queued by [`X3PaymentJobs`] in the payment's own
+//! - **Gateway payment** (`x3.payment`, queued by [`payment_jobs`] in the payment's own
 //!   transaction): a PAYMENTH with `REF` = our payment id (looked up first, so never twice),
 //!   allocated to the order's open invoices oldest first; the balance back to Salesforce.
 //!   Refunds and returns go to review: X3 cancels a receipt by a reversal a person chooses.
@@ -1006,7 +1006,7 @@ impl X3Loop {
     }
 
     /// A gateway payment's follow-up; see the module docs. `payload` is what
-    /// [`X3PaymentJobs`] queued.
+    /// [`payment_jobs`] queued.
     pub async fn payment(&self, payload: &Json) -> Result<(), JobError> {
         let s = |f: &str| payload.get(f).and_then(Json::as_str);
         let n = |f: &str| payload.get(f).and_then(Json::as_i64).unwrap_or(0);
@@ -1168,47 +1168,9 @@ impl Handler for X3Handler {
 }
 
 /// Queues `x3.payment` for every gateway payment change on an Opportunity, in the payment's
-/// own transaction ([`gateway::service::PaymentObserver`]).
-#[derive(Debug, Default)]
-pub struct X3PaymentJobs;
-
-impl gateway::service::PaymentObserver for X3PaymentJobs {
-    fn changed<'a>(
-        &'a self,
-        tx: &'a mut db::DbTx,
-        p: &'a gateway::service::Payment,
-        kind: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'a>>
-    {
-        Box::pin(async move {
-            if p.opportunity_id.is_none() {
-                return Ok(());
-            }
-            let payload = json!({
-                "payment_id": p.id,
-                "opportunity_id": p.opportunity_id,
-                "account_id": p.account_id,
-                "method_kind": p.method_kind,
-                "status": p.status,
-                "kind": kind,
-                "currency": p.currency,
-                "amount_minor": p.amount_minor,
-                "captured_minor": p.captured_minor,
-                "refunded_minor": p.refunded_minor,
-            });
-            Jobs::enqueue_in(
-                tx,
-                NewJob::new(PAYMENT, payload).dedupe(format!(
-                    "{PAYMENT}:{}:v{}",
-                    p.id,
-                    p.version()
-                )),
-            )
-            .await
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-            Ok(())
-        })
-    }
+/// own transaction: the Intacct loop's observer with this line's job kind.
+pub fn payment_jobs() -> crate::q2c::PaymentJobs {
+    crate::q2c::PaymentJobs::of_kind(PAYMENT)
 }
 
 #[cfg(test)]

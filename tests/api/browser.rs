@@ -185,6 +185,10 @@ async fn dashboard_fills_from_sandbox_data(b: &Browser, s: &Sandbox) {
     let sync = b.find("#sync-status").await.text().await;
     assert!(sync.contains("salesforce.event"), "{sync}");
     assert!(sync.contains("intacct.payment"), "{sync}");
+    // The org's API quota as the Salesforce simulator reports it (Sforce-Limit-Info).
+    let quota = b.find("#api-quota").await.text().await;
+    assert!(quota.contains("Salesforce API requests today:"), "{quota}");
+    assert!(quota.contains("left"), "{quota}");
     // The sampler runs every 5 s: the charts appear within a few reloads.
     let until = std::time::Instant::now() + Duration::from_secs(20);
     while b.try_find("#chart-throughput").await.is_none() {
