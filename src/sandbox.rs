@@ -125,6 +125,78 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// What [`start`] leaves running: the server on the sandbox's database.
+struct Started {
+    config_path: PathBuf,
+    db: db::Db,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Writes the sandbox's configuration to `dir`, opens its database, adds the chart of accounts
+/// (US in USD, UK in EUR) and starts `cashloop serve` on `listener`, ready at `base`.
+async fn start(
+    dir: &Path,
+    toml: &str,
+    listener: tokio::net::TcpListener,
+    base: &str,
+) -> anyhow::Result<Started> {
+    let config_path = dir.join("cashloop.toml");
+    std::fs::write(&config_path, toml)?;
+    let config = Config::from_figment(
+        Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(toml)),
+    )
+    .context("the sandbox configuration")?;
+    crate::cli::init_logging(&config, "warn");
+    let db = crate::cli::open_db(&config).await?;
+    {
+        let ledger = crate::cli::open_ledger(&config, db.clone());
+        for (entity, currency) in [("US", "USD"), ("UK", "EUR")] {
+            for (code, name, kind, normal, sub) in [
+                ("1010", "Undeposited funds", "asset", "debit", false),
+                ("1100", "Processor clearing", "asset", "debit", false),
+                ("1200", "Accounts receivable", "asset", "debit", true),
+                ("2200", "Sales tax payable", "liability", "credit", false),
+                ("4000", "Subscription revenue", "revenue", "credit", false),
+            ] {
+                ledger
+                    .create_account(
+                        ledger::NewAccount {
+                            entity: ledger::EntityCode::parse(entity, "entity")?,
+                            code: ledger::AccountCode::parse(code, "code")?,
+                            name: ledger::Text::parse(name, "name")?,
+                            account_type: ledger::AccountType::parse(kind)
+                                .context("account type")?,
+                            normal_balance: ledger::Direction::parse(normal)
+                                .context("direction")?,
+                            currency: ledger::Currency::parse(currency)?,
+                            customer_subledger: sub,
+                        },
+                        "sandbox",
+                    )
+                    .await?;
+            }
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve_on(config, listener, async move {
+        let _ = stop_rx.await;
+    }));
+    let http = gateway::http::client();
+    for _ in 0..200 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(Started {
+        config_path,
+        db,
+        stop_tx,
+        server,
+    })
+}
+
 pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (dir, _temp) = match &args.dir {
@@ -316,57 +388,13 @@ cash = "1010"
         user = ia_cfg.users[0].0,
         document = args.document,
     );
-    let config_path = dir.join("cashloop.toml");
-    std::fs::write(&config_path, &toml)?;
-    let config = Config::from_figment(
-        Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(&toml)),
-    )
-    .context("the sandbox configuration")?;
-    crate::cli::init_logging(&config, "warn");
-
-    // The chart of accounts, before the server starts taking work.
-    let db = crate::cli::open_db(&config).await?;
-    {
-        let ledger = crate::cli::open_ledger(&config, db.clone());
-        for (entity, currency) in [("US", "USD"), ("UK", "EUR")] {
-            for (code, name, kind, normal, sub) in [
-                ("1010", "Undeposited funds", "asset", "debit", false),
-                ("1100", "Processor clearing", "asset", "debit", false),
-                ("1200", "Accounts receivable", "asset", "debit", true),
-                ("2200", "Sales tax payable", "liability", "credit", false),
-                ("4000", "Subscription revenue", "revenue", "credit", false),
-            ] {
-                ledger
-                    .create_account(
-                        ledger::NewAccount {
-                            entity: ledger::EntityCode::parse(entity, "entity")?,
-                            code: ledger::AccountCode::parse(code, "code")?,
-                            name: ledger::Text::parse(name, "name")?,
-                            account_type: ledger::AccountType::parse(kind)
-                                .context("account type")?,
-                            normal_balance: ledger::Direction::parse(normal)
-                                .context("direction")?,
-                            currency: ledger::Currency::parse(currency)?,
-                            customer_subledger: sub,
-                        },
-                        "sandbox",
-                    )
-                    .await?;
-            }
-        }
-    }
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve_on(config, listener, async move {
-        let _ = stop_rx.await;
-    }));
+    let Started {
+        config_path,
+        db,
+        stop_tx,
+        server,
+    } = start(&dir, &toml, listener, &base).await?;
     let http = gateway::http::client();
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 
     // Seed Salesforce: accounts with contacts, products and a price book.
     // One customer exists in Intacct already (keyed in by hand): it is linked, not duplicated.

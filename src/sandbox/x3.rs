@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use figment::Figment;
-use figment::providers::{Format, Serialized, Toml};
 use serde_json::{Value, json};
 use sync::salesforce::Record;
 use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimConfig};
@@ -17,7 +15,6 @@ use sync::x3::X3Record;
 use sync::x3::simulator::{Simulator as X3Sim, SimulatorConfig as X3SimConfig};
 
 use super::{ACCOUNTS, PRODUCTS, SandboxArgs, write_secret};
-use crate::config::{Config, RawConfig};
 
 /// The folders the sandbox routes to.
 const FOLDERS: [&str; 2] = ["SEED", "UKLIVE"];
@@ -139,54 +136,13 @@ cash = "1010"
         client_id = sf.config().client_id,
         x3_url = x3.base_url(),
     );
-    let config_path = dir.join("cashloop.toml");
-    std::fs::write(&config_path, &toml)?;
-    let config = Config::from_figment(
-        Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(&toml)),
-    )
-    .context("the sandbox configuration")?;
-    crate::cli::init_logging(&config, "warn");
-    let db = crate::cli::open_db(&config).await?;
-    {
-        let ledger = crate::cli::open_ledger(&config, db.clone());
-        for (entity, currency) in [("US", "USD"), ("UK", "EUR")] {
-            for (code, name, kind, normal, sub) in [
-                ("1010", "Undeposited funds", "asset", "debit", false),
-                ("1100", "Processor clearing", "asset", "debit", false),
-                ("1200", "Accounts receivable", "asset", "debit", true),
-                ("2200", "Sales tax payable", "liability", "credit", false),
-                ("4000", "Subscription revenue", "revenue", "credit", false),
-            ] {
-                ledger
-                    .create_account(
-                        ledger::NewAccount {
-                            entity: ledger::EntityCode::parse(entity, "entity")?,
-                            code: ledger::AccountCode::parse(code, "code")?,
-                            name: ledger::Text::parse(name, "name")?,
-                            account_type: ledger::AccountType::parse(kind)
-                                .context("account type")?,
-                            normal_balance: ledger::Direction::parse(normal)
-                                .context("direction")?,
-                            currency: ledger::Currency::parse(currency)?,
-                            customer_subledger: sub,
-                        },
-                        "sandbox",
-                    )
-                    .await?;
-            }
-        }
-    }
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve_on(config, listener, async move {
-        let _ = stop_rx.await;
-    }));
+    let super::Started {
+        config_path,
+        db: _,
+        stop_tx,
+        server,
+    } = super::start(&dir, &toml, listener, &base).await?;
     let http = gateway::http::client();
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 
     // X3's item master holds the products Salesforce sells (cashloop never creates items).
     for folder in FOLDERS {
