@@ -16,6 +16,7 @@ pub mod flows;
 pub mod intacct;
 pub mod jobs;
 pub mod mapping;
+pub mod objects;
 pub mod outbound;
 pub mod q2c;
 pub mod review;

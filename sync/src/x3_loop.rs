@@ -57,25 +57,6 @@ pub const PAYMENT: &str = "x3.payment";
 /// `sage_system` of the cross-reference.
 pub const SAGE_SYSTEM: &str = "x3";
 
-/// Our object names → X3 classes (issue 8, item 4). The loop speaks our names; the client's
-/// [`ObjectNames`](crate::x3::ObjectNames) holds each installation's class, representation and
-/// SOAP public name, whose defaults are these classes.
-pub const OBJECT_NAMES: &[(&str, &str)] = &[
-    ("customer", "BPCUSTOMER"),
-    ("order", "SORDER"),
-    ("invoice", "SINVOICE"),
-    ("item", "ITMMASTER"),
-    ("payment", "PAYMENTH"),
-];
-
-/// The X3 class of one of our objects (`customer` → `BPCUSTOMER`).
-pub fn x3_class(ours: &str) -> &'static str {
-    OBJECT_NAMES
-        .iter()
-        .find(|(o, _)| *o == ours)
-        .map_or("?", |(_, c)| c)
-}
-
 /// Cross-reference objects: an Account is a customer, an Opportunity its sales order.
 const ACCOUNT: &str = "Account";
 const OPPORTUNITY: &str = "Opportunity";
@@ -1179,13 +1160,15 @@ mod tests {
 
     #[test]
     fn object_names_and_countries() {
-        assert_eq!(x3_class("customer"), "BPCUSTOMER");
-        assert_eq!(x3_class("payment"), "PAYMENTH");
-        assert_eq!(x3_class("nope"), "?");
+        // The client's default classes are the object-name table's.
+        use crate::objects::{Object, SageLine};
+        let x3 = |o| SageLine::X3.name(o).unwrap_or("?");
         let defaults = crate::x3::ObjectNames::default();
-        assert_eq!(x3_class("order"), defaults.order.class);
-        assert_eq!(x3_class("invoice"), defaults.invoice.class);
-        assert_eq!(x3_class("item"), defaults.item.class);
+        assert_eq!(x3(Object::Customer), defaults.customer.class);
+        assert_eq!(x3(Object::Order), defaults.order.class);
+        assert_eq!(x3(Object::Invoice), defaults.invoice.class);
+        assert_eq!(x3(Object::Item), defaults.item.class);
+        assert_eq!(x3(Object::Payment), defaults.payment.class);
         assert_eq!(country_code("United Kingdom"), "GB");
         assert_eq!(country_code(" fr "), "FR");
     }
