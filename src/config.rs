@@ -1866,6 +1866,25 @@ mod tests {
         );
         check("[server]\nlisen = \"127.0.0.1:1\"", Some("server.lisen"));
         check("[log]\nformat = \"xml\"", Some("log.format"));
+        let agent_hash = "ab".repeat(32);
+        check(
+            &format!("[[agents]]\nname = \"s100\"\nkey_sha256 = \"{agent_hash}\""),
+            None,
+        );
+        check(
+            "[[agents]]\nname = \"s100\"\nkey_sha256 = \"00\"",
+            Some("agents[0].key_sha256"),
+        );
+        check(
+            &format!(
+                "[[agents]]\nname = \"s100\"\nkey_sha256 = \"{agent_hash}\"\n[[agents]]\nname = \"s100\"\nkey_sha256 = \"{agent_hash}\""
+            ),
+            Some("agents[1].name"),
+        );
+        check(
+            &format!("[[agents]]\nname = \"s100\"\nkey_sha256 = \"{agent_hash}\"\nlease_ms = 5"),
+            Some("agents[0].lease_ms"),
+        );
         check(
             "[ledger]\ndefault_entity = \"has space\"",
             Some("ledger.default_entity"),

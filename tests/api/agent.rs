@@ -351,3 +351,115 @@ impl PendingRecord for Executor {
             .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cash_receipts_become_a_visual_integrator_file() {
+    let sim = Simulator::start(WS_USER, WS_PASSWORD, "ABC", &["WIDGET"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let vi = dir.path().join("vi");
+    std::fs::create_dir(&vi).unwrap();
+    let mut ex = executor(&sim, &dir.path().join("agent.db")).await;
+    ex.vi_folder = Some(sync::sage100::agent::ViFolder(vi.clone()));
+    let cmd = Command {
+        id: 1,
+        kind: "import_cash_receipts".into(),
+        payload: json!({"receipts": [
+            {"salesforce_id": "a0P1", "ar_division_no": "01", "customer_no": "ACME",
+             "deposit_date": "20261126", "check_no": "pay_123", "amount_minor": 1766640,
+             "invoice_no": "0100042"},
+            {"salesforce_id": "a0P2", "ar_division_no": "01", "customer_no": "ACME",
+             "deposit_date": "20261126", "check_no": "pay,124", "amount_minor": 5}
+        ]}),
+        idempotency_key: "receipts-1".into(),
+        deliveries: 1,
+    };
+    let Some(Outcome::Done(r)) = ex.execute(&cmd).await else {
+        panic!("not done")
+    };
+    assert_eq!(r["receipts"], 2);
+    assert_eq!(r["total_minor"], 1766645);
+    let file = vi.join(r["file"].as_str().unwrap());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        text,
+        "20261126,01,ACME,pay_123,17666.40,0100042,17666.40,a0P1\r\n\
+         20261126,01,ACME,\"pay,124\",0.05,,0.05,a0P2\r\n"
+    );
+    // Delivered again: answered from the record, the file is not written a second time.
+    std::fs::remove_file(&file).unwrap();
+    let Some(Outcome::Done(again)) = ex.execute(&cmd).await else {
+        panic!("not done")
+    };
+    assert_eq!(again, r);
+    assert!(!file.exists());
+    // Without a folder the command fails with the reason.
+    ex.vi_folder = None;
+    let other = Command {
+        idempotency_key: "receipts-2".into(),
+        ..cmd
+    };
+    let Some(Outcome::Failed(e)) = ex.execute(&other).await else {
+        panic!("not failed")
+    };
+    assert!(e.contains("Visual Integrator"), "{e}");
+}
+
+/// `cashloop agent` as a process: its arguments, key and password files, and the loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_subcommand_runs_the_loop() {
+    let t = testing::sqlite().await;
+    let sim = Simulator::start(WS_USER, WS_PASSWORD, "ABC", &["WIDGET"]).await;
+    let app = App::spawn_config(agent_config(&t.url, 60_000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("agent.key");
+    std::fs::write(&key_file, format!("{AGENT_KEY}\n")).unwrap();
+    let pw_file = dir.path().join("ws.password");
+    std::fs::write(&pw_file, WS_PASSWORD).unwrap();
+    let state = dir.path().join("state.db");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+        .args([
+            "agent",
+            "--server",
+            &app.base,
+            "--name",
+            "s100",
+            "--key-file",
+        ])
+        .arg(&key_file)
+        .arg("--state")
+        .arg(&state)
+        .args([
+            "--sage-url",
+            &sim.url(),
+            "--sage-user",
+            WS_USER,
+            "--sage-password-file",
+        ])
+        .arg(&pw_file)
+        .args(["--company", "ABC", "--wait-ms", "500"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let id = agent_queue::enqueue(
+        &t.db,
+        "s100",
+        "upsert_customer",
+        &customer("001A", "ACME", "Acme"),
+        "c1",
+    )
+    .await
+    .unwrap();
+    let s = finished(&t.db, id).await;
+    assert_eq!(s.status, "done", "{s:?}");
+    assert_eq!(sim.customers().len(), 1);
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains(AGENT_KEY) && !log.contains(WS_PASSWORD),
+        "a secret in the log: {log}"
+    );
+    app.stop().await;
+}
