@@ -38,6 +38,9 @@ pub enum Command {
     /// The whole loop on this machine: the server with Salesforce, Sage Intacct and
     /// Authorize.Net simulators, seeded data, Closed Won → invoice → payment → ledger.
     Sandbox(crate::sandbox::SandboxArgs),
+    /// The on-premise Sage 100 agent: polls the server's command queue, executes commands
+    /// through the eBusiness Web Services, reports results (no configuration file needed).
+    Agent(crate::agent_cli::AgentArgs),
     /// Run the HTTP server (API, health probes) and the background ledger sealer.
     Serve(ServeArgs),
     /// Apply pending database migrations.

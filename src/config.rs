@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use ledger::EntityCode;
 
+mod agents;
 mod alerts;
 mod x3;
+
+pub use agents::{AgentKey, RawAgent};
 pub use alerts::{RawAlertRule, RawAlerts, RawAlertsSalesforce, RawSmtp};
 pub use x3::{RawSyncX3, RawX3Route, X3Settings};
 
@@ -36,6 +39,8 @@ pub struct RawConfig {
     /// `[alerts]` (see `crate::alerts`); absent: no alerts.
     pub alerts: Option<RawAlerts>,
     pub console: RawConsole,
+    /// `[[agents]]`: on-premise agents allowed to poll the command queue (see `agents`).
+    pub agents: Vec<RawAgent>,
 }
 
 /// `[console]`: the operator console's users and sessions, and where record links point.
@@ -663,6 +668,7 @@ impl Default for RawConfig {
             reconcile: RawReconcile::default(),
             alerts: None,
             console: RawConsole::default(),
+            agents: Vec::new(),
         }
     }
 }
@@ -797,6 +803,8 @@ pub struct Config {
     /// Alert rules and where notices go; `None` without `[alerts]`.
     pub alerts: Option<crate::alerts::AlertsConfig>,
     pub console: ConsoleConfig,
+    /// The on-premise agents (`[[agents]]`).
+    pub agents: Vec<AgentKey>,
 }
 
 /// The sync worker and Salesforce's ways in.
@@ -1784,6 +1792,7 @@ impl Config {
             reconcile,
             alerts,
             console,
+            agents: agents::agents(&raw.agents)?,
         })
     }
 }
@@ -1857,6 +1866,25 @@ mod tests {
         );
         check("[server]\nlisen = \"127.0.0.1:1\"", Some("server.lisen"));
         check("[log]\nformat = \"xml\"", Some("log.format"));
+        let agent_hash = "ab".repeat(32);
+        check(
+            &format!("[[agents]]\nname = \"s100\"\nkey_sha256 = \"{agent_hash}\""),
+            None,
+        );
+        check(
+            "[[agents]]\nname = \"s100\"\nkey_sha256 = \"00\"",
+            Some("agents[0].key_sha256"),
+        );
+        check(
+            &format!(
+                "[[agents]]\nname = \"s100\"\nkey_sha256 = \"{agent_hash}\"\n[[agents]]\nname = \"s100\"\nkey_sha256 = \"{agent_hash}\""
+            ),
+            Some("agents[1].name"),
+        );
+        check(
+            &format!("[[agents]]\nname = \"s100\"\nkey_sha256 = \"{agent_hash}\"\nlease_ms = 5"),
+            Some("agents[0].lease_ms"),
+        );
         check(
             "[ledger]\ndefault_entity = \"has space\"",
             Some("ledger.default_entity"),

@@ -1,6 +1,8 @@
 //! The `cashloop` binary's library half: configuration, the CLI, the HTTP server and the
 //! benchmarks. It wires the domain crates together and holds no business rules of its own.
 
+pub mod agent_api;
+pub mod agent_cli;
 pub mod alerts;
 pub mod bench;
 pub mod cli;
@@ -57,6 +59,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         sandbox::run(args).await?;
         return Ok(0);
     }
+    // The agent runs on the customer's network, without the server's configuration.
+    if let Command::Agent(args) = cli.command {
+        let filter = tracing_subscriber::EnvFilter::try_new(
+            std::env::var("CASHLOOP_LOG").unwrap_or_else(|_| "info".to_owned()),
+        )
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+        agent_cli::run(args).await?;
+        return Ok(0);
+    }
     let mut config = cli::load_config(&cli)?;
     match cli.command {
         Command::Serve(args) => {
@@ -78,7 +93,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             serve(config).await?;
             Ok(0)
         }
-        Command::Sandbox(_) => unreachable!("handled before the configuration is read"),
+        Command::Sandbox(_) | Command::Agent(_) => {
+            unreachable!("handled before the configuration is read")
+        }
         Command::Migrate => {
             cli::init_logging(&config, "warn");
             let db = cli::open_db(&config).await?;

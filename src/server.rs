@@ -351,6 +351,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .merge(v1_router(&state))
+        .merge(crate::agent_api::router())
         .merge(crate::console::router())
         .fallback(|| async { body(StatusCode::NOT_FOUND, "not_found", "no such route", None) })
         .layer(TimeoutLayer::with_status_code(

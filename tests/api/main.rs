@@ -3098,6 +3098,7 @@ async fn sandbox_cash_application_reaches_intacct() {
     child.kill().await.unwrap();
 }
 
+mod agent;
 mod alerts;
 mod browser;
 mod console;
