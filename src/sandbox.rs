@@ -125,6 +125,59 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Inserts one record into the Salesforce simulator as a person would; its id.
+fn seed_one(sf: &SfSim, object: &str, r: Record) -> anyhow::Result<String> {
+    sf.insert_as_user(object, &[r])
+        .map_err(|e| anyhow::anyhow!("seeding {object}: {e:?}"))?
+        .pop()
+        .context("no id")
+}
+
+/// A seeded deal.
+struct Deal {
+    opportunity: String,
+    account: String,
+    account_name: String,
+    currency: &'static str,
+}
+
+/// Deal `n`'s account name: the seeded accounts, then numbered copies of them.
+fn deal_account_name(n: usize) -> String {
+    let a = &ACCOUNTS[n % ACCOUNTS.len()];
+    if n < ACCOUNTS.len() {
+        a.name.to_owned()
+    } else {
+        format!("{} #{}", a.name, n / ACCOUNTS.len() + 1)
+    }
+}
+
+/// Deal `n`'s lines: the platform always; implementation or support by turn; a discount on one
+/// line. `products` holds (Product2 id, USD price, EUR price).
+fn seed_lines(
+    sf: &SfSim,
+    opportunity: &str,
+    products: &[(String, &str, &str)],
+    currency: &str,
+    n: usize,
+) -> anyhow::Result<()> {
+    let picks: [(usize, &str, &str); 2] =
+        [(0, "1", "0"), (1 + n % 3, "2", ["0", "10", "5"][n % 3])];
+    for (p, qty, discount) in picks {
+        let (id, usd, eur) = &products[p];
+        let price = if currency == "USD" { usd } else { eur };
+        let mut line = Record::new("OpportunityLineItem")
+            .with("OpportunityId", opportunity)
+            .with("Product2Id", id.as_str())
+            .with("Quantity", qty.parse::<rust_decimal::Decimal>()?)
+            .with("UnitPrice", price.parse::<rust_decimal::Decimal>()?);
+        if discount != "0" {
+            line = line.with("Discount", discount.parse::<rust_decimal::Decimal>()?);
+        }
+        seed_one(sf, "OpportunityLineItem", line)?;
+    }
+    Ok(())
+}
+
 /// What [`start`] leaves running: the server on the sandbox's database.
 struct Started {
     config_path: PathBuf,
@@ -440,12 +493,7 @@ cash = "1010"
                 .with_leaf("MEGAENTITYID", "US"),
         ],
     );
-    let one = |object: &str, r: Record| -> anyhow::Result<String> {
-        sf.insert_as_user(object, &[r])
-            .map_err(|e| anyhow::anyhow!("seeding {object}: {e:?}"))?
-            .pop()
-            .context("no id")
-    };
+    let one = |object: &str, r: Record| seed_one(&sf, object, r);
     let book = one(
         "Pricebook2",
         Record::new("Pricebook2")
@@ -474,21 +522,11 @@ cash = "1010"
         }
         products.push((id, usd, eur));
     }
-    struct Deal {
-        opportunity: String,
-        account: String,
-        account_name: String,
-        currency: &'static str,
-    }
     let mut deals = Vec::new();
     let total_deals = ACCOUNTS.len() + args.extra_deals;
     for n in 0..total_deals {
         let a = &ACCOUNTS[n % ACCOUNTS.len()];
-        let account_name = if n < ACCOUNTS.len() {
-            a.name.to_owned()
-        } else {
-            format!("{} #{}", a.name, n / ACCOUNTS.len() + 1)
-        };
+        let account_name = deal_account_name(n);
         let account = one(
             "Account",
             Record::new("Account")
@@ -521,22 +559,7 @@ cash = "1010"
                 .with("Pricebook2Id", book.as_str())
                 .with("CurrencyIsoCode", a.currency),
         )?;
-        // The platform always; implementation or support by turn; a discount on one line.
-        let picks: [(usize, &str, &str); 2] =
-            [(0, "1", "0"), (1 + n % 3, "2", ["0", "10", "5"][n % 3])];
-        for (p, qty, discount) in picks {
-            let (id, usd, eur) = &products[p];
-            let price = if a.currency == "USD" { usd } else { eur };
-            let mut line = Record::new("OpportunityLineItem")
-                .with("OpportunityId", opportunity.as_str())
-                .with("Product2Id", id.as_str())
-                .with("Quantity", qty.parse::<rust_decimal::Decimal>()?)
-                .with("UnitPrice", price.parse::<rust_decimal::Decimal>()?);
-            if discount != "0" {
-                line = line.with("Discount", discount.parse::<rust_decimal::Decimal>()?);
-            }
-            one("OpportunityLineItem", line)?;
-        }
+        seed_lines(&sf, &opportunity, &products, a.currency, n)?;
         deals.push(Deal {
             opportunity,
             account,

@@ -14,7 +14,9 @@ use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimCo
 use sync::x3::X3Record;
 use sync::x3::simulator::{Simulator as X3Sim, SimulatorConfig as X3SimConfig};
 
-use super::{ACCOUNTS, PRODUCTS, SandboxArgs, write_secret};
+use super::{
+    ACCOUNTS, Deal, PRODUCTS, SandboxArgs, deal_account_name, seed_lines, seed_one, write_secret,
+};
 
 /// The folders the sandbox routes to.
 const FOLDERS: [&str; 2] = ["SEED", "UKLIVE"];
@@ -157,12 +159,7 @@ cash = "1010"
             );
         }
     }
-    let one = |object: &str, r: Record| -> anyhow::Result<String> {
-        sf.insert_as_user(object, &[r])
-            .map_err(|e| anyhow::anyhow!("seeding {object}: {e:?}"))?
-            .pop()
-            .context("no id")
-    };
+    let one = |object: &str, r: Record| seed_one(&sf, object, r);
     let mut products = Vec::new();
     for (name, code, usd, eur) in PRODUCTS {
         let id = one(
@@ -174,21 +171,11 @@ cash = "1010"
         )?;
         products.push((id, usd, eur));
     }
-    struct Deal {
-        opportunity: String,
-        account: String,
-        account_name: String,
-        currency: &'static str,
-    }
     let mut deals = Vec::new();
     let total_deals = ACCOUNTS.len() + args.extra_deals;
     for n in 0..total_deals {
         let a = &ACCOUNTS[n % ACCOUNTS.len()];
-        let account_name = if n < ACCOUNTS.len() {
-            a.name.to_owned()
-        } else {
-            format!("{} #{}", a.name, n / ACCOUNTS.len() + 1)
-        };
+        let account_name = deal_account_name(n);
         let account = one(
             "Account",
             Record::new("Account")
@@ -208,21 +195,7 @@ cash = "1010"
                 .with("AccountId", account.as_str())
                 .with("CurrencyIsoCode", a.currency),
         )?;
-        let picks: [(usize, &str, &str); 2] =
-            [(0, "1", "0"), (1 + n % 3, "2", ["0", "10", "5"][n % 3])];
-        for (p, qty, discount) in picks {
-            let (id, usd, eur) = &products[p];
-            let price = if a.currency == "USD" { usd } else { eur };
-            let mut line = Record::new("OpportunityLineItem")
-                .with("OpportunityId", opportunity.as_str())
-                .with("Product2Id", id.as_str())
-                .with("Quantity", qty.parse::<rust_decimal::Decimal>()?)
-                .with("UnitPrice", price.parse::<rust_decimal::Decimal>()?);
-            if discount != "0" {
-                line = line.with("Discount", discount.parse::<rust_decimal::Decimal>()?);
-            }
-            one("OpportunityLineItem", line)?;
-        }
+        seed_lines(&sf, &opportunity, &products, a.currency, n)?;
         deals.push(Deal {
             opportunity,
             account,
