@@ -212,7 +212,7 @@ fn intacct_error(e: &IntacctError) -> JobError {
     }
 }
 
-fn sf_error(e: &SalesforceError) -> JobError {
+pub(crate) fn sf_error(e: &SalesforceError) -> JobError {
     if e.retryable() {
         JobError::Retryable(e.to_string())
     } else {
@@ -220,7 +220,7 @@ fn sf_error(e: &SalesforceError) -> JobError {
     }
 }
 
-fn storage(e: impl std::fmt::Display) -> JobError {
+pub(crate) fn storage(e: impl std::fmt::Display) -> JobError {
     JobError::Retryable(format!("storage: {e}"))
 }
 
@@ -232,7 +232,7 @@ fn ensure_error(e: EnsureError) -> JobError {
     }
 }
 
-fn ledger_error(e: ledger::LedgerError) -> JobError {
+pub(crate) fn ledger_error(e: ledger::LedgerError) -> JobError {
     match e {
         ledger::LedgerError::Rejected(r) => JobError::Permanent(format!("ledger: {}", r.message)),
         other => JobError::Retryable(format!("ledger: {other}")),
@@ -242,7 +242,7 @@ fn ledger_error(e: ledger::LedgerError) -> JobError {
 /// A Salesforce id as it may appear inside SOQL (15 or 18 alphanumerics).
 /// Always the 18-character form: 15-character ids differ only in case, and Sage keys,
 /// Salesforce external ids and our cross-reference must not confuse two records.
-fn sf_id(id: &str, field: &str) -> Result<String, JobError> {
+pub(crate) fn sf_id(id: &str, field: &str) -> Result<String, JobError> {
     if (id.len() == 15 || id.len() == 18) && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         Ok(crate::salesforce::wire::canonical_id(id))
     } else {
@@ -294,8 +294,10 @@ fn payment_status(inv: &Element) -> &'static str {
 }
 
 /// Minor units of `amount` in `currency`, rounded half away from zero (invoice convention).
-fn to_minor(amount: Decimal, currency: Currency, field: &str) -> Result<i64, JobError> {
-    let scaled = (amount * Decimal::from(10i64.pow(currency.exponent())))
+pub(crate) fn to_minor(amount: Decimal, currency: Currency, field: &str) -> Result<i64, JobError> {
+    let scaled = amount
+        .checked_mul(Decimal::from(10i64.pow(currency.exponent())))
+        .ok_or_else(|| JobError::Permanent(format!("{field}: amount {amount} is out of range")))?
         .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
     i64::try_from(scaled.mantissa())
         .ok()
@@ -303,8 +305,41 @@ fn to_minor(amount: Decimal, currency: Currency, field: &str) -> Result<i64, Job
         .ok_or_else(|| JobError::Permanent(format!("{field}: amount {amount} is out of range")))
 }
 
-fn from_minor(minor: i64, currency: Currency) -> Decimal {
+pub(crate) fn from_minor(minor: i64, currency: Currency) -> Decimal {
     Decimal::new(minor, currency.exponent())
+}
+
+/// Writes fields back to a Salesforce record (by Id) and queues the push now, so the user
+/// sees it in seconds rather than at the next scheduled push. Shared by every Sage line's loop.
+pub(crate) async fn write_back_now(
+    salesforce: &SalesforceSync,
+    jobs: &Jobs,
+    object: &str,
+    id: &str,
+    fields: Map<String, Json>,
+) -> Result<(), JobError> {
+    salesforce
+        .queue_push(object, "Id", id, &fields)
+        .await
+        .map_err(storage)?;
+    push_now(jobs, object).await
+}
+
+/// Queues a push of `object` ahead of the backlog.
+pub(crate) async fn push_now(jobs: &Jobs, object: &str) -> Result<(), JobError> {
+    // A push sends every pending row of the object, so an extra one finds nothing to do;
+    // a shared dedupe key could instead leave this row to the next scheduled push.
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| JobError::Retryable(format!("random: {e}")))?;
+    // Due in the past, so it runs before the queue's backlog: a user is waiting for it.
+    let mut job = NewJob::new(crate::flows::PUSH, json!({"object": object})).dedupe(format!(
+        "{}:{object}:now:{}",
+        crate::flows::PUSH,
+        hex::encode(nonce)
+    ));
+    job.run_at = Some(Utc::now() - chrono::Duration::hours(1));
+    jobs.enqueue(job).await.map_err(storage)?;
+    Ok(())
 }
 
 /// Intacct's `MM/DD/YYYY HH:MM:SS` stamp.
@@ -313,7 +348,7 @@ fn parse_stamp(s: &str) -> Option<NaiveDateTime> {
 }
 
 /// One leg of an AR entry: account, side, minor units, sub-ledger customer, document.
-type Leg<'a> = (
+pub(crate) type Leg<'a> = (
     &'a AccountCode,
     Direction,
     i64,
@@ -323,7 +358,7 @@ type Leg<'a> = (
 
 /// A journal entry from the AR loop (source `sage-ar`). A value the ledger refuses is of our
 /// own making, so a permanent error.
-fn ar_entry(
+pub(crate) fn ar_entry(
     entity: &EntityCode,
     currency: Currency,
     key: &str,
@@ -476,35 +511,18 @@ impl Q2c {
             .map_err(storage)
     }
 
-    /// Writes fields back to a Salesforce record (by Id) and queues the push now, so the
-    /// user sees it in seconds rather than at the next scheduled push.
+    /// Writes fields back to a Salesforce record (by Id) and queues the push now.
     async fn write_back(
         &self,
         object: &str,
         id: &str,
         fields: Map<String, Json>,
     ) -> Result<(), JobError> {
-        self.salesforce
-            .queue_push(object, "Id", id, &fields)
-            .await
-            .map_err(storage)?;
-        self.queue_push_now(object).await
+        write_back_now(&self.salesforce, &self.jobs, object, id, fields).await
     }
 
     async fn queue_push_now(&self, object: &str) -> Result<(), JobError> {
-        // A push sends every pending row of the object, so an extra one finds nothing to do;
-        // a shared dedupe key could instead leave this row to the next scheduled push.
-        let mut nonce = [0u8; 8];
-        getrandom::fill(&mut nonce).map_err(|e| JobError::Retryable(format!("random: {e}")))?;
-        // Due in the past, so it runs before the queue's backlog: a user is waiting for it.
-        let mut job = NewJob::new(crate::flows::PUSH, json!({"object": object})).dedupe(format!(
-            "{}:{object}:now:{}",
-            crate::flows::PUSH,
-            hex::encode(nonce)
-        ));
-        job.run_at = Some(Utc::now() - chrono::Duration::hours(1));
-        self.jobs.enqueue(job).await.map_err(storage)?;
-        Ok(())
+        push_now(&self.jobs, object).await
     }
 
     /// The whole Closed Won step for one Opportunity; see the module docs.

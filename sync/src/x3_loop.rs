@@ -32,18 +32,15 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
 use db::Db;
-use ledger::{
-    AccountCode, Currency, CustomerId, Direction, EntryHeader, IdempotencyKey, Ledger, Money,
-    NewEntry, NewPosting, SourceName, Text,
-};
-use rust_decimal::{Decimal, RoundingStrategy};
+use ledger::{Currency, Direction, Ledger};
+use rust_decimal::Decimal;
 use serde_json::{Map, Value as Json, json};
 
 use crate::flows::SalesforceSync;
 use crate::jobs::{BoxFuture, Handler, Job, JobError, Jobs, NewJob, Registry};
-use crate::q2c::LedgerAccounts;
+use crate::q2c::{LedgerAccounts, ar_entry, ledger_error, sf_error, sf_id, storage, to_minor};
 use crate::review::Review;
-use crate::salesforce::{Record, SalesforceError};
+use crate::salesforce::Record;
 use crate::x3::types::format_minor;
 use crate::x3::{
     AccountFacts, Address, Customer, InvoiceStatus, OrderLine, Payment, PaymentAllocation, Route,
@@ -133,48 +130,6 @@ pub fn x3_error(e: &X3Error) -> JobError {
     }
 }
 
-fn sf_error(e: &SalesforceError) -> JobError {
-    if e.retryable() {
-        JobError::Retryable(e.to_string())
-    } else {
-        JobError::Permanent(e.to_string())
-    }
-}
-
-fn storage(e: impl std::fmt::Display) -> JobError {
-    JobError::Retryable(format!("storage: {e}"))
-}
-
-fn ledger_error(e: ledger::LedgerError) -> JobError {
-    match e {
-        ledger::LedgerError::Rejected(r) => JobError::Permanent(format!("ledger: {}", r.message)),
-        other => JobError::Retryable(format!("ledger: {other}")),
-    }
-}
-
-/// The 18-character form of a Salesforce id (15-character ids differ only in case).
-fn sf_id(id: &str, field: &str) -> Result<String, JobError> {
-    if (id.len() == 15 || id.len() == 18) && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        Ok(crate::salesforce::wire::canonical_id(id))
-    } else {
-        Err(JobError::Permanent(format!(
-            "{field}: {id:?} is not a Salesforce id"
-        )))
-    }
-}
-
-/// Minor units of `amount`, rounded half away from zero.
-fn to_minor(amount: Decimal, currency: Currency, field: &str) -> Result<i64, JobError> {
-    let scaled = amount
-        .checked_mul(Decimal::from(10i64.pow(currency.exponent())))
-        .ok_or_else(|| JobError::Permanent(format!("{field}: amount {amount} is out of range")))?
-        .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
-    i64::try_from(scaled.mantissa())
-        .ok()
-        .filter(|_| scaled.scale() == 0)
-        .ok_or_else(|| JobError::Permanent(format!("{field}: amount {amount} is out of range")))
-}
-
 fn amount_text(minor: i64, currency: &str) -> Result<String, JobError> {
     format_minor(minor, currency).map_err(|e| x3_error(&e))
 }
@@ -221,59 +176,6 @@ fn invoice_status(invoices: &[SalesInvoice]) -> &'static str {
         "Unpaid" => "Open",
         _ => "Partly Paid",
     }
-}
-
-/// One leg of an AR entry: account, side, minor units, sub-ledger customer, document.
-type Leg<'a> = (
-    &'a AccountCode,
-    Direction,
-    i64,
-    Option<&'a str>,
-    Option<&'a str>,
-);
-
-/// A journal entry from the X3 loop (source `sage-ar`, as the Intacct loop's).
-fn ar_entry(
-    accounts: &LedgerAccounts,
-    currency: Currency,
-    key: &str,
-    date: NaiveDate,
-    external_ref: &str,
-    memo: &str,
-    legs: &[Leg<'_>],
-) -> Result<NewEntry, JobError> {
-    let bad = |r: ledger::Rejection| JobError::Permanent(format!("ledger: {}", r.message));
-    let postings = legs
-        .iter()
-        .map(|&(account, direction, minor, customer, doc)| {
-            Ok(NewPosting {
-                account: account.clone(),
-                direction,
-                amount: Money::from_minor(minor, currency),
-                customer_id: customer
-                    .map(|c| CustomerId::parse(c, "customer"))
-                    .transpose()
-                    .map_err(bad)?,
-                document_ref: doc
-                    .map(|d| Text::parse(d, "document"))
-                    .transpose()
-                    .map_err(bad)?,
-                memo: None,
-            })
-        })
-        .collect::<Result<Vec<_>, JobError>>()?;
-    NewEntry::new(
-        EntryHeader {
-            idempotency_key: IdempotencyKey::parse(key, "key").map_err(bad)?,
-            entity: accounts.entity.clone(),
-            effective_date: date,
-            source: SourceName::parse("sage-ar", "source").map_err(bad)?,
-            external_ref: Some(Text::parse(external_ref, "external_ref").map_err(bad)?),
-            memo: Some(Text::parse(memo, "memo").map_err(bad)?),
-        },
-        postings,
-    )
-    .map_err(bad)
 }
 
 /// What the order link remembers (its `last_values`).
@@ -455,20 +357,7 @@ impl X3Loop {
         id: &str,
         fields: Map<String, Json>,
     ) -> Result<(), JobError> {
-        self.salesforce
-            .queue_push(object, "Id", id, &fields)
-            .await
-            .map_err(storage)?;
-        let mut nonce = [0u8; 8];
-        getrandom::fill(&mut nonce).map_err(|e| JobError::Retryable(format!("random: {e}")))?;
-        let mut job = NewJob::new(crate::flows::PUSH, json!({"object": object})).dedupe(format!(
-            "{}:{object}:now:{}",
-            crate::flows::PUSH,
-            hex::encode(nonce)
-        ));
-        job.run_at = Some(Utc::now() - chrono::Duration::hours(1));
-        self.jobs.enqueue(job).await.map_err(storage)?;
-        Ok(())
+        crate::q2c::write_back_now(&self.salesforce, &self.jobs, object, id, fields).await
     }
 
     async fn link(
@@ -915,11 +804,11 @@ impl X3Loop {
             legs.push((&accounts.tax, Direction::Credit, tax, None, None));
         }
         let entry = ar_entry(
-            &accounts,
+            &accounts.entity,
             currency,
             &format!("x3:invoice:{}:{}", link.sage_entity, inv.number),
             inv.date.unwrap_or_else(|| Utc::now().date_naive()),
-            &inv.number,
+            Some(&inv.number),
             &format!(
                 "X3 invoice {} (order {}) for Opportunity {}",
                 inv.number, link.sage_id, link.salesforce_id
