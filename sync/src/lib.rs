@@ -18,6 +18,7 @@ pub mod intacct;
 pub mod jobs;
 pub mod mapping;
 pub mod objects;
+pub mod odbc;
 pub mod outbound;
 pub mod q2c;
 pub mod review;
