@@ -11,6 +11,7 @@
 //! Issue 8: the Sage X3 REST / SOAP client, routing and simulator ([`x3`]) and the quote-to-cash
 //! loop on X3 ([`x3_loop`]).
 
+pub mod agent_contract;
 pub mod agent_queue;
 pub mod cursor;
 pub mod flows;
