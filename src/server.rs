@@ -323,6 +323,7 @@ v1_routes! {
     key POST "/v1/sync/jobs/{id}/retry" => retry_sync_job;
     key POST "/v1/sync/jobs/{id}/resolve" => resolve_sync_job;
     key POST "/v1/sync/intacct/pull" => sync_intacct_pull;
+    key POST "/v1/sync/x3/pull" => sync_x3_pull;
     key POST "/v1/payment_links" => post_payment_link;
     // Authenticated by its signature, not an API key: Authorize.Net cannot send one.
     open POST "/v1/processors/authorize_net/webhooks" => authnet_webhook;
@@ -1052,34 +1053,73 @@ async fn sync_intacct_pull(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Response, AppError> {
-    require(&caller, &[Role::Admin, Role::Finance])?;
-    let Some(ia) = &state.config.sync.intacct else {
+    let entities: Option<Vec<String>> =
+        (state.config.sync.intacct.as_ref()).map(|ia| ia.entities.keys().cloned().collect());
+    queue_pulls(
+        &state,
+        &caller,
+        ("Sage Intacct", "[sync.intacct]", "intacct"),
+        (sync::q2c::PULL, "entity"),
+        entities,
+    )
+    .await
+}
+
+/// `POST /v1/sync/x3/pull`: reads Sage X3 now (the invoices and credit notes of linked
+/// orders) instead of at the next scheduled pull; one job per folder.
+async fn sync_x3_pull(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, AppError> {
+    let folders: Option<Vec<String>> =
+        (state.config.sync.x3.as_ref()).map(|x3| x3.folders.keys().cloned().collect());
+    queue_pulls(
+        &state,
+        &caller,
+        ("Sage X3", "[sync.x3]", "x3"),
+        (sync::x3_loop::PULL, "folder"),
+        folders,
+    )
+    .await
+}
+
+/// Queues one `kind` pull job per key (`{key_field: key}`), deduplicated per request, and
+/// audits it; 404 when the line (`label`, `section`, `audit_name`) is not configured.
+async fn queue_pulls(
+    state: &AppState,
+    caller: &Caller,
+    (label, section, audit_name): (&str, &str, &str),
+    (kind, key_field): (&str, &str),
+    keys: Option<Vec<String>>,
+) -> Result<Response, AppError> {
+    require(caller, &[Role::Admin, Role::Finance])?;
+    let Some(keys) = keys else {
         return Err(AppError::Api {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
             field: None,
-            message: "Sage Intacct is not configured ([sync.intacct])".into(),
+            message: format!("{label} is not configured ({section})"),
         });
     };
     let slot = chrono::Utc::now().timestamp_millis();
     let mut jobs = Vec::new();
-    for entity in ia.entities.keys() {
+    for key in keys {
         let id = state
             .jobs
             .enqueue(
-                sync::jobs::NewJob::new(sync::q2c::PULL, json!({"entity": entity}))
-                    .dedupe(format!("{}:{entity}:manual:{slot}", sync::q2c::PULL)),
+                sync::jobs::NewJob::new(kind, json!({ key_field: key }))
+                    .dedupe(format!("{kind}:{key}:manual:{slot}")),
             )
             .await
             .map_err(|e| AppError::Internal(e.to_string()))?;
-        jobs.push(json!({"entity": entity, "job_id": id}));
+        jobs.push(json!({ key_field: key, "job_id": id }));
     }
     audit(
-        &state,
+        state,
         &caller.name,
-        "sync.intacct.pull",
-        "intacct",
-        "queued a pull of every entity",
+        &format!("sync.{audit_name}.pull"),
+        audit_name,
+        &format!("queued a pull of every {key_field}"),
     )
     .await;
     Ok((StatusCode::ACCEPTED, Json(json!({"jobs": jobs}))).into_response())

@@ -255,6 +255,17 @@ cash = "1010"
             anyhow::ensure!(r.status().is_success(), "invoicing {}", o.text("SOHNUM"));
         }
     }
+    // Read X3 now (POST /v1/sync/x3/pull) rather than at the next scheduled pull.
+    let r = http
+        .post(format!("{base}/v1/sync/x3/pull"))
+        .bearer_auth(&admin_key)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status() == reqwest::StatusCode::ACCEPTED,
+        "POST /v1/sync/x3/pull: {}",
+        r.status()
+    );
     let invoiced = wait_for("Sage_Invoice_Number__c").await;
 
     // Card payments: the first deal in full, 40 % of the EUR one.

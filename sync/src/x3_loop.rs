@@ -159,19 +159,22 @@ fn country_code(country: &str) -> String {
         .map_or_else(|| c.to_ascii_uppercase(), |(_, code)| (*code).to_owned())
 }
 
-/// Salesforce's `Payment_Status__c` for the invoices of one order.
-fn payment_status(invoices: &[SalesInvoice]) -> &'static str {
-    if invoices.iter().all(|i| i.status == InvoiceStatus::Paid) {
+/// Salesforce's `Payment_Status__c` for the documents of one order: its invoices' payments,
+/// with credit notes counted against what is owed (an order credited in full is settled).
+fn payment_status(docs: &[SalesInvoice]) -> &'static str {
+    let owed: i64 = docs.iter().map(SalesInvoice::signed_open_minor).sum();
+    let invoices = || docs.iter().filter(|d| !d.credit_note);
+    if owed <= 0 || invoices().all(|i| i.status == InvoiceStatus::Paid) {
         "Paid"
-    } else if invoices.iter().all(|i| i.status == InvoiceStatus::Open) {
+    } else if invoices().all(|i| i.status == InvoiceStatus::Open) {
         "Unpaid"
     } else {
         "Partially Paid"
     }
 }
 
-fn invoice_status(invoices: &[SalesInvoice]) -> &'static str {
-    match payment_status(invoices) {
+fn invoice_status(docs: &[SalesInvoice]) -> &'static str {
+    match payment_status(docs) {
         "Paid" => "Paid",
         "Unpaid" => "Open",
         _ => "Partly Paid",
@@ -696,8 +699,8 @@ impl X3Loop {
     }
 
     /// The invoices of every linked, not yet paid order of one folder: Salesforce updated,
-    /// each invoice posted to the ledger once. An order that cannot be handled (a permanent
-    /// error: a credit note, a currency without ledger accounts) does not hold up the others:
+    /// each invoice and credit note posted to the ledger once. An order that cannot be handled
+    /// (a permanent error: a document with negative amounts, a currency without ledger accounts) does not hold up the others:
     /// they are all handled, then the pull fails naming the orders and X3's or our text, so the
     /// error queue shows it. A retryable error stops the pull (the retry starts over; every
     /// step is idempotent).
@@ -780,38 +783,51 @@ impl X3Loop {
         let tax = inv.amount_incl_tax_minor - inv.amount_excl_tax_minor;
         if inv.amount_excl_tax_minor <= 0 || tax < 0 {
             return Err(JobError::Permanent(format!(
-                "SINVOICE {}: amounts AMTNOT {} / AMTATI {} are not an invoice the loop posts (credit notes are not handled)",
+                "SINVOICE {}: amounts AMTNOT {} / AMTATI {} are not a document the loop posts (an invoice or credit note of category INVTYP 1–4 with positive amounts)",
                 inv.number, inv.amount_excl_tax_minor, inv.amount_incl_tax_minor
             )));
         }
+        // An invoice is Dr AR / Cr revenue (Cr tax); a credit note the reverse.
+        let (ar_side, other_side, kind) = if inv.credit_note {
+            (Direction::Credit, Direction::Debit, "credit")
+        } else {
+            (Direction::Debit, Direction::Credit, "invoice")
+        };
         let mut legs = vec![
             (
                 &accounts.receivable,
-                Direction::Debit,
+                ar_side,
                 inv.amount_incl_tax_minor,
                 Some(account_id),
                 Some(inv.number.as_str()),
             ),
             (
                 &accounts.revenue,
-                Direction::Credit,
+                other_side,
                 inv.amount_excl_tax_minor,
                 None,
                 None,
             ),
         ];
         if tax > 0 {
-            legs.push((&accounts.tax, Direction::Credit, tax, None, None));
+            legs.push((&accounts.tax, other_side, tax, None, None));
         }
         let entry = ar_entry(
             &accounts.entity,
             currency,
-            &format!("x3:invoice:{}:{}", link.sage_entity, inv.number),
+            &format!("x3:{kind}:{}:{}", link.sage_entity, inv.number),
             inv.date.unwrap_or_else(|| Utc::now().date_naive()),
             Some(&inv.number),
             &format!(
-                "X3 invoice {} (order {}) for Opportunity {}",
-                inv.number, link.sage_id, link.salesforce_id
+                "X3 {} {} (order {}) for Opportunity {}",
+                if inv.credit_note {
+                    "credit note"
+                } else {
+                    "invoice"
+                },
+                inv.number,
+                link.sage_id,
+                link.salesforce_id
             ),
             &legs,
         )?;
@@ -835,7 +851,7 @@ impl X3Loop {
             .first()
             .map(|i| i.currency.clone())
             .unwrap_or_default();
-        let open: i64 = invoices.iter().map(|i| i.open_minor).sum();
+        let open: i64 = invoices.iter().map(SalesInvoice::signed_open_minor).sum();
         let numbers = invoices
             .iter()
             .map(|i| i.number.as_str())
@@ -953,7 +969,10 @@ impl X3Loop {
             if existing.is_empty() {
                 let mut left = collected_minor;
                 let mut allocations = Vec::new();
-                for inv in invoices.iter().filter(|i| i.open_minor > 0) {
+                for inv in invoices
+                    .iter()
+                    .filter(|i| !i.credit_note && i.open_minor > 0)
+                {
                     if left == 0 {
                         break;
                     }

@@ -1335,6 +1335,16 @@ both!(responses_fit_the_openapi_document, |t| async move {
     )
     .await;
     assert_eq!(s, 404, "not configured here");
+    let (s, _) = checked(
+        app,
+        doc,
+        (POST, "/v1/sync/x3/pull"),
+        "/v1/sync/x3/pull",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "not configured here");
 
     // Authentication and roles.
     let (s, _) = checked(

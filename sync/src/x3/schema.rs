@@ -100,7 +100,16 @@ pub const SINVOICE: ClassSchema = ClassSchema {
         (
             "SIH0_1",
             &[
-                "NUM", "SIVTYP", "SALFCY", "BPCINV", "BPCORD", "INVDAT", "CUR", "SOHNUM",
+                "NUM",
+                "SIVTYP",
+                "INVTYP",
+                "SALFCY",
+                "BPCINV",
+                "BPCORD",
+                "INVDAT",
+                "CUR",
+                "SOHNUM",
+                "SIHORINUM",
             ],
         ),
         ("SIH4_3", &["AMTNOT", "AMTATI"]),

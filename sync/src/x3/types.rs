@@ -332,6 +332,10 @@ pub struct SalesInvoice {
     pub status: InvoiceStatus,
     /// `SOHNUM`: the sales order it came from.
     pub origin_order: Option<String>,
+    /// `INVTYP` 2 or 4 (X3's invoice category, local menu 645: credit note, credit memo on
+    /// invoice): the amounts are positive and reduce what the customer owes; the open amount
+    /// is the credit not yet matched against an invoice.
+    pub credit_note: bool,
 }
 
 impl SalesInvoice {
@@ -362,7 +366,18 @@ impl SalesInvoice {
             open_minor: open,
             status,
             origin_order: opt(rec.text("SOHNUM")),
+            credit_note: matches!(rec.text("INVTYP"), "2" | "4"),
         })
+    }
+
+    /// What this document adds to the customer's balance: the open amount of an invoice, or
+    /// minus the unmatched credit of a credit note.
+    pub fn signed_open_minor(&self) -> i64 {
+        if self.credit_note {
+            -self.open_minor
+        } else {
+            self.open_minor
+        }
     }
 }
 

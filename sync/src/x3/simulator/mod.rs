@@ -27,7 +27,8 @@
 //!   only, seeded by [`Simulator::add_stock`]), PAYMENTH (lines `PAYD_1` `VCRNUM` /
 //!   `AMTLIN` raise the invoices' `PAYCUR`, never above their total).
 //! - **Control** (test only, no auth): `POST /sim/{FOLDER}/SORDER/{SOHNUM}/invoice` → 201 +
-//!   the SINVOICE resource.
+//!   the SINVOICE resource; `POST /sim/{FOLDER}/SINVOICE/{NUM}/credit` with `{"amount":
+//!   "10.00"}` (before tax) → 201 + a credit note (`INVTYP` 2, `SIHORINUM` = the invoice).
 //!
 //! Not verified against a real X3 (documented guesses): message texts, the SOAP answer to an
 //! unknown pool / public name (here `status` 0 and a type-3 message), block ids of SINVOICE,
@@ -55,7 +56,7 @@ use base64::engine::general_purpose::STANDARD;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value as Json, json};
 
-use self::folder::{Folder, SimError, Stored, schema_of};
+use self::folder::{Folder, SimError, SimResult, Stored, schema_of};
 use super::client::encode_key;
 use super::error::X3Message;
 use super::record::X3Record;
@@ -303,6 +304,19 @@ impl Simulator {
             .unwrap_or_default()
     }
 
+    /// Credits `net` (before tax) of an invoice directly (what the control endpoint does).
+    pub fn credit_invoice(
+        &self,
+        folder: &str,
+        invoice: &str,
+        net: Decimal,
+    ) -> Result<X3Record, String> {
+        let mut st = self.shared.lock();
+        let f = st.folders.get_mut(folder).ok_or("unknown folder")?;
+        f.credit_invoice(invoice, net)
+            .map_err(|e| e.message().to_owned())
+    }
+
     /// Invoices an order directly (what the control endpoint does).
     pub fn invoice_order(&self, folder: &str, sohnum: &str) -> Result<X3Record, String> {
         let mut st = self.shared.lock();
@@ -433,7 +447,7 @@ async fn handle(
     }
     let path = percent_decode(uri.path());
     if let Some(rest) = path.strip_prefix(CONTROL_PREFIX) {
-        return control(&shared, &method, rest);
+        return control(&shared, &method, rest, &body);
     }
     if !authorized(&shared.config, &headers) {
         return unauthorized();
@@ -453,47 +467,67 @@ async fn handle(
 
 // ----- control endpoints -----
 
-fn control(shared: &Shared, method: &Method, rest: &str) -> Response {
+fn control(shared: &Shared, method: &Method, rest: &str, body: &[u8]) -> Response {
     let parts: Vec<&str> = rest.split('/').collect();
     match (method, parts.as_slice()) {
         (&Method::POST, [folder, "SORDER", sohnum, "invoice"]) => {
-            let result = {
-                let mut st = shared.lock();
-                let Some(f) = st.folders.get_mut(*folder) else {
-                    return json_error(
-                        StatusCode::NOT_FOUND,
-                        &format!("Endpoint {folder} not found"),
-                    );
-                };
-                f.invoice_order(sohnum).map(|inv| {
-                    (
-                        inv.text("NUM").to_owned(),
-                        f.get("SINVOICE", inv.text("NUM")).cloned(),
-                    )
-                })
+            raised(shared, folder, |f| f.invoice_order(sohnum))
+        }
+        (&Method::POST, [folder, "SINVOICE", num, "credit"]) => {
+            let amount = serde_json::from_slice::<Json>(body)
+                .ok()
+                .and_then(|b| b["amount"].as_str().and_then(|a| a.parse::<Decimal>().ok()));
+            let Some(amount) = amount else {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "send {\"amount\": \"10.00\"} (before tax)",
+                );
             };
-            match result {
-                Ok((num, Some(stored))) => {
-                    let body = shared.resource(
-                        folder,
-                        schema_of("SINVOICE").expect("SINVOICE"),
-                        &stored,
-                        true,
-                    );
-                    let location = shared.details_url(folder, "SINVOICE", &num);
-                    let mut r =
-                        (StatusCode::CREATED, axum::Json(Json::Object(body))).into_response();
-                    if let Ok(v) = header::HeaderValue::from_str(&location) {
-                        r.headers_mut().insert(header::LOCATION, v);
-                    }
-                    r
-                }
-                Ok((_, None)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "invoice lost"),
-                Err(SimError::Business(m)) => json_error(StatusCode::CONFLICT, &m),
-                Err(e) => sim_error(&e),
-            }
+            raised(shared, folder, |f| f.credit_invoice(num, amount))
         }
         _ => json_error(StatusCode::NOT_FOUND, "Unknown control endpoint"),
+    }
+}
+
+/// 201 + the SINVOICE a control operation raised in `folder`.
+fn raised(
+    shared: &Shared,
+    folder: &str,
+    op: impl FnOnce(&mut Folder) -> SimResult<X3Record>,
+) -> Response {
+    let result = {
+        let mut st = shared.lock();
+        let Some(f) = st.folders.get_mut(folder) else {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                &format!("Endpoint {folder} not found"),
+            );
+        };
+        op(f).map(|inv| {
+            (
+                inv.text("NUM").to_owned(),
+                f.get("SINVOICE", inv.text("NUM")).cloned(),
+            )
+        })
+    };
+    match result {
+        Ok((num, Some(stored))) => {
+            let body = shared.resource(
+                folder,
+                schema_of("SINVOICE").expect("SINVOICE"),
+                &stored,
+                true,
+            );
+            let location = shared.details_url(folder, "SINVOICE", &num);
+            let mut r = (StatusCode::CREATED, axum::Json(Json::Object(body))).into_response();
+            if let Ok(v) = header::HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Ok((_, None)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "invoice lost"),
+        Err(SimError::Business(m)) => json_error(StatusCode::CONFLICT, &m),
+        Err(e) => sim_error(&e),
     }
 }
 
