@@ -22,6 +22,9 @@
 //! error queue shows it); transport failures, 5xx without X3 diagnoses and 429 are retryable
 //! ([`X3Error::retryable`]).
 //!
+//! - **Account changes** (pulled `Account` changes): a linked BPCUSTOMER's name and billing
+//!   address, partially updated when they differ from what was last sent.
+//!
 //! Items are X3's master data: the loop never creates an ITMMASTER; an unknown ProductCode is
 //! refused by X3 and reaches the error queue. Intacct and X3 in one installation are out of
 //! scope: the binary wires one Sage line.
@@ -41,10 +44,10 @@ use crate::jobs::{BoxFuture, Handler, Job, JobError, Jobs, NewJob, Registry};
 use crate::q2c::{LedgerAccounts, ar_entry, ledger_error, sf_error, sf_id, storage, to_minor};
 use crate::review::Review;
 use crate::salesforce::Record;
-use crate::x3::types::format_minor;
+use crate::x3::types::{ADDRESS_TABLE, format_minor};
 use crate::x3::{
     AccountFacts, Address, Customer, InvoiceStatus, OrderLine, Payment, PaymentAllocation, Route,
-    SalesInvoice, SalesOrder, X3Client, X3Error, X3Routing,
+    SalesInvoice, SalesOrder, X3Client, X3Error, X3Record, X3Routing,
 };
 use crate::xref::{Link, Linked, Xref};
 
@@ -181,6 +184,37 @@ fn invoice_status(docs: &[SalesInvoice]) -> &'static str {
     }
 }
 
+/// The BPCUSTOMER fields Salesforce owns: the name (`BPRNAM`, at most 35 characters) and the
+/// billing address (`BPAC_1`, code `MAIN`).
+fn customer_fields(account: &Record, name: &str) -> (String, Address) {
+    let text = |f: &str| {
+        account
+            .get_str(f)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let address = Address {
+        code: String::new(),
+        lines: text("BillingStreet")
+            .map(|s| s.lines().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        postal_code: text("BillingPostalCode").unwrap_or_default(),
+        city: text("BillingCity").unwrap_or_default(),
+        country: account
+            .get_str("BillingCountry")
+            .map(country_code)
+            .unwrap_or_default(),
+    };
+    (name.trim().chars().take(35).collect(), address)
+}
+
+/// [`customer_fields`] as kept on the Account's link (`last_values`).
+fn customer_snapshot(name: &str, a: &Address) -> Json {
+    json!({"name": name, "lines": a.lines, "postal_code": a.postal_code, "city": a.city,
+           "country": a.country})
+}
+
 /// What the order link remembers (its `last_values`).
 fn link_value<'a>(link: &'a Link, field: &str) -> Option<&'a str> {
     link.last_values
@@ -227,6 +261,10 @@ impl X3Loop {
             .register("salesforce.event", Arc::new(X3Handler(me.clone())))
             .register(
                 &crate::flows::changed_kind("Opportunity"),
+                Arc::new(X3Handler(me.clone())),
+            )
+            .register(
+                &crate::flows::changed_kind("Account"),
                 Arc::new(X3Handler(me.clone())),
             )
             .register(PAYMENT, Arc::new(X3Handler(me.clone())))
@@ -277,6 +315,12 @@ impl X3Loop {
                     self.queue_closed_won(id).await?;
                 }
                 Ok(())
+            }
+            kind if kind == crate::flows::changed_kind("Account") => {
+                let Some(id) = job.changed_id()? else {
+                    return Ok(());
+                };
+                self.account_changed(id).await.map(|_| ())
             }
             other => Err(JobError::Permanent(format!(
                 "the X3 loop does not handle {other}"
@@ -388,6 +432,66 @@ impl X3Loop {
         }
     }
 
+    /// A pulled Account change: the linked BPCUSTOMER's name and billing address, when they
+    /// differ from what was last sent (a partial update; X3's other fields are untouched).
+    /// Accounts without a customer wait for their first Closed Won deal. True when X3 was
+    /// updated.
+    pub async fn account_changed(&self, account_id: &str) -> Result<bool, JobError> {
+        let account_id = sf_id(account_id, "Account.Id")?;
+        let Some(link) = self
+            .xref
+            .by_salesforce(ACCOUNT, &account_id, SAGE_SYSTEM)
+            .await
+            .map_err(storage)?
+        else {
+            return Ok(false);
+        };
+        let account = self
+            .sf_one(
+                &format!(
+                    "SELECT Id, Name, BillingStreet, BillingCity, BillingPostalCode, BillingCountry \
+                     FROM Account WHERE Id = '{account_id}'"
+                ),
+                &format!("Account {account_id}"),
+            )
+            .await?;
+        let name = account
+            .get_str("Name")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        if name.is_empty() {
+            return Err(JobError::Permanent(format!(
+                "Account {account_id}: Name is empty"
+            )));
+        }
+        let (name, address) = customer_fields(&account, &name);
+        let next = customer_snapshot(&name, &address);
+        if link.last_values.as_ref() == Some(&next) {
+            return Ok(false);
+        }
+        let client = self.client(&link.sage_entity)?.clone();
+        let with_address = Customer {
+            address: Some(address),
+            ..Customer::default()
+        }
+        .to_record("");
+        let mut changes = X3Record::new().with_list("BPRNAM", vec![name]);
+        for line in with_address.lines(ADDRESS_TABLE) {
+            changes = changes.with_line(ADDRESS_TABLE, line.clone());
+        }
+        client
+            .update_customer(&link.sage_id, &changes)
+            .await
+            .map_err(|e| x3_error(&e))?;
+        self.xref
+            .set_last_values(ACCOUNT, &account_id, SAGE_SYSTEM, &next)
+            .await
+            .map_err(storage)?;
+        tracing::info!(account = %account_id, customer = %link.sage_id, "X3 customer updated");
+        Ok(true)
+    }
+
     /// The whole Closed Won step for one Opportunity; see the module docs. `None` when the
     /// Opportunity is not won.
     pub async fn closed_won(&self, opportunity_id: &str) -> Result<Option<X3ClosedWon>, JobError> {
@@ -477,30 +581,14 @@ impl X3Loop {
                 {
                     Some(c) => c.code,
                     None => {
-                        let text = |f: &str| {
-                            account
-                                .get_str(f)
-                                .map(str::trim)
-                                .filter(|v| !v.is_empty())
-                                .map(str::to_owned)
-                        };
-                        let country = billing_country.clone().unwrap_or_default();
-                        let address = Address {
-                            code: String::new(),
-                            lines: text("BillingStreet")
-                                .map(|s| s.lines().map(str::to_owned).collect())
-                                .unwrap_or_default(),
-                            postal_code: text("BillingPostalCode").unwrap_or_default(),
-                            city: text("BillingCity").unwrap_or_default(),
-                            country: country.clone(),
-                        };
+                        let (name, address) = customer_fields(&account, &name);
                         let made = client
                             .create_customer(&Customer {
                                 code: String::new(),
-                                name: name.chars().take(35).collect(),
+                                name,
                                 name2: None,
                                 category: self.config.customer_category.clone(),
-                                country,
+                                country: address.country.clone(),
                                 currency: currency.code().to_owned(),
                                 address: Some(address),
                                 sf_id: Some(account_id.clone()),
@@ -511,8 +599,17 @@ impl X3Loop {
                         made.code
                     }
                 };
-                self.link(ACCOUNT, &account_id, &route.folder, &code, None)
-                    .await?;
+                // What Salesforce owns of the customer now: a later Account change is sent
+                // to X3 only when it differs from this.
+                let (name, address) = customer_fields(&account, &name);
+                self.link(
+                    ACCOUNT,
+                    &account_id,
+                    &route.folder,
+                    &code,
+                    Some(customer_snapshot(&name, &address)),
+                )
+                .await?;
                 code
             }
         };

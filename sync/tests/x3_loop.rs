@@ -831,3 +831,89 @@ both_backends!(a_credit_note_lowers_the_balance_soap, |t| credit_note(
     t.db.clone(),
     true
 ));
+
+/// An Account renamed and moved in Salesforce: the linked BPCUSTOMER follows (name and
+/// address, X3's other fields untouched), once; an Account without a customer is left alone.
+async fn account_changes(db: Db, soap: bool) {
+    let w = world(db, soap).await;
+    let deal = w.deal(
+        "Before SA",
+        "FR",
+        "EUR",
+        &[("Widget", "WID-1", "1", "10.00")],
+    );
+    let made = w.flow.closed_won(&deal.opportunity).await.unwrap().unwrap();
+    // Nothing changed since the customer was made: nothing sent.
+    assert!(!w.flow.account_changed(&deal.account).await.unwrap());
+
+    w.sf.update_as_user(
+        "Account",
+        &deal.account,
+        &Record::new("Account")
+            .with("Name", "After SA")
+            .with("BillingStreet", "8 Quai Branly\nBât. B")
+            .with("BillingCity", "Lyon")
+            .with("BillingPostalCode", "69002"),
+    )
+    .unwrap();
+    // Through the job kind the Salesforce pull queues.
+    w.jobs
+        .enqueue(NewJob::new(
+            &sync::flows::changed_kind("Account"),
+            json!({"id": deal.account}),
+        ))
+        .await
+        .unwrap();
+    let kind = sync::flows::changed_kind("Account");
+    let job = w
+        .jobs
+        .claim(
+            "test",
+            &[kind.as_str()],
+            1,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    w.flow.handle(&job).await.unwrap();
+    let c =
+        w.x3.records("SEED", "BPCUSTOMER")
+            .into_iter()
+            .find(|c| c.text("BPCNUM") == made.customer)
+            .unwrap();
+    assert_eq!(c.list("BPRNAM")[0], "After SA");
+    let a = &c.lines("BPAC_1")[0];
+    assert_eq!(
+        (
+            a["ADDLIG1"].as_str(),
+            a["ADDLIG2"].as_str(),
+            a["CTY"].as_str(),
+            a["POSCOD"].as_str()
+        ),
+        ("8 Quai Branly", "Bât. B", "Lyon", "69002")
+    );
+    assert_eq!(c.text("YSFID"), deal.account, "X3's other fields stay");
+    assert_eq!(c.text("CUR"), "EUR");
+    // Sent once.
+    assert!(!w.flow.account_changed(&deal.account).await.unwrap());
+
+    // An Account with no X3 customer waits for its first Closed Won deal.
+    let other = w.deal(
+        "Prospect SAS",
+        "FR",
+        "EUR",
+        &[("Widget", "WID-1", "1", "10.00")],
+    );
+    assert!(!w.flow.account_changed(&other.account).await.unwrap());
+    assert_eq!(w.x3.records("SEED", "BPCUSTOMER").len(), 1);
+}
+
+both_backends!(account_changes_reach_x3_rest, |t| account_changes(
+    t.db.clone(),
+    false
+));
+both_backends!(account_changes_reach_x3_soap, |t| account_changes(
+    t.db.clone(),
+    true
+));
