@@ -19,8 +19,15 @@ pub use agents::{AgentKey, RawAgent};
 pub use alerts::{RawAlertRule, RawAlerts, RawAlertsSalesforce, RawSmtp};
 pub use x3::{RawSyncX3, RawX3Route, X3Settings};
 
-/// Environment variables with the `CASHLOOP_` prefix that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["config", "test_postgres_url", "bench_postgres_url", "log"];
+/// Environment variables with the `CASHLOOP_` prefix that are not configuration keys (tests,
+/// benchmarks, the log filter): read as configuration they would be refused as unknown keys.
+const NON_CONFIG_ENV: &[&str] = &[
+    "config",
+    "test_postgres_url",
+    "bench_postgres_url",
+    "skip_browser_tests",
+    "log",
+];
 
 /// The configuration as written (all optional fields have defaults).
 #[derive(Clone, Debug, Serialize, Deserialize)]

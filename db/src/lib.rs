@@ -235,6 +235,45 @@ pub enum DbTx {
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
+/// Runs `$body` with `$c` bound to the pool of either backend: one statement text, written
+/// once, executed through each backend's own sqlx types (`$N` placeholders work on both).
+///
+/// ```ignore
+/// let n: i64 = db::on_pool!(&db, |c| sqlx::query_scalar(SQL).fetch_one(c).await)?;
+/// ```
+#[macro_export]
+macro_rules! on_pool {
+    ($db:expr, |$c:ident| $body:expr) => {
+        match $db {
+            $crate::Db::Postgres(p) => {
+                let $c = p;
+                $body
+            }
+            $crate::Db::Sqlite(s) => {
+                let $c = &s.pool;
+                $body
+            }
+        }
+    };
+}
+
+/// [`on_pool!`] for an open transaction (`$c` is the connection of either backend).
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx {
+            $crate::DbTx::Postgres(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::DbTx::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
 impl Db {
     /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
     /// it cannot fail half-way on a lock upgrade.

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, Utc};
-use db::{Db, DbTx};
+use db::{Db, DbTx, on_pool, on_tx};
 use ledger::{
     AccountCode, Currency, CustomerId as LedgerCustomer, Direction, EntityCode as LedgerEntity,
     EntryHeader, IdempotencyKey, Ledger, Money, NewEntry, NewPosting, SourceName, Text,
@@ -25,38 +25,6 @@ use sha2::{Digest, Sha256};
 use crate::import::{self, ImportError, InvalidInput, Kind};
 use crate::matching::{Adjustment, MatchConfig, Reconciliation};
 use crate::model::Inputs;
-
-/// Runs `$body` with `$c` bound to the pool of either backend (same SQL text on both).
-macro_rules! on_pool {
-    ($db:expr, |$c:ident| $body:expr) => {
-        match $db {
-            Db::Postgres(p) => {
-                let $c = p;
-                $body
-            }
-            Db::Sqlite(s) => {
-                let $c = &s.pool;
-                $body
-            }
-        }
-    };
-}
-
-/// Runs `$body` with `$c` bound to the open transaction of either backend.
-macro_rules! on_tx {
-    ($tx:expr, |$c:ident| $body:expr) => {
-        match $tx {
-            DbTx::Postgres(t) => {
-                let $c = &mut **t;
-                $body
-            }
-            DbTx::Sqlite(t) => {
-                let $c = &mut **t;
-                $body
-            }
-        }
-    };
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -192,19 +192,13 @@ async fn js() -> Response {
 
 macro_rules! fetch {
     ($db:expr, $ty:ty, $how:ident, $sql:expr $(, $b:expr)* $(,)?) => {
-        match $db {
-            db::Db::Postgres(p) => sqlx::query_as::<_, $ty>($sql)$(.bind($b))*.$how(p).await,
-            db::Db::Sqlite(s) => sqlx::query_as::<_, $ty>($sql)$(.bind($b))*.$how(&s.pool).await,
-        }
+        db::on_pool!($db, |c| sqlx::query_as::<_, $ty>($sql)$(.bind($b))*.$how(c).await)
     };
 }
 
 macro_rules! execute {
     ($db:expr, $sql:expr $(, $b:expr)* $(,)?) => {
-        match $db {
-            db::Db::Postgres(p) => sqlx::query($sql)$(.bind($b))*.execute(p).await.map(|r| r.rows_affected()),
-            db::Db::Sqlite(s) => sqlx::query($sql)$(.bind($b))*.execute(&s.pool).await.map(|r| r.rows_affected()),
-        }
+        db::on_pool!($db, |c| sqlx::query($sql)$(.bind($b))*.execute(c).await.map(|r| r.rows_affected()))
     };
 }
 pub(crate) use {execute, fetch};
