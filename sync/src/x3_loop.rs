@@ -22,6 +22,9 @@
 //! error queue shows it); transport failures, 5xx without X3 diagnoses and 429 are retryable
 //! ([`X3Error::retryable`]).
 //!
+//!   Receipts entered in X3 by hand for a linked order's customer are booked Dr cash / Cr AR
+//!   once each; the loop's own receipts (REF = a gateway payment id) are not, since the
+//!   gateway booked that money at capture.
 //! - **Account changes** (pulled `Account` changes): a linked BPCUSTOMER's name and billing
 //!   address, partially updated when they differ from what was last sent.
 //!
@@ -863,7 +866,83 @@ impl X3Loop {
             }
         }
         self.invoices_to_salesforce(link, &invoices).await?;
+        self.hand_keyed_receipts(client, link, account_id, &invoices[0].customer)
+            .await?;
         Ok((invoices.len() as u64, posted))
+    }
+
+    /// Receipts entered in X3 by hand for the order's customer (not the ones the loop made
+    /// for gateway payments, whose money the gateway booked at capture): Dr cash / Cr AR once
+    /// per receipt (`x3:receipt:FOLDER:NUM`), so the ledger's receivable follows X3's.
+    async fn hand_keyed_receipts(
+        &self,
+        client: &X3Client,
+        link: &Link,
+        account_id: &str,
+        customer: &str,
+    ) -> Result<(), JobError> {
+        let receipts = client
+            .payments_of_customer(customer)
+            .await
+            .map_err(|e| x3_error(&e))?;
+        for r in receipts {
+            let key = format!("x3:receipt:{}:{}", link.sage_entity, r.number);
+            let booked = self
+                .ledger
+                .entry_by_key(
+                    &ledger::IdempotencyKey::parse(&key, "idempotency_key")
+                        .map_err(|r| JobError::Permanent(format!("ledger: {}", r.message)))?,
+                )
+                .await
+                .map_err(ledger_error)?
+                .is_some();
+            if booked || r.amount_minor <= 0 || self.is_gateway_payment(&r.reference).await? {
+                continue;
+            }
+            let currency = Currency::parse(&r.currency)
+                .map_err(|e| JobError::Permanent(format!("PAYMENTH {}: CUR: {e}", r.number)))?;
+            let accounts = self.accounts(currency)?.clone();
+            let entry = ar_entry(
+                &accounts.entity,
+                currency,
+                &key,
+                r.date,
+                Some(&r.reference)
+                    .filter(|s| !s.is_empty())
+                    .map(String::as_str),
+                &format!(
+                    "Receipt {} entered in X3 (customer {customer}, folder {})",
+                    r.number, link.sage_entity
+                ),
+                &[
+                    (&accounts.cash, Direction::Debit, r.amount_minor, None, None),
+                    (
+                        &accounts.receivable,
+                        Direction::Credit,
+                        r.amount_minor,
+                        Some(account_id),
+                        None,
+                    ),
+                ],
+            )?;
+            self.ledger.post(entry).await.map_err(ledger_error)?;
+            tracing::info!(folder = %link.sage_entity, receipt = %r.number, "X3 receipt booked");
+        }
+        Ok(())
+    }
+
+    /// Whether `reference` is a gateway payment (the loop's own receipts carry its id).
+    async fn is_gateway_payment(&self, reference: &str) -> Result<bool, JobError> {
+        if reference.is_empty() {
+            return Ok(false);
+        }
+        const SQL: &str = "SELECT COUNT(*) FROM gateway_payments WHERE id = $1";
+        let n: i64 = db::on_pool!(&self.db, |c| sqlx::query_scalar(SQL)
+            .bind(reference)
+            .fetch_one(c)
+            .await)
+        .map_err(|e| JobError::Retryable(format!("gateway payments: {e}")))?;
+        Ok(n > 0)
     }
 
     /// Dr AR / Cr revenue (Cr tax), idempotent per folder and invoice number. True when the

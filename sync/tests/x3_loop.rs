@@ -747,8 +747,8 @@ both_backends!(x3_errors_reach_the_error_queue_soap, |t| x3_errors(
 ));
 
 /// A credit note keyed in X3 against the invoice: posted the other way round once, it lowers
-/// the balance due; the gateway payment of what is left goes to the invoice, and the order
-/// then counts as paid.
+/// the balance due; a cheque keyed in X3 is booked once; the gateway payment of what is left
+/// goes to the invoice (not booked again), and the order then counts as paid.
 async fn credit_note(db: Db, soap: bool) {
     let w = world(db, soap).await;
     let deal = w.deal(
@@ -801,25 +801,61 @@ async fn credit_note(db: Db, soap: bool) {
         Some(format!("{}, {invoice}", crn.text("NUM")))
     );
 
-    // The customer pays the 960.00 left: allocated to the invoice, never to the credit note.
+    // A cheque of 160.00 keyed in X3 by a person: booked Dr cash / Cr AR once by the pull.
+    let x3 = x3_client(&w.x3, "SEED", soap);
+    x3.create_payment(&sync::x3::Payment {
+        number: String::new(),
+        payment_type: "REC".into(),
+        customer: made.customer.clone(),
+        site: "FR011".into(),
+        date: chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+        currency: "EUR".into(),
+        amount_minor: 16_000,
+        bank: "BNK01".into(),
+        reference: "CHQ-0042".into(),
+        allocations: vec![sync::x3::PaymentAllocation {
+            invoice: invoice.clone(),
+            amount_minor: 16_000,
+        }],
+    })
+    .await
+    .unwrap();
+    w.flow.pull("SEED").await.unwrap();
+    w.flow.pull("SEED").await.unwrap();
+    assert_eq!(w.balance("FR", "1200-EUR").await, 80_000);
+    assert_eq!(w.balance("FR", "1010-EUR").await, 16_000, "booked once");
+    w.sync.push("Opportunity", None).await.unwrap();
+    assert_eq!(
+        w.field("Opportunity", &deal.opportunity, "Balance_Due__c")
+            .as_deref(),
+        Some("800")
+    );
+
+    // The customer pays the 800.00 left: allocated to the invoice, never to the credit note;
+    // the gateway booked that money, so the pull books nothing for this receipt.
     let pay = json!({"payment_id": "pay_x3_crn", "opportunity_id": deal.opportunity,
         "account_id": deal.account, "method_kind": "card", "status": "captured",
-        "currency": "EUR", "amount_minor": 96_000, "captured_minor": 96_000,
+        "currency": "EUR", "amount_minor": 80_000, "captured_minor": 80_000,
         "refunded_minor": 0});
     w.flow.payment(&pay).await.unwrap();
     let payments = w.x3.records("SEED", "PAYMENTH");
-    assert_eq!(payments.len(), 1);
-    let lines = payments[0].lines("PAYD_1");
+    assert_eq!(payments.len(), 2);
+    let ours = payments
+        .iter()
+        .find(|p| p.text("REF") == "pay_x3_crn")
+        .unwrap();
+    let lines = ours.lines("PAYD_1");
     assert_eq!(lines.len(), 1);
     assert_eq!(
         (lines[0]["VCRNUM"].as_str(), lines[0]["AMTLIN"].as_str()),
-        (invoice.as_str(), "960.00")
+        (invoice.as_str(), "800.00")
     );
     w.flow.pull("SEED").await.unwrap();
     w.sync.push("Opportunity", None).await.unwrap();
     let opp = |f: &str| w.field("Opportunity", &deal.opportunity, f);
     assert_eq!(opp("Balance_Due__c").as_deref(), Some("0"));
     assert_eq!(opp("Payment_Status__c").as_deref(), Some("Paid"));
+    assert_eq!(w.balance("FR", "1010-EUR").await, 16_000, "only the cheque");
     assert!(w.ledger.verify(&|_| {}).await.unwrap().ok());
 }
 

@@ -884,6 +884,17 @@ impl X3Client {
         Ok(out)
     }
 
+    /// A customer's receipts (`BPR`), header fields only (no allocation lines): what the
+    /// pull needs to book receipts entered in X3 by hand.
+    pub async fn payments_of_customer(&self, customer: &str) -> Result<Vec<Payment>, X3Error> {
+        let q = X3Query::filter(vec![Filter::eq("BPR", customer)]);
+        self.query(&self.config.objects.payment, &q)
+            .await?
+            .iter()
+            .map(Payment::from_record)
+            .collect()
+    }
+
     pub async fn read_payment(&self, number: &str) -> Result<Payment, X3Error> {
         let rec = self.read(&self.config.objects.payment, number).await?;
         Payment::from_record(&rec)
