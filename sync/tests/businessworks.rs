@@ -75,14 +75,25 @@ fn failed(o: Option<Outcome>) -> String {
 /// Executes a write: the first execution writes the file and finds no log (left for a retry),
 /// the import runs, the re-delivery reads the log.
 async fn write_through_import(bw: &Bw, c: &Command) -> Option<Outcome> {
-    assert_eq!(bw.exec.execute(c).await, None, "no log before the import ran");
+    assert_eq!(
+        bw.exec.execute(c).await,
+        None,
+        "no log before the import ran"
+    );
     bw.sim.run_import().await.unwrap();
     bw.exec.execute(c).await
 }
 
 async fn customer_and_item(bw: &Bw) {
-    bw.sim.add_item("WIDGET", "Widget", 1050, "S").await.unwrap();
-    let c = cmd(kind::UPSERT_CUSTOMER, "cust-acme", customer("ACME", "001A", "Acme"));
+    bw.sim
+        .add_item("WIDGET", "Widget", 1050, "S")
+        .await
+        .unwrap();
+    let c = cmd(
+        kind::UPSERT_CUSTOMER,
+        "cust-acme",
+        customer("ACME", "001A", "Acme"),
+    );
     done(write_through_import(bw, &c).await);
 }
 
@@ -103,7 +114,11 @@ async fn read_items(bw: &Bw, key: &str, max_rows: u32) -> ItemsResult {
 #[tokio::test]
 async fn customer_import_is_accepted_and_read_back() {
     let bw = setup(BwNames::default()).await;
-    let c = cmd(kind::UPSERT_CUSTOMER, "k1", customer("ACME", "001A", "Acme"));
+    let c = cmd(
+        kind::UPSERT_CUSTOMER,
+        "k1",
+        customer("ACME", "001A", "Acme"),
+    );
     assert_eq!(bw.exec.execute(&c).await, None);
     // The file waits in the import folder, written whole (no temporary file left).
     let waiting: Vec<_> = std::fs::read_dir(&bw.exec.import.dir)
@@ -129,7 +144,13 @@ async fn customer_import_is_accepted_and_read_back() {
     assert_eq!(r["document_no"], "00-ACME");
 
     // Read back over ODBC by number and by the Salesforce-id field.
-    let by_no = bw.exec.reader.customer_by_no("ACME").await.unwrap().unwrap();
+    let by_no = bw
+        .exec
+        .reader
+        .customer_by_no("ACME")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_no.name, "Acme");
     assert_eq!(by_no.salesforce_id, "001A");
     let by_sf = bw
@@ -140,7 +161,14 @@ async fn customer_import_is_accepted_and_read_back() {
         .unwrap()
         .unwrap();
     assert_eq!(by_sf.customer_no, "ACME");
-    assert!(bw.exec.reader.customer_by_no("NOPE").await.unwrap().is_none());
+    assert!(
+        bw.exec
+            .reader
+            .customer_by_no("NOPE")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // A re-delivery is answered from the record; a later upsert updates.
     assert_eq!(done(bw.exec.execute(&c).await), r);
@@ -149,9 +177,18 @@ async fn customer_import_is_accepted_and_read_back() {
         "k2",
         customer("ACME", "001A", "Acme Corp"),
     );
-    assert_eq!(done(write_through_import(&bw, &c2).await)["action"], "updated");
     assert_eq!(
-        bw.exec.reader.customer_by_no("ACME").await.unwrap().unwrap().name,
+        done(write_through_import(&bw, &c2).await)["action"],
+        "updated"
+    );
+    assert_eq!(
+        bw.exec
+            .reader
+            .customer_by_no("ACME")
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
         "Acme Corp"
     );
 
@@ -168,7 +205,11 @@ async fn customer_import_is_accepted_and_read_back() {
 async fn an_order_import_is_accepted_and_a_second_one_for_the_opportunity_is_found() {
     let bw = setup(BwNames::default()).await;
     customer_and_item(&bw).await;
-    let c = cmd(kind::CREATE_SALES_ORDER, "o1", order("006A", "ACME", "WIDGET"));
+    let c = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o1",
+        order("006A", "ACME", "WIDGET"),
+    );
     let r = done(write_through_import(&bw, &c).await);
     assert_eq!(r["action"], "created");
     assert_eq!(r["sales_order_no"], "000001");
@@ -183,14 +224,25 @@ async fn an_order_import_is_accepted_and_a_second_one_for_the_opportunity_is_fou
         Some("000001")
     );
     // The same Opportunity under another key: found over ODBC, nothing written.
-    let c2 = cmd(kind::CREATE_SALES_ORDER, "o2", order("006A", "ACME", "WIDGET"));
+    let c2 = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o2",
+        order("006A", "ACME", "WIDGET"),
+    );
     let r2 = done(bw.exec.execute(&c2).await);
     assert_eq!(r2["action"], "found");
     assert_eq!(r2["sales_order_no"], "000001");
     assert!(bw.sim.run_import().await.unwrap().is_empty());
     // The next order takes the next number.
-    let c3 = cmd(kind::CREATE_SALES_ORDER, "o3", order("006B", "ACME", "WIDGET"));
-    assert_eq!(done(write_through_import(&bw, &c3).await)["sales_order_no"], "000002");
+    let c3 = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o3",
+        order("006B", "ACME", "WIDGET"),
+    );
+    assert_eq!(
+        done(write_through_import(&bw, &c3).await)["sales_order_no"],
+        "000002"
+    );
     assert_eq!(bw.sim.order_count().await.unwrap(), 2);
 }
 
@@ -198,18 +250,33 @@ async fn an_order_import_is_accepted_and_a_second_one_for_the_opportunity_is_fou
 async fn a_rejected_record_s_log_text_is_the_command_s_failure() {
     let bw = setup(BwNames::default()).await;
     customer_and_item(&bw).await;
-    let c = cmd(kind::CREATE_SALES_ORDER, "o1", order("006A", "ACME", "NOPE"));
+    let c = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o1",
+        order("006A", "ACME", "NOPE"),
+    );
     let e = failed(write_through_import(&bw, &c).await);
     assert!(e.contains("Item NOPE does not exist"), "{e}");
-    let c = cmd(kind::CREATE_SALES_ORDER, "o2", order("006B", "GHOST", "WIDGET"));
+    let c = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o2",
+        order("006B", "GHOST", "WIDGET"),
+    );
     let e = failed(write_through_import(&bw, &c).await);
     assert!(e.contains("Customer GHOST does not exist"), "{e}");
     let long = "x".repeat(31);
     let c = cmd(kind::UPSERT_CUSTOMER, "c1", customer("LONG", "001L", &long));
     let e = failed(write_through_import(&bw, &c).await);
-    assert!(e.contains("Customer name") && e.contains("longer than 30"), "{e}");
+    assert!(
+        e.contains("Customer name") && e.contains("longer than 30"),
+        "{e}"
+    );
     // A duplicate number: someone keyed order 000009 while ours was waiting.
-    let c = cmd(kind::CREATE_SALES_ORDER, "o3", order("006C", "ACME", "WIDGET"));
+    let c = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o3",
+        order("006C", "ACME", "WIDGET"),
+    );
     assert_eq!(bw.exec.execute(&c).await, None);
     let pending = std::fs::read_dir(&bw.exec.import.dir)
         .unwrap()
@@ -217,11 +284,13 @@ async fn a_rejected_record_s_log_text_is_the_command_s_failure() {
         .find(|e| e.file_name().to_string_lossy().starts_with("ORDER_"))
         .unwrap();
     let no = std::fs::read_to_string(pending.path()).unwrap()[5..11].to_owned();
-    sqlx::query("INSERT INTO OEOrder (OrderNo, CustomerNo, OrderDate) VALUES (?1, 'ACME', '2026-11-26')")
-        .bind(&no)
-        .execute(bw.sim.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO OEOrder (OrderNo, CustomerNo, OrderDate) VALUES (?1, 'ACME', '2026-11-26')",
+    )
+    .bind(&no)
+    .execute(bw.sim.pool())
+    .await
+    .unwrap();
     bw.sim.run_import().await.unwrap();
     let e = failed(bw.exec.execute(&c).await);
     assert!(e.contains(&format!("Duplicate order number {no}")), "{e}");
@@ -234,7 +303,11 @@ async fn a_rejected_record_s_log_text_is_the_command_s_failure() {
 async fn a_redelivered_create_imports_nothing_twice() {
     let bw = setup(BwNames::default()).await;
     customer_and_item(&bw).await;
-    let c = cmd(kind::CREATE_SALES_ORDER, "o1", order("006A", "ACME", "WIDGET"));
+    let c = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o1",
+        order("006A", "ACME", "WIDGET"),
+    );
     // First delivery: number taken, recorded pending, file written; no log yet.
     assert_eq!(bw.exec.execute(&c).await, None);
     let rec = bw.exec.state.get("o1").await.unwrap().unwrap();
@@ -262,7 +335,11 @@ async fn a_redelivered_create_imports_nothing_twice() {
 
     // A file lost before the import (pending record, no file, no log): written again under
     // the same number, imported once.
-    let c2 = cmd(kind::CREATE_SALES_ORDER, "o2", order("006B", "ACME", "WIDGET"));
+    let c2 = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o2",
+        order("006B", "ACME", "WIDGET"),
+    );
     assert_eq!(bw.exec.execute(&c2).await, None);
     for e in std::fs::read_dir(&bw.exec.import.dir).unwrap().flatten() {
         if e.path().is_file() {
@@ -337,7 +414,10 @@ async fn row_hash_reads_report_new_and_changed_rows_once_and_page() {
     bw.sim.add_item("ZED", "Zed", 5, "N").await.unwrap();
     let p1 = read_items(&bw, "i1", 2).await;
     assert_eq!(
-        p1.items.iter().map(|i| i.item_code.as_str()).collect::<Vec<_>>(),
+        p1.items
+            .iter()
+            .map(|i| i.item_code.as_str())
+            .collect::<Vec<_>>(),
         ["GADGET", "WIDGET"]
     );
     assert!(p1.more);
@@ -358,7 +438,11 @@ async fn row_hash_reads_report_new_and_changed_rows_once_and_page() {
 async fn bad_amounts_fail_naming_table_key_and_column() {
     let bw = setup(BwNames::default()).await;
     customer_and_item(&bw).await;
-    let c = cmd(kind::CREATE_SALES_ORDER, "o1", order("006A", "ACME", "WIDGET"));
+    let c = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o1",
+        order("006A", "ACME", "WIDGET"),
+    );
     done(write_through_import(&bw, &c).await);
     let inv = bw.sim.invoice_order("000001", 0, 0).await.unwrap();
     sqlx::query("UPDATE ARInvoice SET Balance = '12.345'")
@@ -377,7 +461,10 @@ async fn bad_amounts_fail_naming_table_key_and_column() {
         .unwrap();
     let r = cmd(kind::READ_ITEMS, "r2", json!({"max_rows": 5}));
     let e = failed(bw.exec.execute(&r).await);
-    assert!(e.contains("ICItem WIDGET") && e.contains("column UnitPrice"), "{e}");
+    assert!(
+        e.contains("ICItem WIDGET") && e.contains("column UnitPrice"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -422,7 +509,11 @@ unit_price = "Price1"
             .customer_no,
         "ACME"
     );
-    let c = cmd(kind::CREATE_SALES_ORDER, "o1", order("006A", "ACME", "WIDGET"));
+    let c = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o1",
+        order("006A", "ACME", "WIDGET"),
+    );
     done(write_through_import(&bw, &c).await);
     let inv = bw.sim.invoice_order("000001", 0, 0).await.unwrap();
     bw.sim.apply_payment(&inv, 100).await.unwrap();
@@ -431,7 +522,10 @@ unit_price = "Price1"
     assert_eq!(r.invoices[0].balance_minor, 2000);
     assert_eq!(r.invoices[0].salesforce_id.as_deref(), Some("006A"));
     assert_eq!(r.invoices[0].lines[0].extension_minor, 2100);
-    assert_eq!(read_items(&bw, "i1", 10).await.items[0].unit_price_minor, 1050);
+    assert_eq!(
+        read_items(&bw, "i1", 10).await.items[0].unit_price_minor,
+        1050
+    );
     // The default names are not there: a read with them fails with the driver's text.
     let defaults = Reader::new(bw.sim.source(), BwNames::default());
     let e = defaults.customer_by_no("ACME").await.unwrap_err();

@@ -181,11 +181,10 @@ impl BwExecutor {
     async fn await_import(&self, file: &str, doc: &str) -> Result<Imported, ExecError> {
         let started = Instant::now();
         loop {
-            let entry = self
-                .import
-                .log_entry(file, doc)
-                .await
-                .map_err(|e| ExecError::Retry(format!("reading the import log of {file}: {e}")))?;
+            let entry =
+                self.import.log_entry(file, doc).await.map_err(|e| {
+                    ExecError::Retry(format!("reading the import log of {file}: {e}"))
+                })?;
             match entry {
                 Some(e) if e.accepted => return Ok(Imported::Accepted),
                 Some(e) => {

@@ -77,16 +77,13 @@ impl ImportFolder {
             Err(e) => return Err(e),
         };
         let entries = parse_log(&text);
-        Ok(Some(
-            entries
-                .into_iter()
-                .find(|e| e.key == key)
-                .unwrap_or(LogEntry {
-                    accepted: false,
-                    key: key.to_owned(),
-                    message: format!("the import log of {file} has no record for {key}"),
-                }),
-        ))
+        Ok(Some(entries.into_iter().find(|e| e.key == key).unwrap_or(
+            LogEntry {
+                accepted: false,
+                key: key.to_owned(),
+                message: format!("the import log of {file} has no record for {key}"),
+            },
+        )))
     }
 }
 
@@ -147,7 +144,9 @@ fn text_fields(fields: &[&str]) -> Result<Vec<String>, String> {
         .iter()
         .map(|f| {
             if f.contains(['\r', '\n']) {
-                Err(format!("{f:?} holds a line break, which an import file cannot carry"))
+                Err(format!(
+                    "{f:?} holds a line break, which an import file cannot carry"
+                ))
             } else {
                 Ok(quote(f))
             }

@@ -208,7 +208,9 @@ pub struct BwNames {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("BusinessWorks name {key} = {value:?} is not a plain SQL identifier (letters, digits, _; 1–64 characters, not starting with a digit)")]
+#[error(
+    "BusinessWorks name {key} = {value:?} is not a plain SQL identifier (letters, digits, _; 1–64 characters, not starting with a digit)"
+)]
 pub struct NameError {
     pub key: String,
     pub value: String,

@@ -87,7 +87,12 @@ pub struct Reader {
 type Rec<'a> = HashMap<String, Option<&'a str>>;
 
 fn text(r: &Rec<'_>, c: &str) -> String {
-    r.get(c).copied().flatten().unwrap_or_default().trim().to_owned()
+    r.get(c)
+        .copied()
+        .flatten()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// An amount in cents from the driver's text.
@@ -311,7 +316,12 @@ impl Reader {
         known: &HashMap<String, String>,
         max_rows: u32,
     ) -> Result<Changed<Invoice>, ReadError> {
-        let mut c = changed(INVOICE_OBJECT, self.invoice_headers().await?, known, max_rows);
+        let mut c = changed(
+            INVOICE_OBJECT,
+            self.invoice_headers().await?,
+            known,
+            max_rows,
+        );
         let nos: Vec<String> = c.rows.iter().map(|i| i.invoice_no.clone()).collect();
         let mut lines = self.invoice_lines(&nos).await?;
         for inv in &mut c.rows {
@@ -413,11 +423,7 @@ impl Reader {
     /// caller, since the text order of unpadded numbers is not their numeric order).
     pub async fn order_numbers(&self) -> Result<Vec<String>, ReadError> {
         let o = &self.names.order;
-        let sql = format!(
-            "SELECT {} AS order_no FROM {}",
-            q(&o.order_no),
-            q(&o.table)
-        );
+        let sql = format!("SELECT {} AS order_no FROM {}", q(&o.order_no), q(&o.table));
         let rows = self.source.query(&sql, &[]).await?;
         let recs = rows.records(&["order_no"], &sql)?;
         Ok(recs.iter().map(|r| text(r, "order_no")).collect())
@@ -437,10 +443,16 @@ mod tests {
         for bad in [Some("12.345"), Some("abc"), Some(""), None] {
             let e = minor("ARInvoice", "1001", "Balance", bad).unwrap_err();
             let s = e.to_string();
-            assert!(s.contains("ARInvoice") && s.contains("1001") && s.contains("Balance"), "{s}");
+            assert!(
+                s.contains("ARInvoice") && s.contains("1001") && s.contains("Balance"),
+                "{s}"
+            );
         }
         assert_eq!(date("T", "k", "D", Some("2026-11-26")).unwrap(), "20261126");
-        assert_eq!(date("T", "k", "D", Some("2026-11-26 00:00:00")).unwrap(), "20261126");
+        assert_eq!(
+            date("T", "k", "D", Some("2026-11-26 00:00:00")).unwrap(),
+            "20261126"
+        );
         assert!(date("T", "k", "D", Some("26/11/2026")).is_err());
     }
 

@@ -104,7 +104,9 @@ impl Simulator {
             .await?;
         for stmt in create_tables(&names) {
             let stmt = stmt.replacen("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1);
-            sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&pool).await?;
+            sqlx::query(sqlx::AssertSqlSafe(stmt))
+                .execute(&pool)
+                .await?;
         }
         Ok(Simulator {
             names,
@@ -307,10 +309,17 @@ impl Simulator {
     }
 
     /// Why the order (header `h`, lines `ls`) is refused, if it is.
-    async fn order_problem(&self, h: &[String], ls: &[Vec<String>]) -> Result<Option<String>, SimError> {
+    async fn order_problem(
+        &self,
+        h: &[String],
+        ls: &[Vec<String>],
+    ) -> Result<Option<String>, SimError> {
         let n = &self.names;
         if h.len() != 6 {
-            return Ok(Some(format!("order header: expected 6 fields, found {}", h.len())));
+            return Ok(Some(format!(
+                "order header: expected 6 fields, found {}",
+                h.len()
+            )));
         }
         let (no, cust, date, po, sf) = (&h[1], &h[2], &h[3], &h[4], &h[5]);
         if no.is_empty() || no.chars().count() > width::ORDER_NO {
@@ -337,7 +346,10 @@ impl Simulator {
         if self.exists(&n.order.table, &n.order.order_no, no).await? {
             return Ok(Some(format!("Duplicate order number {no}")));
         }
-        if !self.exists(&n.customer.table, &n.customer.customer_no, cust).await? {
+        if !self
+            .exists(&n.customer.table, &n.customer.customer_no, cust)
+            .await?
+        {
             return Ok(Some(format!("Customer {cust} does not exist")));
         }
         if ls.is_empty() {
@@ -354,7 +366,12 @@ impl Simulator {
             }
             match Decimal::from_str(l[3].trim()) {
                 Ok(qty) if qty > Decimal::ZERO => {}
-                _ => return Ok(Some(format!("Quantity {:?} is not a positive number", l[3]))),
+                _ => {
+                    return Ok(Some(format!(
+                        "Quantity {:?} is not a positive number",
+                        l[3]
+                    )));
+                }
             }
             if cents(&l[4]).is_none_or(|c| c < 0) {
                 return Ok(Some(format!("Unit price {:?} is not an amount", l[4])));
@@ -483,13 +500,10 @@ impl Simulator {
         .bind(order_no)
         .fetch_all(&self.pool)
         .await?;
-        let existing: Vec<String> = sqlx::query_scalar(sqlf!(
-            "SELECT {} FROM {}",
-            q(&i.invoice_no),
-            q(&i.table)
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+        let existing: Vec<String> =
+            sqlx::query_scalar(sqlf!("SELECT {} FROM {}", q(&i.invoice_no), q(&i.table)))
+                .fetch_all(&self.pool)
+                .await?;
         let invoice_no = next_number(&existing, 100_001);
         let bad = |what: &str| SimError::Refused(format!("order {order_no}: bad {what}"));
         let mut sales = Decimal::ZERO;
@@ -561,7 +575,11 @@ impl Simulator {
 
     /// A receipt of `amount_minor` keyed against `invoice_no`: lowers its balance. Returns the
     /// new balance.
-    pub async fn apply_payment(&self, invoice_no: &str, amount_minor: i64) -> Result<i64, SimError> {
+    pub async fn apply_payment(
+        &self,
+        invoice_no: &str,
+        amount_minor: i64,
+    ) -> Result<i64, SimError> {
         let i = &self.names.invoice;
         let balance: Option<String> = sqlx::query_scalar(sqlf!(
             "SELECT {} FROM {} WHERE {} = ?1",
@@ -616,12 +634,11 @@ impl Simulator {
 
     /// How many orders there are.
     pub async fn order_count(&self) -> Result<i64, SimError> {
-        Ok(sqlx::query_scalar(sqlf!(
-            "SELECT COUNT(*) FROM {}",
-            q(&self.names.order.table)
-        ))
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(
+            sqlx::query_scalar(sqlf!("SELECT COUNT(*) FROM {}", q(&self.names.order.table)))
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }
 

@@ -88,7 +88,15 @@ impl BwState {
         detail: &Value,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        upsert(&mut tx, key, kind, "pending", Some(document_no), Some(detail)).await?;
+        upsert(
+            &mut tx,
+            key,
+            kind,
+            "pending",
+            Some(document_no),
+            Some(detail),
+        )
+        .await?;
         tx.commit().await
     }
 
