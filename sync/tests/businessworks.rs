@@ -531,3 +531,31 @@ unit_price = "Price1"
     let e = defaults.customer_by_no("ACME").await.unwrap_err();
     assert!(e.to_string().contains("ARCustomer"), "{e}");
 }
+
+#[tokio::test]
+async fn with_the_polling_simulator_one_execution_waits_for_the_log() {
+    let mut bw = setup(BwNames::default()).await;
+    bw.exec.log_wait = Duration::from_secs(10);
+    let poller = bw.sim.spawn_polling(Duration::from_millis(50));
+    bw.sim
+        .add_item("WIDGET", "Widget", 1050, "S")
+        .await
+        .unwrap();
+    let c = cmd(
+        kind::UPSERT_CUSTOMER,
+        "k1",
+        customer("ACME", "001A", "Acme"),
+    );
+    assert_eq!(done(bw.exec.execute(&c).await)["action"], "created");
+    let o = cmd(
+        kind::CREATE_SALES_ORDER,
+        "o1",
+        order("006A", "ACME", "WIDGET"),
+    );
+    assert_eq!(done(bw.exec.execute(&o).await)["sales_order_no"], "000001");
+    poller.abort();
+    let processed = std::fs::read_dir(bw.exec.import.processed_dir())
+        .unwrap()
+        .count();
+    assert_eq!(processed, 2);
+}
