@@ -181,15 +181,37 @@ async fn customer_import_is_accepted_and_read_back() {
         done(write_through_import(&bw, &c2).await)["action"],
         "updated"
     );
+    let after = bw
+        .exec
+        .reader
+        .customer_by_no("ACME")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.name, "Acme Corp");
+    // A field the update does not send keeps its BusinessWorks value.
+    sqlx::query("UPDATE ARCustomer SET Phone = '512-555-0100'")
+        .execute(bw.sim.pool())
+        .await
+        .unwrap();
+    let mut payload = customer("ACME", "001A", "Acme Corp.");
+    payload["city"] = json!("Dallas");
+    let c5 = cmd(kind::UPSERT_CUSTOMER, "k5", payload);
+    done(write_through_import(&bw, &c5).await);
+    let after = bw
+        .exec
+        .reader
+        .customer_by_no("ACME")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        bw.exec
-            .reader
-            .customer_by_no("ACME")
-            .await
-            .unwrap()
-            .unwrap()
-            .name,
-        "Acme Corp"
+        (
+            after.name.as_str(),
+            after.city.as_str(),
+            after.phone.as_str()
+        ),
+        ("Acme Corp.", "Dallas", "512-555-0100")
     );
 
     // Another Salesforce account may not take the customer over, nor one account two numbers.

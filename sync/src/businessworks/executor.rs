@@ -220,7 +220,7 @@ impl BwExecutor {
         if p.customer_no.trim().is_empty() {
             return Err(ExecError::Fail("a customer needs a customer number".into()));
         }
-        let rec = CustomerRecord {
+        let mut rec = CustomerRecord {
             customer_no: p.customer_no.clone(),
             name: p.customer_name,
             address1: p.address_line1,
@@ -232,12 +232,16 @@ impl BwExecutor {
             email: p.email_address,
             salesforce_id: p.salesforce_id.clone(),
         };
-        let content = rec.to_file().map_err(ExecError::Fail)?;
-        let (file, action) = match pending.and_then(|r| r.result) {
+        let (file, action, content) = match pending.and_then(|r| r.result) {
             // An earlier delivery wrote the file: read its result, never write a second one.
             Some(detail) => (
                 detail["file"].as_str().unwrap_or_default().to_owned(),
                 detail["action"].as_str().unwrap_or("created").to_owned(),
+                // The content written then (it merged the BusinessWorks values of that time).
+                match detail["content"].as_str() {
+                    Some(c) => c.to_owned(),
+                    None => rec.to_file().map_err(ExecError::Fail)?,
+                },
             ),
             None => {
                 let existing = self.reader.customer_by_no(&p.customer_no).await?;
@@ -261,6 +265,24 @@ impl BwExecutor {
                         p.salesforce_id, other.customer_no, p.customer_no
                     )));
                 }
+                if let Some(e) = existing.clone() {
+                    // An update: a field we do not send keeps its BusinessWorks value rather
+                    // than being blanked by the import.
+                    for (ours, theirs) in [
+                        (&mut rec.address1, e.address1),
+                        (&mut rec.city, e.city),
+                        (&mut rec.state, e.state),
+                        (&mut rec.zip_code, e.zip_code),
+                        (&mut rec.country, e.country),
+                        (&mut rec.phone, e.phone),
+                        (&mut rec.email, e.email),
+                    ] {
+                        if ours.is_empty() {
+                            *ours = theirs;
+                        }
+                    }
+                }
+                let content = rec.to_file().map_err(ExecError::Fail)?;
                 let action = if existing.is_some() {
                     "updated"
                 } else {
@@ -272,11 +294,11 @@ impl BwExecutor {
                         key,
                         kind::UPSERT_CUSTOMER,
                         &p.customer_no,
-                        &json!({"file": file, "action": action}),
+                        &json!({"file": file, "action": action, "content": content}),
                     )
                     .await?;
                 self.write_file(&file, &content).await?;
-                (file, action.to_owned())
+                (file, action.to_owned(), content)
             }
         };
         if let Imported::Lost = self.await_import(&file, &p.customer_no).await? {

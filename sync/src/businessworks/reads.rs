@@ -64,6 +64,13 @@ impl ReadError {
 pub struct BwCustomer {
     pub customer_no: String,
     pub name: String,
+    pub address1: String,
+    pub city: String,
+    pub state: String,
+    pub zip_code: String,
+    pub country: String,
+    pub phone: String,
+    pub email: String,
     /// Empty when the field is empty.
     pub salesforce_id: String,
 }
@@ -371,18 +378,48 @@ impl Reader {
     ) -> Result<Option<BwCustomer>, ReadError> {
         let c = &self.names.customer;
         let sql = format!(
-            "SELECT {} AS customer_no, {} AS name, {} AS salesforce_id FROM {} WHERE {} = ?",
+            "SELECT {} AS customer_no, {} AS name, {} AS address1, {} AS city, {} AS state, \
+             {} AS zip_code, {} AS country, {} AS phone, {} AS email, {} AS salesforce_id \
+             FROM {} WHERE {} = ?",
             q(&c.customer_no),
             q(&c.name),
+            q(&c.address1),
+            q(&c.city),
+            q(&c.state),
+            q(&c.zip_code),
+            q(&c.country),
+            q(&c.phone),
+            q(&c.email),
             q(&c.salesforce_id),
             q(&c.table),
             q(column),
         );
         let rows = self.source.query(&sql, &[value.to_owned()]).await?;
-        let recs = rows.records(&["customer_no", "name", "salesforce_id"], &sql)?;
+        let recs = rows.records(
+            &[
+                "customer_no",
+                "name",
+                "address1",
+                "city",
+                "state",
+                "zip_code",
+                "country",
+                "phone",
+                "email",
+                "salesforce_id",
+            ],
+            &sql,
+        )?;
         Ok(recs.first().map(|r| BwCustomer {
             customer_no: text(r, "customer_no"),
             name: text(r, "name"),
+            address1: text(r, "address1"),
+            city: text(r, "city"),
+            state: text(r, "state"),
+            zip_code: text(r, "zip_code"),
+            country: text(r, "country"),
+            phone: text(r, "phone"),
+            email: text(r, "email"),
             salesforce_id: text(r, "salesforce_id"),
         }))
     }
