@@ -293,19 +293,23 @@ async fn a_rejected_record_s_log_text_is_the_command_s_failure() {
         e.contains("Customer name") && e.contains("longer than 30"),
         "{e}"
     );
-    // A duplicate number: someone keyed order 000009 while ours was waiting.
+    // A number taken meanwhile (someone keyed that order in BusinessWorks while ours waited):
+    // the import rejects it as a duplicate, and the agent takes the next number.
     let c = cmd(
         kind::CREATE_SALES_ORDER,
         "o3",
         order("006C", "ACME", "WIDGET"),
     );
     assert_eq!(bw.exec.execute(&c).await, None);
-    let pending = std::fs::read_dir(&bw.exec.import.dir)
+    let no = bw
+        .exec
+        .state
+        .get("o3")
+        .await
         .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().starts_with("ORDER_"))
+        .unwrap()
+        .document_no
         .unwrap();
-    let no = std::fs::read_to_string(pending.path()).unwrap()[5..11].to_owned();
     sqlx::query(
         "INSERT INTO OEOrder (OrderNo, CustomerNo, OrderDate) VALUES (?1, 'ACME', '2026-11-26')",
     )
@@ -313,9 +317,22 @@ async fn a_rejected_record_s_log_text_is_the_command_s_failure() {
     .execute(bw.sim.pool())
     .await
     .unwrap();
+    let log = bw.sim.run_import().await.unwrap();
+    assert!(
+        log[0].entries[0]
+            .message
+            .contains(&format!("Duplicate order number {no}")),
+        "{log:?}"
+    );
+    assert_eq!(bw.exec.execute(&c).await, None);
     bw.sim.run_import().await.unwrap();
-    let e = failed(bw.exec.execute(&c).await);
-    assert!(e.contains(&format!("Duplicate order number {no}")), "{e}");
+    let r = done(bw.exec.execute(&c).await);
+    assert_eq!(r["action"], "created");
+    assert_ne!(r["sales_order_no"], no.as_str());
+    assert_eq!(
+        bw.exec.reader.order_by_salesforce_id("006C").await.unwrap(),
+        r["sales_order_no"].as_str().map(str::to_owned)
+    );
     // Payments are not applied in BusinessWorks.
     let c = cmd(kind::IMPORT_CASH_RECEIPTS, "r1", json!({"receipts": []}));
     assert!(failed(bw.exec.execute(&c).await).contains("does not apply payments"));

@@ -6,7 +6,10 @@
 //! that record and reads the file's log instead of writing a second file. An order also
 //! carries the Salesforce id in its configured field, and the agent looks for an order carrying
 //! it over ODBC before any create. No log yet means the import has not run: the command is
-//! left for a retry (its lease runs out and it comes back).
+//! left for a retry (its lease runs out and it comes back). A rejection whose number has
+//! meanwhile been used by another order (someone keyed one in BusinessWorks) makes the agent
+//! take the next number and import again; any other rejection is the command's failure, with
+//! the log's text.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -365,40 +368,82 @@ impl BwExecutor {
             salesforce_id: p.salesforce_id,
             lines,
         };
-        let file = file_name("ORDER", key);
+        let mut file = pending
+            .as_ref()
+            .and_then(|r| r.result.as_ref())
+            .and_then(|d| d["file"].as_str())
+            .map_or_else(|| file_name("ORDER", key), str::to_owned);
         match pending_no {
             Some(no) => order.order_no = no,
             None => {
-                order.order_no = self.next_order_no().await?;
-                // Recorded before the file is written: a re-delivery reads this file's log.
-                self.state
-                    .put_pending(
-                        key,
-                        kind::CREATE_SALES_ORDER,
-                        &order.order_no,
-                        &json!({"file": file}),
-                    )
-                    .await?;
-                let content = order.to_file().map_err(ExecError::Fail)?;
-                self.write_file(&file, &content).await?;
+                self.take_number_and_write(key, &mut order, &mut file, false)
+                    .await?
             }
         }
-        let mut imported = self.await_import(&file, &order.order_no).await?;
-        if let Imported::Lost = imported {
-            // Not in BusinessWorks (checked above by the Salesforce id), file gone, no log:
-            // write it again under the same number.
-            let content = order.to_file().map_err(ExecError::Fail)?;
-            self.write_file(&file, &content).await?;
-            imported = self.await_import(&file, &order.order_no).await?;
+        let mut rewritten = false;
+        for _ in 0..5 {
+            match self.await_import(&file, &order.order_no).await {
+                Ok(Imported::Accepted) => {
+                    return Ok(to_value(&SalesOrderResult {
+                        sales_order_no: order.order_no.clone(),
+                        document_no: order.order_no,
+                        action: "created".into(),
+                    }));
+                }
+                // Not in BusinessWorks (checked above by the Salesforce id), file gone, no log:
+                // write it again under the same number, once.
+                Ok(Imported::Lost) if !rewritten => {
+                    rewritten = true;
+                    let content = order.to_file().map_err(ExecError::Fail)?;
+                    self.write_file(&file, &content).await?;
+                }
+                Ok(Imported::Lost) => {
+                    return Err(ExecError::Retry(format!("{file} vanished without a log")));
+                }
+                // Rejected because someone took the number meanwhile (an order keyed in
+                // BusinessWorks): take another number and import again.
+                Err(ExecError::Fail(why)) => {
+                    let taken = self.reader.order_numbers().await?;
+                    if !taken.iter().any(|n| n.trim() == order.order_no) {
+                        return Err(ExecError::Fail(why));
+                    }
+                    tracing::info!(order_no = %order.order_no, "order number taken meanwhile; taking another");
+                    self.take_number_and_write(key, &mut order, &mut file, true)
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        match imported {
-            Imported::Accepted => Ok(to_value(&SalesOrderResult {
-                sales_order_no: order.order_no.clone(),
-                document_no: order.order_no,
-                action: "created".into(),
-            })),
-            Imported::Lost => Err(ExecError::Retry(format!("{file} vanished without a log"))),
+        Err(ExecError::Fail(
+            "no free order number after 5 attempts".into(),
+        ))
+    }
+
+    /// Takes the next order number for `order`, records it (and the file name) as pending,
+    /// then writes the file. `again`: an earlier number was refused, so the file is named after
+    /// the number too (the earlier file's log stays as it is).
+    async fn take_number_and_write(
+        &self,
+        key: &str,
+        order: &mut OrderRecord,
+        file: &mut String,
+        again: bool,
+    ) -> Result<(), ExecError> {
+        order.order_no = self.next_order_no().await?;
+        if again {
+            *file = file_name("ORDER", &format!("{key}#{}", order.order_no));
         }
+        // Recorded before the file is written: a re-delivery reads this file's log.
+        self.state
+            .put_pending(
+                key,
+                kind::CREATE_SALES_ORDER,
+                &order.order_no,
+                &json!({"file": file}),
+            )
+            .await?;
+        let content = order.to_file().map_err(ExecError::Fail)?;
+        self.write_file(file, &content).await
     }
 
     /// The next free order number: above every number in BusinessWorks and every number this
