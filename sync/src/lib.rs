@@ -9,10 +9,13 @@
 //! the Salesforce pull / push flows on the job queue ([`flows`]). Issue 5 (in progress): the Sage
 //! Intacct XML Web Services client core and its simulator ([`intacct`]), not yet wired to flows.
 //! Issue 8: the Sage X3 REST / SOAP client, routing and simulator ([`x3`]) and the quote-to-cash
-//! loop on X3 ([`x3_loop`]).
+//! loop on X3 ([`x3_loop`]); the BusinessWorks agent executor (ODBC reads with row-hash change
+//! detection, writes as import files) and its import simulator ([`businessworks`]).
 
 pub mod agent_contract;
+pub mod agent_exec;
 pub mod agent_queue;
+pub mod businessworks;
 pub mod cursor;
 pub mod flows;
 pub mod intacct;

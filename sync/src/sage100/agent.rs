@@ -540,10 +540,16 @@ struct PollAnswer {
     command: Option<Command>,
 }
 
+impl crate::agent_exec::CommandExecutor for Executor {
+    async fn execute(&self, cmd: &Command) -> Option<Outcome> {
+        Executor::execute(self, cmd).await
+    }
+}
+
 /// Polls, executes and reports until `shutdown` resolves.
 pub async fn run(
     opts: AgentOptions,
-    executor: Executor,
+    executor: impl crate::agent_exec::CommandExecutor,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
