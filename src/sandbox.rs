@@ -178,6 +178,132 @@ fn seed_lines(
     Ok(())
 }
 
+/// What every sandbox starts from: the server's loopback listener, keys and secrets written to
+/// the data directory, an admin API key, and the Salesforce simulator posting signed events to
+/// the server.
+struct Prelude {
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    base: String,
+    kek: PathBuf,
+    fingerprint: PathBuf,
+    api_secret: PathBuf,
+    event_secret: PathBuf,
+    admin_key: String,
+    admin_hash: String,
+    sf: SfSim,
+    sf_secret: PathBuf,
+}
+
+async fn prelude(args: &SandboxArgs, dir: &Path) -> anyhow::Result<Prelude> {
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("{} is in use; taking any free port", args.listen);
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?
+        }
+        Err(e) => return Err(e).with_context(|| format!("--listen {}", args.listen)),
+    };
+    let addr = listener.local_addr()?;
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "--listen: the sandbox binds loopback only"
+    );
+    let base = format!("http://{addr}");
+    let key = |name: &str| -> anyhow::Result<PathBuf> {
+        write_secret(dir, name, &gateway::crypto::generate_key_hex()?)
+    };
+    let kek = key("kek-1.hex")?;
+    let fingerprint = key("fingerprint-1.hex")?;
+    let api_secret = key("api-key-secret.hex")?;
+    let event_secret_hex = gateway::crypto::generate_key_hex()?;
+    let event_secret = write_secret(dir, "salesforce-event-secret.hex", &event_secret_hex)?;
+    let mut raw_key = [0u8; 18];
+    getrandom::fill(&mut raw_key).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+    let admin_key = format!("clk_sandbox_{}", hex::encode(raw_key));
+    let admin_hash = hex::encode(
+        gateway::crypto::FingerprintKey::from_hex(1, &std::fs::read_to_string(&api_secret)?)?
+            .fingerprint(admin_key.as_bytes()),
+    );
+    let sf = SfSim::start(SfSimConfig {
+        event_webhook_url: Some(format!("{base}/v1/events/salesforce")),
+        event_secret_hex: event_secret_hex.to_string(),
+        ..SfSimConfig::default()
+    })
+    .await;
+    let sf_secret = write_secret(dir, "salesforce-client-secret", &sf.config().client_secret)?;
+    Ok(Prelude {
+        listener,
+        addr,
+        base,
+        kek,
+        fingerprint,
+        api_secret,
+        event_secret,
+        admin_key,
+        admin_hash,
+        sf,
+        sf_secret,
+    })
+}
+
+impl Prelude {
+    /// The configuration the Sage X3 and on-premise sandboxes share: the server with the admin
+    /// key, the vault, the gateway on its sandbox processor (US books USD, UK books EUR), the
+    /// sync worker and Salesforce. The Sage line's section follows.
+    fn common_toml(&self, db_path: &Path) -> String {
+        format!(
+            r#"database_url = "sqlite://{db}"
+[server]
+listen = "{addr}"
+shutdown_grace_ms = 2000
+api_key_secret = {{ file = {api_secret:?} }}
+[[server.api_keys]]
+name = "sandbox-admin"
+role = "admin"
+key_hmac = "{admin_hash}"
+[ledger]
+default_entity = "US"
+[vault]
+kek = {{ version = 1, file = {kek:?} }}
+fingerprint_key = {{ version = 1, file = {fingerprint:?} }}
+[gateway]
+processor = "sandbox"
+resolver_interval_ms = 1000
+[gateway.accounts.USD]
+entity = "US"
+clearing = "1100"
+receivable = "1200"
+[gateway.accounts.EUR]
+entity = "UK"
+clearing = "1100"
+receivable = "1200"
+[sync]
+worker_concurrency = 4
+idle_poll_ms = 25
+[sync.salesforce]
+event_secret = {{ file = {event_secret:?} }}
+integration_user_id = "{api_user}"
+login_url = "{sf_url}"
+auth = {{ kind = "client_credentials", client_id = "{client_id}", client_secret = {{ file = {sf_secret:?} }} }}
+objects = [{{ name = "Opportunity", fields = ["Name", "StageName", "IsWon", "Amount"] }}]
+poll_interval_s = 15
+"#,
+            db = db_path.display(),
+            addr = self.addr,
+            api_secret = self.api_secret,
+            admin_hash = self.admin_hash,
+            kek = self.kek,
+            fingerprint = self.fingerprint,
+            event_secret = self.event_secret,
+            api_user = self.sf.config().api_user_id,
+            sf_url = self.sf.base_url(),
+            client_id = self.sf.config().client_id,
+            sf_secret = self.sf_secret,
+        )
+    }
+}
+
 /// What [`start`] leaves running: the server on the sandbox's database.
 struct Started {
     config_path: PathBuf,
@@ -276,33 +402,20 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         "x3" => return x3::run(args, dir, started).await,
         other => anyhow::bail!("--sage: {other:?} is not one of intacct, x3"),
     }
-    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            eprintln!("{} is in use; taking any free port", args.listen);
-            tokio::net::TcpListener::bind("127.0.0.1:0").await?
-        }
-        Err(e) => return Err(e).with_context(|| format!("--listen {}", args.listen)),
-    };
-    let addr = listener.local_addr()?;
-    anyhow::ensure!(
-        addr.ip().is_loopback(),
-        "--listen: the sandbox binds loopback only"
-    );
-    let base = format!("http://{addr}");
+    let Prelude {
+        listener,
+        addr,
+        base,
+        kek,
+        fingerprint,
+        api_secret,
+        event_secret,
+        admin_key,
+        admin_hash,
+        sf,
+        sf_secret,
+    } = prelude(&args, &dir).await?;
 
-    // Keys and secrets, each in its own file.
-    let key = |name: &str| -> anyhow::Result<PathBuf> {
-        write_secret(&dir, name, &gateway::crypto::generate_key_hex()?)
-    };
-    let kek = key("kek-1.hex")?;
-    let fingerprint = key("fingerprint-1.hex")?;
-    let api_secret = key("api-key-secret.hex")?;
-    let event_secret_hex = gateway::crypto::generate_key_hex()?;
-    let event_secret = write_secret(&dir, "salesforce-event-secret.hex", &event_secret_hex)?;
-    let mut raw_key = [0u8; 18];
-    getrandom::fill(&mut raw_key).map_err(|e| anyhow::anyhow!("random: {e}"))?;
-    let admin_key = format!("clk_sandbox_{}", hex::encode(raw_key));
     // The operator console's first user: a random password, shown in the summary.
     let mut raw_pw = [0u8; 12];
     getrandom::fill(&mut raw_pw).map_err(|e| anyhow::anyhow!("random: {e}"))?;
@@ -312,25 +425,13 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         crate::console::password::DEFAULT_ITERATIONS,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let admin_hash = hex::encode(
-        gateway::crypto::FingerprintKey::from_hex(1, &std::fs::read_to_string(&api_secret)?)?
-            .fingerprint(admin_key.as_bytes()),
-    );
-
     // The simulators.
-    let sf = SfSim::start(SfSimConfig {
-        event_webhook_url: Some(format!("{base}/v1/events/salesforce")),
-        event_secret_hex: event_secret_hex.to_string(),
-        ..SfSimConfig::default()
-    })
-    .await;
     let ia = IntacctSim::start(IntacctSimConfig::default()).await;
     let authnet_config = gateway::authnet::simulator::SimulatorConfig {
         webhook_url: Some(format!("{base}/v1/processors/authorize_net/webhooks")),
         ..Default::default()
     };
     let authnet = gateway::authnet::simulator::Simulator::start(authnet_config.clone()).await?;
-    let sf_secret = write_secret(&dir, "salesforce-client-secret", &sf.config().client_secret)?;
     let ia_cfg = ia.config().clone();
     let ia_sender = write_secret(&dir, "intacct-sender-password", &ia_cfg.sender_password)?;
     let ia_user = write_secret(&dir, "intacct-user-password", &ia_cfg.users[0].1)?;

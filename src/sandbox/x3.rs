@@ -7,10 +7,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::{Value, json};
 use sync::salesforce::Record;
-use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimConfig};
 use sync::x3::X3Record;
 use sync::x3::simulator::{Simulator as X3Sim, SimulatorConfig as X3SimConfig};
 
@@ -23,82 +21,12 @@ const FOLDERS: [&str; 2] = ["SEED", "UKLIVE"];
 
 pub async fn run(args: SandboxArgs, dir: PathBuf, started: Instant) -> anyhow::Result<()> {
     let db_path = dir.join("cashloop.db");
-    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            eprintln!("{} is in use; taking any free port", args.listen);
-            tokio::net::TcpListener::bind("127.0.0.1:0").await?
-        }
-        Err(e) => return Err(e).with_context(|| format!("--listen {}", args.listen)),
-    };
-    let addr = listener.local_addr()?;
-    anyhow::ensure!(
-        addr.ip().is_loopback(),
-        "--listen: the sandbox binds loopback only"
-    );
-    let base = format!("http://{addr}");
-    let key = |name: &str| -> anyhow::Result<PathBuf> {
-        write_secret(&dir, name, &gateway::crypto::generate_key_hex()?)
-    };
-    let kek = key("kek-1.hex")?;
-    let fingerprint = key("fingerprint-1.hex")?;
-    let api_secret = key("api-key-secret.hex")?;
-    let event_secret_hex = gateway::crypto::generate_key_hex()?;
-    let event_secret = write_secret(&dir, "salesforce-event-secret.hex", &event_secret_hex)?;
-    let mut raw_key = [0u8; 18];
-    getrandom::fill(&mut raw_key).map_err(|e| anyhow::anyhow!("random: {e}"))?;
-    let admin_key = format!("clk_sandbox_{}", hex::encode(raw_key));
-    let admin_hash = hex::encode(
-        gateway::crypto::FingerprintKey::from_hex(1, &std::fs::read_to_string(&api_secret)?)?
-            .fingerprint(admin_key.as_bytes()),
-    );
-    let sf = SfSim::start(SfSimConfig {
-        event_webhook_url: Some(format!("{base}/v1/events/salesforce")),
-        event_secret_hex: event_secret_hex.to_string(),
-        ..SfSimConfig::default()
-    })
-    .await;
+    let p = super::prelude(&args, &dir).await?;
     let x3 = X3Sim::start(X3SimConfig::default()).await;
-    let sf_secret = write_secret(&dir, "salesforce-client-secret", &sf.config().client_secret)?;
     let (x3_user, x3_password) = x3.config().users[0].clone();
     let x3_password = write_secret(&dir, "x3-password", &x3_password)?;
     let toml = format!(
-        r#"database_url = "sqlite://{db}"
-[server]
-listen = "{addr}"
-shutdown_grace_ms = 2000
-api_key_secret = {{ file = {api_secret:?} }}
-[[server.api_keys]]
-name = "sandbox-admin"
-role = "admin"
-key_hmac = "{admin_hash}"
-[ledger]
-default_entity = "US"
-[vault]
-kek = {{ version = 1, file = {kek:?} }}
-fingerprint_key = {{ version = 1, file = {fingerprint:?} }}
-[gateway]
-processor = "sandbox"
-resolver_interval_ms = 1000
-[gateway.accounts.USD]
-entity = "US"
-clearing = "1100"
-receivable = "1200"
-[gateway.accounts.EUR]
-entity = "UK"
-clearing = "1100"
-receivable = "1200"
-[sync]
-worker_concurrency = 4
-idle_poll_ms = 25
-[sync.salesforce]
-event_secret = {{ file = {event_secret:?} }}
-integration_user_id = "{api_user}"
-login_url = "{sf_url}"
-auth = {{ kind = "client_credentials", client_id = "{client_id}", client_secret = {{ file = {sf_secret:?} }} }}
-objects = [{{ name = "Opportunity", fields = ["Name", "StageName", "IsWon", "Amount"] }}]
-poll_interval_s = 15
-[sync.x3]
+        r#"{common}[sync.x3]
 base_url = "{x3_url}"
 folder = "SEED"
 sales_site = "US011"
@@ -132,12 +60,16 @@ revenue = "4000"
 tax = "2200"
 cash = "1010"
 "#,
-        db = db_path.display(),
-        api_user = sf.config().api_user_id,
-        sf_url = sf.base_url(),
-        client_id = sf.config().client_id,
+        common = p.common_toml(&db_path),
         x3_url = x3.base_url(),
     );
+    let super::Prelude {
+        listener,
+        base,
+        admin_key,
+        sf,
+        ..
+    } = p;
     let super::Started {
         config_path,
         db: _,
