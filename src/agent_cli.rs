@@ -1,11 +1,13 @@
 //! `cashloop agent`: the on-premise Sage 100 agent (see `sync::sage100::agent`). It needs no
 //! configuration file or database of the server: only where to dial, its name and key, where
-//! its idempotency record lives, and how to reach the Sage 100 web services.
+//! its idempotency record lives, how to reach the Sage 100 web services, and (for the reads)
+//! the ODBC data source.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use sync::odbc::Source;
 use sync::sage100::agent::{AgentOptions, Executor, StateStore, ViFolder};
 use sync::sage100::soap::Client;
 
@@ -41,6 +43,10 @@ pub struct AgentArgs {
     /// The Visual Integrator import folder cash receipts are written to.
     #[arg(long)]
     pub vi_folder: Option<PathBuf>,
+    /// A file holding the ODBC connection string for the `read_*` commands, e.g.
+    /// `DSN=SOTAMAS90;UID=…;PWD=…;COMPANY=ABC;` (a file: it holds a password).
+    #[arg(long)]
+    pub odbc_file: Option<PathBuf>,
     /// How long one poll waits for a command, milliseconds.
     #[arg(long, default_value_t = 20_000)]
     pub wait_ms: u64,
@@ -62,6 +68,10 @@ fn read_secret(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let key = read_secret(&args.key_file, "--key-file")?;
     let password = read_secret(&args.sage_password_file, "--sage-password-file")?;
+    let odbc = match &args.odbc_file {
+        Some(f) => Some(Source::new(read_secret(f, "--odbc-file")?)),
+        None => None,
+    };
     let state = StateStore::open(&args.state)
         .await
         .map_err(|e| anyhow::anyhow!("--state {}: {e}", args.state.display()))?;
@@ -70,6 +80,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         state,
         sf_udf: args.sf_udf,
         vi_folder: args.vi_folder.map(ViFolder),
+        odbc,
     };
     let opts = AgentOptions {
         server: args.server,

@@ -32,6 +32,7 @@ async fn executor(sim: &Simulator, state: &std::path::Path) -> Executor {
         state: StateStore::open(state).await.unwrap(),
         sf_udf: "UDF_SF_ID".into(),
         vi_folder: None,
+        odbc: None,
     }
 }
 
