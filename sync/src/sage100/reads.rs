@@ -453,8 +453,10 @@ fn header(r: &Rec<'_>, udf: &str) -> Result<Header, ReadError> {
     })
 }
 
-/// An AR_OpenInvoice row: (division, customer, invoice) → (balance, stamp).
+/// An AR_OpenInvoice row's key: (division, customer, invoice).
 type OpenKey = (String, String, String);
+/// Its balance (minor units, and as the driver wrote it) and its (date, time, time text).
+type OpenRow = (i64, String, (String, Decimal, String));
 
 const OPEN_COLS: &[&str] = &[
     "ARDivisionNo",
@@ -467,10 +469,7 @@ const OPEN_COLS: &[&str] = &[
 ];
 const OPEN_KEY: &[&str] = &["ARDivisionNo", "CustomerNo", "InvoiceNo", "InvoiceType"];
 
-fn open_rows(
-    rows: &Rows,
-    sql: &str,
-) -> Result<HashMap<OpenKey, (i64, String, (String, Decimal, String))>, ReadError> {
+fn open_rows(rows: &Rows, sql: &str) -> Result<HashMap<OpenKey, OpenRow>, ReadError> {
     let mut out = HashMap::new();
     for r in records(rows, OPEN_COLS, sql, "AR_OpenInvoice", OPEN_KEY)? {
         // Credit memos and other types are not the invoices the loop follows.

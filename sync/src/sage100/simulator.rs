@@ -732,7 +732,9 @@ fn post_receipts(
                 params![l.div, l.cust, l.invoice_no],
                 |r| r.get(0),
             )?;
-            let left = minor(dec(&b, "Balance")?, "Balance")? - l.amount_minor;
+            let left = minor(dec(&b, "Balance")?, "Balance")?
+                .checked_sub(l.amount_minor)
+                .ok_or_else(|| SimError::Invalid("the balance overflows".into()))?;
             tx.execute(
                 "UPDATE AR_OpenInvoice SET Balance = ?4, DateUpdated = ?5, TimeUpdated = ?6
                  WHERE ARDivisionNo = ?1 AND CustomerNo = ?2 AND InvoiceNo = ?3 AND InvoiceType = 'IN'",
@@ -839,7 +841,9 @@ fn run_vi(shared: &Shared) -> Result<Vec<ViRun>, SimError> {
             ),
             None => {
                 let deposit = post_receipts(shared, &mut db, &lines)?;
-                let total: i64 = lines.iter().map(|l| l.amount_minor).sum();
+                let total = lines
+                    .iter()
+                    .fold(0i64, |a, l| a.saturating_add(l.amount_minor));
                 (
                     "processed",
                     ViRun {
