@@ -1,13 +1,15 @@
 //! `cashloop agent`: the on-premise agent for Sage 100 (see `sync::sage100::agent`) or, with
 //! `--line businessworks`, Sage BusinessWorks (see `sync::businessworks`). It needs no
 //! configuration file or database of the server: only where to dial, its name and key, where
-//! its idempotency record lives, and how to reach the Sage line.
+//! its idempotency record lives, how to reach the Sage line, and (for reads) its ODBC data
+//! source.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use sync::businessworks::{BwExecutor, BwNames, BwState, ImportFolder, Reader};
+use sync::odbc::Source;
 use sync::sage100::agent::{AgentOptions, Executor, StateStore, ViFolder};
 use sync::sage100::soap::Client;
 
@@ -21,10 +23,6 @@ pub enum Line {
 /// BusinessWorks (`--line businessworks`): ODBC reads, import-file writes.
 #[derive(Debug, Args)]
 pub struct BwArgs {
-    /// A file holding the ODBC connection string (it may hold a password): BusinessWorks'
-    /// Actian Zen data source.
-    #[arg(long)]
-    pub odbc_file: Option<PathBuf>,
     /// The folder BusinessWorks' import utility reads import files from.
     #[arg(long)]
     pub import_folder: Option<PathBuf>,
@@ -77,6 +75,11 @@ pub struct AgentArgs {
     /// The Visual Integrator import folder cash receipts are written to.
     #[arg(long)]
     pub vi_folder: Option<PathBuf>,
+    /// A file holding the ODBC connection string (a file: it may hold a password): Sage 100's
+    /// ProvideX data source for the `read_*` commands, e.g. `DSN=SOTAMAS90;UID=…;PWD=…;COMPANY=ABC;`,
+    /// or BusinessWorks' Actian Zen data source (required with `--line businessworks`).
+    #[arg(long)]
+    pub odbc_file: Option<PathBuf>,
     /// How long one poll waits for a command, milliseconds.
     #[arg(long, default_value_t = 20_000)]
     pub wait_ms: u64,
@@ -130,11 +133,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 state,
                 sf_udf: args.sf_udf,
                 vi_folder: args.vi_folder.map(ViFolder),
+                odbc: match &args.odbc_file {
+                    Some(f) => Some(Source::new(read_secret(f, "--odbc-file")?)),
+                    None => None,
+                },
             };
             sync::sage100::agent::run(opts, executor, crate::server::shutdown_signal()).await;
         }
         Line::Businessworks => {
-            let executor = businessworks_executor(args.bw, &args.state).await?;
+            let odbc_file = need(args.odbc_file, "--odbc-file", "businessworks")?;
+            let executor = businessworks_executor(args.bw, &odbc_file, &args.state).await?;
             sync::sage100::agent::run(opts, executor, crate::server::shutdown_signal()).await;
         }
     }
@@ -142,10 +150,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 /// The BusinessWorks executor from `--odbc-file`, `--import-folder` and `--bw-config`.
-async fn businessworks_executor(bw: BwArgs, state: &std::path::Path) -> anyhow::Result<BwExecutor> {
+async fn businessworks_executor(
+    bw: BwArgs,
+    odbc_file: &std::path::Path,
+    state: &std::path::Path,
+) -> anyhow::Result<BwExecutor> {
     const LINE: &str = "businessworks";
-    let odbc_file = need(bw.odbc_file, "--odbc-file", LINE)?;
-    let connection = read_secret(&odbc_file, "--odbc-file")?;
+    let connection = read_secret(odbc_file, "--odbc-file")?;
     let dir = need(bw.import_folder, "--import-folder", LINE)?;
     if !dir.is_dir() {
         anyhow::bail!("--import-folder {} is not a folder", dir.display());
@@ -173,11 +184,7 @@ async fn businessworks_executor(bw: BwArgs, state: &std::path::Path) -> anyhow::
     let state = BwState::open(state)
         .await
         .map_err(|e| anyhow::anyhow!("--state {}: {e}", state.display()))?;
-    let mut executor = BwExecutor::new(
-        Reader::new(sync::odbc::Source::new(connection), names),
-        state,
-        import,
-    );
+    let mut executor = BwExecutor::new(Reader::new(Source::new(connection), names), state, import);
     executor.log_wait = Duration::from_millis(bw.import_wait_ms);
     Ok(executor)
 }

@@ -1,14 +1,17 @@
 //! The Sage 100 agent against a real server and the eBusiness Web Services simulator, over
 //! sockets: commands queued on the server (SQLite and PostgreSQL), polled by the agent,
 //! executed through SOAP and reported back; faults, a server restart while the agent holds a
-//! command, and the idempotency record answering a re-delivered command.
+//! command, the idempotency record answering a re-delivered command, and reads over ODBC from
+//! the simulator's File Layout database through the SQLite ODBC driver.
 
 use std::time::Duration;
 
 use sha2::Digest;
+use sync::agent_contract::InvoicesResult;
 use sync::agent_queue::{self, Command, Outcome};
+use sync::odbc::Source;
 use sync::sage100::agent::{AgentOptions, Executor, StateStore};
-use sync::sage100::simulator::Simulator;
+use sync::sage100::simulator::{InvoiceOrder, Simulator};
 use sync::sage100::soap::Client;
 
 use super::*;
@@ -32,6 +35,7 @@ async fn executor(sim: &Simulator, state: &std::path::Path) -> Executor {
         state: StateStore::open(state).await.unwrap(),
         sf_udf: "UDF_SF_ID".into(),
         vi_folder: None,
+        odbc: None,
     }
 }
 
@@ -194,6 +198,86 @@ db::both_backends!(customer_and_order_through_the_queue, |t| async move {
     assert_eq!(status, 401);
     app.stop().await;
 });
+
+db::both_backends!(
+    changed_invoices_are_read_over_odbc_through_the_queue,
+    |t| async move {
+        let sim = Simulator::start(WS_USER, WS_PASSWORD, "ABC", &["WIDGET"]).await;
+        let app = App::spawn_config(agent_config(&t.url, 60_000)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut ex = executor(&sim, &dir.path().join("agent.db")).await;
+        ex.odbc = Some(Source::new(sim.odbc_connection_string()));
+        let _agent = start_agent(&app.base, ex);
+        let db = &t.db;
+        let c = agent_queue::enqueue(
+            db,
+            "s100",
+            "upsert_customer",
+            &customer("001A", "ACME", "Acme Corp"),
+            "cust-001A",
+        )
+        .await
+        .unwrap();
+        assert_eq!(finished(db, c).await.status, "done");
+        let so = agent_queue::enqueue(
+            db,
+            "s100",
+            "create_sales_order",
+            &order("006A", "ACME", "WIDGET"),
+            "so-006A",
+        )
+        .await
+        .unwrap();
+        let s = finished(db, so).await;
+        let so_no = s.result.unwrap()["sales_order_no"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Someone invoices the order in Sage (Sales Order Invoice Data Entry + journal update).
+        let inv = sim
+            .invoice_order(&InvoiceOrder {
+                sales_order_no: so_no.clone(),
+                invoice_date: Some("20261127".into()),
+                sales_tax_minor: 200,
+                freight_minor: 0,
+            })
+            .unwrap();
+
+        let read = |key: &'static str, since: Option<String>| async move {
+            let id = agent_queue::enqueue(
+                db,
+                "s100",
+                "read_changed_invoices",
+                &json!({"since": since, "max_rows": 50}),
+                key,
+            )
+            .await
+            .unwrap();
+            let s = finished(db, id).await;
+            assert_eq!(s.status, "done", "{s:?}");
+            serde_json::from_value::<InvoicesResult>(s.result.unwrap()).unwrap()
+        };
+        let r = read("read-1", None).await;
+        assert_eq!(r.invoices.len(), 1, "{r:?}");
+        let i = &r.invoices[0];
+        assert_eq!(i.invoice_no, inv);
+        assert_eq!(i.invoice_date, "20261127");
+        assert_eq!(i.sales_order_no.as_deref(), Some(so_no.as_str()));
+        assert_eq!(i.salesforce_id.as_deref(), Some("006A"));
+        assert_eq!(i.lines.len(), 1);
+        assert_eq!(i.lines[0].extension_minor, 2500);
+        assert_eq!(
+            (i.sales_minor, i.sales_tax_minor, i.total_minor),
+            (2500, 200, 2700)
+        );
+        assert_eq!(i.balance_minor, 2700);
+        assert!(!r.more);
+        // From the cursor: nothing new.
+        let again = read("read-2", r.next.clone()).await;
+        assert!(again.invoices.is_empty(), "{again:?}");
+        app.stop().await;
+    }
+);
 
 db::both_backends!(
     server_restart_while_the_agent_holds_a_command,
@@ -416,6 +500,8 @@ async fn the_agent_subcommand_runs_the_loop() {
     let pw_file = dir.path().join("ws.password");
     std::fs::write(&pw_file, WS_PASSWORD).unwrap();
     let state = dir.path().join("state.db");
+    let odbc_file = dir.path().join("sage.odbc");
+    std::fs::write(&odbc_file, sim.odbc_connection_string()).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
         .args([
             "agent",
@@ -436,6 +522,8 @@ async fn the_agent_subcommand_runs_the_loop() {
             "--sage-password-file",
         ])
         .arg(&pw_file)
+        .arg("--odbc-file")
+        .arg(&odbc_file)
         .args(["--company", "ABC", "--wait-ms", "500"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -454,6 +542,19 @@ async fn the_agent_subcommand_runs_the_loop() {
     let s = finished(&t.db, id).await;
     assert_eq!(s.status, "done", "{s:?}");
     assert_eq!(sim.customers().len(), 1);
+    // The reads go through the data source in --odbc-file.
+    let id = agent_queue::enqueue(
+        &t.db,
+        "s100",
+        "read_items",
+        &json!({"since": null, "max_rows": 10}),
+        "items-1",
+    )
+    .await
+    .unwrap();
+    let s = finished(&t.db, id).await;
+    assert_eq!(s.status, "done", "{s:?}");
+    assert_eq!(s.result.unwrap()["items"][0]["item_code"], "WIDGET");
     child.start_kill().unwrap();
     let out = child.wait_with_output().await.unwrap();
     let log = String::from_utf8_lossy(&out.stderr);

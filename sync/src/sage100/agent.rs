@@ -18,8 +18,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
+use super::reads::{self, ReadError};
 use super::soap::{Client, Customer, Sage100Error, SalesOrder, SalesOrderLine};
+use crate::agent_contract::{
+    CreateSalesOrder, CustomerResult, ImportCashReceipts, ImportReceiptsResult, ReadChanges,
+    SalesOrderResult, UpsertCustomer, kind,
+};
 use crate::agent_queue::{Command, Outcome};
+use crate::odbc::Source;
 
 /// The local idempotency record (`--state FILE`).
 #[derive(Clone, Debug)]
@@ -130,71 +136,8 @@ pub struct Executor {
     /// The UDF holding the Salesforce id on customers and sales orders (`UDF_SF_ID`).
     pub sf_udf: String,
     pub vi_folder: Option<ViFolder>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpsertCustomer {
-    salesforce_id: String,
-    ar_division_no: String,
-    customer_no: String,
-    customer_name: String,
-    #[serde(default)]
-    address_line1: String,
-    #[serde(default)]
-    city: String,
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    zip_code: String,
-    #[serde(default)]
-    country_code: String,
-    #[serde(default)]
-    telephone_no: String,
-    #[serde(default)]
-    email_address: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OrderLine {
-    item_code: String,
-    /// A decimal string (`"2"`, `"1.5"`).
-    quantity: String,
-    /// Integer minor units (cents) of the order's currency.
-    unit_price_minor: i64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateSalesOrder {
-    salesforce_id: String,
-    ar_division_no: String,
-    customer_no: String,
-    #[serde(default)]
-    customer_po_no: String,
-    /// `YYYYMMDD`.
-    order_date: String,
-    lines: Vec<OrderLine>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CashReceipt {
-    salesforce_id: String,
-    ar_division_no: String,
-    customer_no: String,
-    deposit_date: String,
-    check_no: String,
-    amount_minor: i64,
-    #[serde(default)]
-    invoice_no: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImportCashReceipts {
-    receipts: Vec<CashReceipt>,
+    /// The ODBC data source the `read_*` commands query (`--odbc-file`); without it they fail.
+    pub odbc: Option<Source>,
 }
 
 /// Minor units (2 decimal places) as a Sage 100 decimal string.
@@ -222,6 +165,21 @@ impl From<Sage100Error> for ExecError {
             e => ExecError::Fail(e.to_string()),
         }
     }
+}
+
+impl From<ReadError> for ExecError {
+    fn from(e: ReadError) -> Self {
+        if e.retryable() {
+            ExecError::Retry(e.to_string())
+        } else {
+            ExecError::Fail(e.to_string())
+        }
+    }
+}
+
+/// A contract result as the command's JSON result.
+fn to_value(r: impl serde::Serialize) -> Result<Value, ExecError> {
+    serde_json::to_value(r).map_err(|e| ExecError::Fail(format!("result: {e}")))
 }
 
 impl From<sqlx::Error> for ExecError {
@@ -259,11 +217,11 @@ impl Executor {
         }
         let bad = |e: serde_json::Error| ExecError::Fail(format!("{} payload: {e}", cmd.kind));
         let result = match cmd.kind.as_str() {
-            "upsert_customer" => {
+            kind::UPSERT_CUSTOMER => {
                 self.upsert_customer(serde_json::from_value(cmd.payload.clone()).map_err(bad)?)
                     .await?
             }
-            "create_sales_order" => {
+            kind::CREATE_SALES_ORDER => {
                 let pending_no = record.and_then(|r| r.document_no);
                 self.create_sales_order(
                     key,
@@ -272,17 +230,30 @@ impl Executor {
                 )
                 .await?
             }
-            "import_cash_receipts" => {
+            kind::IMPORT_CASH_RECEIPTS => {
                 self.import_cash_receipts(
                     key,
                     serde_json::from_value(cmd.payload.clone()).map_err(bad)?,
                 )
                 .await?
             }
+            k @ (kind::READ_CHANGED_INVOICES | kind::READ_CASH_RECEIPTS | kind::READ_ITEMS) => {
+                let req: ReadChanges = serde_json::from_value(cmd.payload.clone()).map_err(bad)?;
+                let Some(src) = &self.odbc else {
+                    return Err(ExecError::Fail(format!(
+                        "{k} needs the ODBC reader: this agent has no --odbc-file"
+                    )));
+                };
+                match k {
+                    kind::READ_CHANGED_INVOICES => {
+                        to_value(reads::changed_invoices(src, &self.sf_udf, &req).await?)?
+                    }
+                    kind::READ_CASH_RECEIPTS => to_value(reads::cash_receipts(src, &req).await?)?,
+                    _ => to_value(reads::items(src, &req).await?)?,
+                }
+            }
             other => {
-                return Err(ExecError::Fail(format!(
-                    "{other} needs the ODBC reader, which this agent does not have"
-                )));
+                return Err(ExecError::Fail(format!("unknown command kind {other}")));
             }
         };
         self.state
@@ -347,12 +318,12 @@ impl Executor {
                 "updated"
             }
         };
-        Ok(json!({
-            "action": action,
-            "ar_division_no": c.ar_division_no,
-            "customer_no": c.customer_no,
-            "document_no": format!("{}-{}", c.ar_division_no, c.customer_no),
-        }))
+        to_value(CustomerResult {
+            action: action.into(),
+            document_no: format!("{}-{}", c.ar_division_no, c.customer_no),
+            ar_division_no: c.ar_division_no,
+            customer_no: c.customer_no,
+        })
     }
 
     fn check_owner(&self, c: &Customer, salesforce_id: &str) -> Result<(), ExecError> {
@@ -407,7 +378,11 @@ impl Executor {
         if let Some(no) = pending_no {
             match self.client.get_sales_order(&no).await {
                 Ok(existing) if existing.udf(&self.sf_udf) == Some(p.salesforce_id.as_str()) => {
-                    return Ok(json!({"sales_order_no": no, "document_no": no, "action": "found"}));
+                    return to_value(SalesOrderResult {
+                        sales_order_no: no.clone(),
+                        document_no: no,
+                        action: "found".into(),
+                    });
                 }
                 Ok(_) => {}
                 Err(e) if e.fault_code() == Some("CI_NoKey") => {
@@ -432,11 +407,11 @@ impl Executor {
             }
             match self.client.create_sales_order(&so).await {
                 Ok(()) => {
-                    return Ok(json!({
-                        "sales_order_no": so.sales_order_no,
-                        "document_no": so.sales_order_no,
-                        "action": "created",
-                    }));
+                    return to_value(SalesOrderResult {
+                        sales_order_no: so.sales_order_no.clone(),
+                        document_no: so.sales_order_no,
+                        action: "created".into(),
+                    });
                 }
                 Err(e) if e.fault_code() == Some("WS_AlreadyExists") => {
                     so.sales_order_no.clear();
@@ -504,9 +479,12 @@ impl Executor {
         tokio::fs::rename(&tmp, dir.join(&name))
             .await
             .map_err(|e| ExecError::Retry(format!("renaming {}: {e}", tmp.display())))?;
-        Ok(
-            json!({"file": name, "document_no": name, "receipts": p.receipts.len(), "total_minor": total}),
-        )
+        to_value(ImportReceiptsResult {
+            file: name.clone(),
+            document_no: name,
+            receipts: u64::try_from(p.receipts.len()).unwrap_or(u64::MAX),
+            total_minor: total,
+        })
     }
 }
 
