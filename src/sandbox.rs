@@ -304,6 +304,233 @@ poll_interval_s = 15
     }
 }
 
+/// Seeds the products and `ACCOUNTS.len() + extra` deals (an Opportunity in negotiation with
+/// its lines); `currency` replaces the accounts' own (a Sage line with one currency).
+fn seed_deals(
+    sf: &SfSim,
+    extra: usize,
+    currency: Option<&'static str>,
+) -> anyhow::Result<Vec<Deal>> {
+    let mut products = Vec::new();
+    for (name, code, usd, eur) in PRODUCTS {
+        let id = seed_one(
+            sf,
+            "Product2",
+            Record::new("Product2")
+                .with("Name", name)
+                .with("ProductCode", code)
+                .with("IsActive", true),
+        )?;
+        products.push((id, usd, eur));
+    }
+    let mut deals = Vec::new();
+    for n in 0..ACCOUNTS.len() + extra {
+        let a = &ACCOUNTS[n % ACCOUNTS.len()];
+        let cur = currency.unwrap_or(a.currency);
+        let account_name = deal_account_name(n);
+        let account = seed_one(
+            sf,
+            "Account",
+            Record::new("Account")
+                .with("Name", account_name.as_str())
+                .with("BillingCountry", a.country)
+                .with("CurrencyIsoCode", cur),
+        )?;
+        let opportunity = seed_one(
+            sf,
+            "Opportunity",
+            Record::new("Opportunity")
+                .with("Name", format!("{account_name} — FY27 subscription"))
+                .with("StageName", "Negotiation/Review")
+                .with(
+                    "CloseDate",
+                    chrono::Utc::now().format("%Y-%m-%d").to_string(),
+                )
+                .with("AccountId", account.as_str())
+                .with("CurrencyIsoCode", cur),
+        )?;
+        seed_lines(sf, &opportunity, &products, cur, n)?;
+        deals.push(Deal {
+            opportunity,
+            account,
+            account_name,
+            currency: cur,
+        });
+    }
+    Ok(deals)
+}
+
+/// Closes every deal: Closed Won through the trigger's signed callout.
+fn close_won(sf: &SfSim, deals: &[Deal]) -> anyhow::Result<()> {
+    for d in deals {
+        sf.update_as_user(
+            "Opportunity",
+            &d.opportunity,
+            &Record::new("Opportunity").with("StageName", "Closed Won"),
+        )
+        .map_err(|e| anyhow::anyhow!("closing {}: {e:?}", d.opportunity))?;
+    }
+    Ok(())
+}
+
+/// An Opportunity's field as text (decimals normalised), as the loop wrote it back.
+fn opportunity_field(sf: &SfSim, id: &str, f: &str) -> Option<String> {
+    sf.record("Opportunity", id).and_then(|r| {
+        r.get(f).and_then(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_decimal().map(|d| d.normalize().to_string()))
+        })
+    })
+}
+
+/// Waits (at most `secs`) until every deal's Opportunity has `what`; answers how many have it.
+async fn wait_for_field(sf: &SfSim, deals: &[Deal], what: &str, secs: u64) -> usize {
+    let has = |d: &Deal| opportunity_field(sf, &d.opportunity, what).is_some();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline && !deals.iter().all(has) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    deals.iter().filter(|d| has(d)).count()
+}
+
+/// The sandbox's admin calls to its own API.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    admin_key: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        idempotency_key: Option<String>,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.admin_key);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let r = req.send().await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "{method} {path}: {status} {v}");
+        Ok(v)
+    }
+
+    /// Deal `i` pays `share` % of its balance due by card (the sandbox processor); `None` when
+    /// it has no balance yet. Answers (payment id, amount, status).
+    async fn pay_share(
+        &self,
+        sf: &SfSim,
+        deals: &[Deal],
+        i: usize,
+        share: u32,
+    ) -> anyhow::Result<Option<(String, rust_decimal::Decimal, String)>> {
+        let Some(d) = deals.get(i) else {
+            return Ok(None);
+        };
+        let Some(balance) = opportunity_field(sf, &d.opportunity, "Balance_Due__c") else {
+            return Ok(None);
+        };
+        let due: rust_decimal::Decimal = balance.parse()?;
+        let amount = (due * rust_decimal::Decimal::from(share)
+            / rust_decimal::Decimal::ONE_HUNDRED)
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero);
+        let token = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/tokens",
+                Some(format!("sandbox-token-{i}")),
+                json!({"type": "card", "card": {"number": "4111111111111111", "exp_month": 12, "exp_year": 2030, "name": d.account_name}}),
+            )
+            .await?;
+        let pay = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/payments",
+                Some(format!("sandbox-pay-{i}")),
+                json!({"payment_method": token["token"], "amount": amount.to_string(), "currency": d.currency,
+                       "opportunity_id": d.opportunity, "account_id": d.account}),
+            )
+            .await?;
+        Ok(Some((
+            pay["id"].as_str().unwrap_or("?").to_owned(),
+            amount,
+            pay["status"].as_str().unwrap_or("?").to_owned(),
+        )))
+    }
+
+    /// Prints the ledger's trial balance.
+    async fn print_trial_balance(&self) {
+        println!("Ledger balances:");
+        match self
+            .call(
+                reqwest::Method::GET,
+                "/v1/ledger/trial-balance",
+                None,
+                Value::Null,
+            )
+            .await
+        {
+            Ok(v) => {
+                for row in v["rows"].as_array().into_iter().flatten() {
+                    let a = &row["account"];
+                    let minor = |f: &str| row[f].as_i64().unwrap_or(0);
+                    let (side, amount) = if minor("debit_minor") > 0 {
+                        ("Dr", minor("debit_minor"))
+                    } else {
+                        ("Cr", minor("credit_minor"))
+                    };
+                    println!(
+                        "  {:<3} {:<5} {:<22} {side} {:>12} {}",
+                        a["entity"].as_str().unwrap_or(""),
+                        a["code"].as_str().unwrap_or(""),
+                        a["name"].as_str().unwrap_or(""),
+                        rust_decimal::Decimal::new(amount, 2),
+                        a["currency"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Err(e) => println!("  (trial balance unavailable: {e})"),
+        }
+    }
+}
+
+/// Waits (at most `secs`) until each `(deal, status)` has that `Payment_Status__c`, naming the
+/// ones still waiting; answers how many have it.
+async fn wait_payment_status(
+    sf: &SfSim,
+    deals: &[Deal],
+    want: &[(usize, &str)],
+    secs: u64,
+) -> usize {
+    let ok = |(i, s): &(usize, &str)| {
+        opportunity_field(sf, &deals[*i].opportunity, "Payment_Status__c").as_deref() == Some(*s)
+    };
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline && !want.iter().all(ok) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for w in want.iter().filter(|w| !ok(w)) {
+        eprintln!(
+            "still waiting: {} Payment_Status__c {:?}, expected {}",
+            deals[w.0].account_name,
+            opportunity_field(sf, &deals[w.0].opportunity, "Payment_Status__c"),
+            w.1
+        );
+    }
+    want.iter().filter(|w| ok(w)).count()
+}
+
 /// What [`start`] leaves running: the server on the sandbox's database.
 struct Started {
     config_path: PathBuf,

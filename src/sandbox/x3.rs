@@ -5,15 +5,15 @@
 //! card payments applied as X3 receipts.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde_json::{Value, json};
-use sync::salesforce::Record;
+use serde_json::json;
 use sync::x3::X3Record;
 use sync::x3::simulator::{Simulator as X3Sim, SimulatorConfig as X3SimConfig};
 
 use super::{
-    ACCOUNTS, Deal, PRODUCTS, SandboxArgs, deal_account_name, seed_lines, seed_one, write_secret,
+    ACCOUNTS, Api, PRODUCTS, SandboxArgs, close_won, opportunity_field, seed_deals, wait_for_field,
+    wait_payment_status, write_secret,
 };
 
 /// The folders the sandbox routes to.
@@ -91,86 +91,12 @@ cash = "1010"
             );
         }
     }
-    let one = |object: &str, r: Record| seed_one(&sf, object, r);
-    let mut products = Vec::new();
-    for (name, code, usd, eur) in PRODUCTS {
-        let id = one(
-            "Product2",
-            Record::new("Product2")
-                .with("Name", name)
-                .with("ProductCode", code)
-                .with("IsActive", true),
-        )?;
-        products.push((id, usd, eur));
-    }
-    let mut deals = Vec::new();
-    let total_deals = ACCOUNTS.len() + args.extra_deals;
-    for n in 0..total_deals {
-        let a = &ACCOUNTS[n % ACCOUNTS.len()];
-        let account_name = deal_account_name(n);
-        let account = one(
-            "Account",
-            Record::new("Account")
-                .with("Name", account_name.as_str())
-                .with("BillingCountry", a.country)
-                .with("CurrencyIsoCode", a.currency),
-        )?;
-        let opportunity = one(
-            "Opportunity",
-            Record::new("Opportunity")
-                .with("Name", format!("{account_name} — FY27 subscription"))
-                .with("StageName", "Negotiation/Review")
-                .with(
-                    "CloseDate",
-                    chrono::Utc::now().format("%Y-%m-%d").to_string(),
-                )
-                .with("AccountId", account.as_str())
-                .with("CurrencyIsoCode", a.currency),
-        )?;
-        seed_lines(&sf, &opportunity, &products, a.currency, n)?;
-        deals.push(Deal {
-            opportunity,
-            account,
-            account_name,
-            currency: a.currency,
-        });
-    }
-    let field = |id: &str, f: &str| -> Option<String> {
-        sf.record("Opportunity", id).and_then(|r| {
-            r.get(f).and_then(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .or_else(|| v.as_decimal().map(|d| d.normalize().to_string()))
-            })
-        })
-    };
-    let wait_for = |what: &'static str| {
-        let deals = &deals;
-        let field = &field;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline
-                && deals.iter().any(|d| field(&d.opportunity, what).is_none())
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            deals
-                .iter()
-                .filter(|d| field(&d.opportunity, what).is_some())
-                .count()
-        }
-    };
+    let deals = seed_deals(&sf, args.extra_deals, None)?;
+    let field = |id: &str, f: &str| opportunity_field(&sf, id, f);
 
     // Closed Won through the trigger's signed callout: customers and orders in X3.
-    for d in &deals {
-        sf.update_as_user(
-            "Opportunity",
-            &d.opportunity,
-            &Record::new("Opportunity").with("StageName", "Closed Won"),
-        )
-        .map_err(|e| anyhow::anyhow!("closing {}: {e:?}", d.opportunity))?;
-    }
-    let ordered = wait_for("Sage_Order_Number__c").await;
+    close_won(&sf, &deals)?;
+    let ordered = wait_for_field(&sf, &deals, "Sage_Order_Number__c", 60).await;
 
     // X3 invoices the orders (here: the simulator's control endpoint, as after delivery);
     // the scheduled pull brings the invoices to Salesforce and the ledger.
@@ -198,82 +124,25 @@ cash = "1010"
         "POST /v1/sync/x3/pull: {}",
         r.status()
     );
-    let invoiced = wait_for("Sage_Invoice_Number__c").await;
+    let invoiced = wait_for_field(&sf, &deals, "Sage_Invoice_Number__c", 60).await;
 
     // Card payments: the first deal in full, 40 % of the EUR one.
-    let call = |method: &'static str, path: String, key: Option<String>, body: Value| {
-        let req = http
-            .request(
-                method.parse().unwrap_or(reqwest::Method::POST),
-                format!("{base}{path}"),
-            )
-            .bearer_auth(&admin_key)
-            .json(&body);
-        let req = match key {
-            Some(k) => req.header("Idempotency-Key", k),
-            None => req,
-        };
-        async move {
-            let r = req.send().await?;
-            let status = r.status();
-            let v: Value = r.json().await.unwrap_or(Value::Null);
-            anyhow::ensure!(status.is_success(), "{method} {path}: {status} {v}");
-            Ok::<Value, anyhow::Error>(v)
-        }
+    let api = Api {
+        http: http.clone(),
+        base: base.clone(),
+        admin_key: admin_key.clone(),
     };
     let mut payments = Vec::new();
     for (i, share) in [(0usize, 100u32), (2, 40)] {
-        let Some(d) = deals.get(i) else { continue };
-        let Some(balance) = field(&d.opportunity, "Balance_Due__c") else {
-            continue;
-        };
-        let due: rust_decimal::Decimal = balance.parse()?;
-        let amount = (due * rust_decimal::Decimal::from(share)
-            / rust_decimal::Decimal::ONE_HUNDRED)
-            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero);
-        let token = call(
-            "POST",
-            "/v1/tokens".into(),
-            Some(format!("sandbox-token-{i}")),
-            json!({"type": "card", "card": {"number": "4111111111111111", "exp_month": 12, "exp_year": 2030, "name": d.account_name}}),
-        )
-        .await?;
-        let pay = call(
-            "POST",
-            "/v1/payments".into(),
-            Some(format!("sandbox-pay-{i}")),
-            json!({"payment_method": token["token"], "amount": amount.to_string(), "currency": d.currency,
-                   "opportunity_id": d.opportunity, "account_id": d.account}),
-        )
-        .await?;
-        payments.push((
-            i,
-            pay["id"].as_str().unwrap_or("?").to_owned(),
-            amount,
-            pay["status"].as_str().unwrap_or("?").to_owned(),
-        ));
+        if let Some((id, amount, status)) = api.pay_share(&sf, &deals, i, share).await? {
+            payments.push((i, id, amount, status));
+        }
     }
     let want: Vec<(usize, &str)> = payments
         .iter()
         .map(|(i, _, _, _)| (*i, if *i == 0 { "Paid" } else { "Partially Paid" }))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline
-        && !want
-            .iter()
-            .all(|(i, s)| field(&deals[*i].opportunity, "Payment_Status__c").as_deref() == Some(*s))
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for (i, s) in &want {
-        let got = field(&deals[*i].opportunity, "Payment_Status__c");
-        if got.as_deref() != Some(*s) {
-            eprintln!(
-                "still waiting: {} Payment_Status__c {got:?}, expected {s}",
-                deals[*i].account_name
-            );
-        }
-    }
+    let paid = wait_payment_status(&sf, &deals, &want, 30).await;
 
     println!();
     println!(
@@ -352,34 +221,7 @@ cash = "1010"
             deals[*i].currency, deals[*i].account_name
         );
     }
-    let tb = call("GET", "/v1/ledger/trial-balance".into(), None, json!(null)).await;
-    println!("Ledger balances:");
-    match &tb {
-        Ok(v) => {
-            for row in v["rows"].as_array().into_iter().flatten() {
-                let a = &row["account"];
-                let minor = |f: &str| row[f].as_i64().unwrap_or(0);
-                let (side, amount) = if minor("debit_minor") > 0 {
-                    ("Dr", minor("debit_minor"))
-                } else {
-                    ("Cr", minor("credit_minor"))
-                };
-                println!(
-                    "  {:<3} {:<5} {:<22} {side} {:>12} {}",
-                    a["entity"].as_str().unwrap_or(""),
-                    a["code"].as_str().unwrap_or(""),
-                    a["name"].as_str().unwrap_or(""),
-                    rust_decimal::Decimal::new(amount, 2),
-                    a["currency"].as_str().unwrap_or("")
-                );
-            }
-        }
-        Err(e) => println!("  (trial balance unavailable: {e})"),
-    }
-    let paid = want
-        .iter()
-        .filter(|(i, s)| field(&deals[*i].opportunity, "Payment_Status__c").as_deref() == Some(*s))
-        .count();
+    api.print_trial_balance().await;
     let figures = json!({
         "sage": "x3",
         "deals": deals.len(),
