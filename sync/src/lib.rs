@@ -12,6 +12,7 @@
 //! loop on X3 ([`x3_loop`]).
 
 pub mod agent_contract;
+pub mod agent_loop;
 pub mod agent_queue;
 pub mod cursor;
 pub mod flows;
