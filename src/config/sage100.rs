@@ -71,7 +71,9 @@ pub(super) fn agent_line_settings(
     if !ledger.contains_key(&currency) {
         return Err(bad(
             &k("ledger"),
-            format!("has no accounts for the line's currency {code} ([sync.{system}.ledger.{code}])"),
+            format!(
+                "has no accounts for the line's currency {code} ([sync.{system}.ledger.{code}])"
+            ),
         ));
     }
     let max_rows = c.max_rows.unwrap_or(500);
@@ -134,14 +136,21 @@ mod tests {
         assert_eq!(b.config.ar_division_no, "00");
         assert_eq!(b.config.line, sync::objects::SageLine::BusinessWorks);
 
-        refused(&format!("{AGENT}{S100}"), "sync.sage100", "needs [sync.salesforce]");
+        refused(
+            &format!("{AGENT}{S100}"),
+            "sync.sage100",
+            "needs [sync.salesforce]",
+        );
         refused(
             &format!("{SF}{S100}"),
             "sync.sage100.agent",
             "not an [[agents]] name",
         );
         refused(
-            &format!("{AGENT}{SF}{}", S100.replace("ar_division_no = \"01\"\n", "")),
+            &format!(
+                "{AGENT}{SF}{}",
+                S100.replace("ar_division_no = \"01\"\n", "")
+            ),
             "sync.sage100.ar_division_no",
             "required",
         );
@@ -151,7 +160,10 @@ mod tests {
             "two letters",
         );
         refused(
-            &format!("{AGENT}{SF}{}", S100.replace("ar_division_no", "currency = \"EUR\"\nar_division_no")),
+            &format!(
+                "{AGENT}{SF}{}",
+                S100.replace("ar_division_no", "currency = \"EUR\"\nar_division_no")
+            ),
             "sync.sage100.ledger",
             "EUR",
         );

@@ -573,7 +573,10 @@ impl AgentLoop {
 
     /// The whole Closed Won step for one Opportunity; see the module docs. `None` when the
     /// Opportunity is not won.
-    pub async fn closed_won(&self, opportunity_id: &str) -> Result<Option<ClosedWonStep>, JobError> {
+    pub async fn closed_won(
+        &self,
+        opportunity_id: &str,
+    ) -> Result<Option<ClosedWonStep>, JobError> {
         let opp_id = sf_id(opportunity_id, "opportunity_id")?;
         if let Some(l) = self
             .xref
@@ -624,7 +627,10 @@ impl AgentLoop {
         let (division, customer_no) = match known {
             // Reserved by an earlier run whose customer is not confirmed yet: the same number.
             Some(l) => (l.sage_entity, l.sage_id),
-            None => self.reserve_customer_no(&account_id, &account, &name).await?,
+            None => {
+                self.reserve_customer_no(&account_id, &account, &name)
+                    .await?
+            }
         };
         let text = |f: &str| {
             account
@@ -982,7 +988,12 @@ impl AgentLoop {
             other => {
                 // Receipts imported (the balances come back with the next invoice read), or a
                 // read this loop does not issue.
-                tracing::info!(command = command_id, kind = other, line = self.system, "agent command done");
+                tracing::info!(
+                    command = command_id,
+                    kind = other,
+                    line = self.system,
+                    "agent command done"
+                );
                 Ok(())
             }
         }
@@ -1115,7 +1126,10 @@ impl AgentLoop {
     /// command id, `None` when one was in flight.
     pub async fn pull(&self, tag: &str) -> Result<Option<i64>, JobError> {
         if self.in_flight(cmd::READ_CHANGED_INVOICES).await? {
-            tracing::info!(line = self.system, "an invoice read is in flight: none queued");
+            tracing::info!(
+                line = self.system,
+                "an invoice read is in flight: none queued"
+            );
             return Ok(None);
         }
         let since = self
@@ -1163,7 +1177,7 @@ impl AgentLoop {
                 }
                 Err(e) => return Err(e),
             }
-            self.remember(&link, inv).await?;
+            self.remember(&link, inv, c.id).await?;
             touched.insert(link.salesforce_id.clone(), ());
         }
         for opp_id in touched.keys() {
@@ -1297,8 +1311,14 @@ impl AgentLoop {
         Ok(!replayed)
     }
 
-    /// Keeps the invoice's date, total and open balance on the order's link.
-    async fn remember(&self, link: &Link, inv: &contract::Invoice) -> Result<(), JobError> {
+    /// Keeps the invoice's date, total and open balance on the order's link, unless a later
+    /// read (`read`: its command id; ids grow) left a newer balance there already.
+    async fn remember(
+        &self,
+        link: &Link,
+        inv: &contract::Invoice,
+        read: i64,
+    ) -> Result<(), JobError> {
         // Read again: an earlier invoice of this result may have changed it.
         let link = self
             .xref
@@ -1317,9 +1337,18 @@ impl AgentLoop {
             .or_insert_with(|| json!({}))
             .as_object_mut()
             .ok_or_else(|| JobError::Permanent("the order link's invoices are corrupt".into()))?;
+        let newer = invoices
+            .get(&inv.invoice_no)
+            .and_then(|v| v.get("read"))
+            .and_then(Json::as_i64)
+            .is_some_and(|stored| stored > read);
+        if newer {
+            return Ok(());
+        }
         invoices.insert(
             inv.invoice_no.clone(),
-            json!({"date": inv.invoice_date, "total": inv.total_minor, "balance": inv.balance_minor}),
+            json!({"date": inv.invoice_date, "total": inv.total_minor, "balance": inv.balance_minor,
+                   "read": read}),
         );
         self.xref
             .set_last_values(
@@ -1364,10 +1393,7 @@ impl AgentLoop {
             "Balance_Due__c".into(),
             json!(amount_text(open, self.config.currency)),
         );
-        fields.insert(
-            "Payment_Status__c".into(),
-            json!(payment_status(&invoices)),
-        );
+        fields.insert("Payment_Status__c".into(), json!(payment_status(&invoices)));
         self.write_back("Opportunity", opp_id, fields).await
     }
 
@@ -1433,7 +1459,11 @@ impl AgentLoop {
                     &opp_id,
                     &review(
                         "currency_mismatch",
-                        &format!("{} keeps {} only", line_name(self.config.line), self.config.currency),
+                        &format!(
+                            "{} keeps {} only",
+                            line_name(self.config.line),
+                            self.config.currency
+                        ),
                     ),
                 )
                 .await
@@ -1493,11 +1523,7 @@ impl AgentLoop {
                 // Nothing (more) open that we know of: on account, applied in Sage later.
                 receipts.push(receipt(left, ""));
             }
-            let key = format!(
-                "{}:{}:{payment_id}",
-                self.system,
-                cmd::IMPORT_CASH_RECEIPTS
-            );
+            let key = format!("{}:{}:{payment_id}", self.system, cmd::IMPORT_CASH_RECEIPTS);
             let id = self
                 .enqueue_command(
                     cmd::IMPORT_CASH_RECEIPTS,
@@ -1553,7 +1579,10 @@ mod tests {
         );
         assert_eq!(numbered("AVERYLONGCOMPANYNAME", 12), "AVERYLONGCOMPANYNA12");
         assert_eq!(numbered("ACME", 2), "ACME2");
-        assert_eq!(key_root("sage100:create_sales_order:006~12~15"), "sage100:create_sales_order:006");
+        assert_eq!(
+            key_root("sage100:create_sales_order:006~12~15"),
+            "sage100:create_sales_order:006"
+        );
         assert_eq!(
             kinds(SageLine::Sage100).map(|k| k.payment),
             Some("sage100.payment")
