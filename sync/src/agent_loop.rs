@@ -913,6 +913,53 @@ impl AgentLoop {
         })
     }
 
+    /// Whether the last invoice read failed and its result job is not settled yet (dead,
+    /// or about to run): one error queue entry, not one per schedule tick, while the agent
+    /// cannot read. Retrying the job re-issues the read; resolving it lets the schedule go on.
+    async fn read_waits_for_a_person(&self) -> Result<bool, JobError> {
+        const LAST: &str = "SELECT id, status FROM agent_commands WHERE agent = $1 AND kind = $2 \
+             ORDER BY id DESC LIMIT 1";
+        const JOB: &str = "SELECT status FROM sync_jobs WHERE dedupe_key = $1";
+        let last: Option<(i64, String)> = match &self.db {
+            Db::Postgres(p) => sqlx::query_as(LAST)
+                .bind(&self.config.agent)
+                .bind(cmd::READ_CHANGED_INVOICES)
+                .fetch_optional(p)
+                .await
+                .map_err(storage)?,
+            Db::Sqlite(s) => sqlx::query_as(sqlx::AssertSqlSafe(LAST.replace('$', "?")))
+                .bind(&self.config.agent)
+                .bind(cmd::READ_CHANGED_INVOICES)
+                .fetch_optional(&s.pool)
+                .await
+                .map_err(storage)?,
+        };
+        let Some((id, status)) = last else {
+            return Ok(false);
+        };
+        if status != "failed" {
+            return Ok(false);
+        }
+        let key = format!("{}:{id}", self.kinds.agent_result);
+        let job: Option<String> = match &self.db {
+            Db::Postgres(p) => sqlx::query_scalar(JOB)
+                .bind(&key)
+                .fetch_optional(p)
+                .await
+                .map_err(storage)?,
+            Db::Sqlite(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(JOB.replace('$', "?")))
+                .bind(&key)
+                .fetch_optional(&s.pool)
+                .await
+                .map_err(storage)?,
+        };
+        // No job (pruned, or not queued yet): not held up, so reads never stop for good.
+        Ok(matches!(
+            job.as_deref(),
+            Some("dead" | "pending" | "running")
+        ))
+    }
+
     /// Whether a `kind` command of this line's agent is waiting or being executed.
     async fn in_flight(&self, kind: &str) -> Result<bool, JobError> {
         const SQL: &str = "SELECT COUNT(*) FROM agent_commands WHERE agent = $1 AND kind = $2 \
@@ -1125,6 +1172,13 @@ impl AgentLoop {
     /// per pull job (the cursor alone would repeat when nothing changed). Answers the
     /// command id, `None` when one was in flight.
     pub async fn pull(&self, tag: &str) -> Result<Option<i64>, JobError> {
+        if self.read_waits_for_a_person().await? {
+            tracing::info!(
+                line = self.system,
+                "the last invoice read failed and is in the error queue: none queued until it is retried or resolved"
+            );
+            return Ok(None);
+        }
         if self.in_flight(cmd::READ_CHANGED_INVOICES).await? {
             tracing::info!(
                 line = self.system,
@@ -1397,6 +1451,55 @@ impl AgentLoop {
         self.write_back("Opportunity", opp_id, fields).await
     }
 
+    /// Lowers the kept balances by what a payment's receipts apply (once per payment), so a
+    /// second payment before the next read is not allocated to the same open amount; the
+    /// next read's balances replace these.
+    async fn applied(
+        &self,
+        opp_id: &str,
+        payment_id: &str,
+        receipts: &[CashReceipt],
+    ) -> Result<(), JobError> {
+        let Some(link) = self
+            .xref
+            .by_salesforce(OPPORTUNITY, opp_id, self.system)
+            .await
+            .map_err(storage)?
+        else {
+            return Ok(());
+        };
+        let mut values = link
+            .last_values
+            .as_ref()
+            .and_then(Json::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let payments = values.entry("payments").or_insert_with(|| json!([]));
+        if payments
+            .as_array()
+            .is_some_and(|p| p.iter().any(|v| v.as_str() == Some(payment_id)))
+        {
+            return Ok(());
+        }
+        if let Some(p) = payments.as_array_mut() {
+            p.push(json!(payment_id));
+        }
+        if let Some(invoices) = values.get_mut("invoices").and_then(Json::as_object_mut) {
+            for r in receipts.iter().filter(|r| !r.invoice_no.is_empty()) {
+                if let Some(inv) = invoices.get_mut(&r.invoice_no)
+                    && let Some(balance) = inv.get("balance").and_then(Json::as_i64)
+                {
+                    inv["balance"] = json!(balance.saturating_sub(r.amount_minor).max(0));
+                }
+            }
+        }
+        self.xref
+            .set_last_values(OPPORTUNITY, opp_id, self.system, &Json::Object(values))
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+
     /// A gateway payment's follow-up; see the module docs. `payload` is what
     /// [`payment_jobs`] queued.
     pub async fn payment(&self, payload: &Json) -> Result<(), JobError> {
@@ -1524,13 +1627,13 @@ impl AgentLoop {
                 receipts.push(receipt(left, ""));
             }
             let key = format!("{}:{}:{payment_id}", self.system, cmd::IMPORT_CASH_RECEIPTS);
+            let payload = json!(ImportCashReceipts {
+                receipts: receipts.clone()
+            });
             let id = self
-                .enqueue_command(
-                    cmd::IMPORT_CASH_RECEIPTS,
-                    &json!(ImportCashReceipts { receipts }),
-                    &key,
-                )
+                .enqueue_command(cmd::IMPORT_CASH_RECEIPTS, &payload, &key)
                 .await?;
+            self.applied(&opp_id, &payment_id, &receipts).await?;
             tracing::info!(payment = %payment_id, command = id, line = self.system, "cash receipts queued for the agent");
         }
         let mut pay = Map::new();

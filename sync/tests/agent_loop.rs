@@ -567,6 +567,39 @@ async fn failed_command(db: Db) {
             .as_deref(),
         Some("0000007")
     );
+
+    // A failed invoice read: one error queue entry, no new read per tick until a person
+    // retries it, and the retry reads from the same cursor again.
+    w.flow.pull("t1").await.unwrap().unwrap();
+    w.agent_step(|_| Outcome::Failed("ODBC: [unixODBC] data source not found".into()))
+        .await;
+    w.drain().await;
+    assert_eq!(w.flow.pull("t2").await.unwrap(), None);
+    w.nothing_for_the_agent().await;
+    let dead = w.jobs.list(Some("dead"), 10).await.unwrap();
+    let read_job = dead
+        .iter()
+        .find(|j| {
+            j.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("data source not found"))
+        })
+        .expect("the failed read in the error queue");
+    w.jobs.retry(read_job.id, "ops").await.unwrap();
+    w.drain().await;
+    w.agent_step(|c| {
+        assert_eq!(c.kind, "read_changed_invoices");
+        let p: ReadChanges = serde_json::from_value(c.payload.clone()).unwrap();
+        assert_eq!(p.since, None);
+        Outcome::Done(json!(InvoicesResult {
+            invoices: vec![],
+            next: Some("c9".into()),
+            more: false
+        }))
+    })
+    .await;
+    w.drain().await;
+    assert!(w.flow.pull("t3").await.unwrap().is_some());
 }
 
 /// Invoice reads: paging with `more`, the cursor, Opportunity fields, one ledger entry per
@@ -675,6 +708,23 @@ async fn invoices_and_payments(db: Db) {
         && r.ar_division_no == "01"
         && r.check_no == "pay_s100_1"));
     w.nothing_for_the_agent().await;
+    // A second payment before the next read: the invoices are taken, all on account.
+    let mut second = pay.clone();
+    second["payment_id"] = json!("pay_s100_2");
+    second["amount_minor"] = json!(500);
+    second["captured_minor"] = json!(500);
+    w.flow.payment(&second).await.unwrap();
+    let c = agent_queue::lease(&w.db, "s100", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let p: ImportCashReceipts = serde_json::from_value(c.payload).unwrap();
+    let got: Vec<(&str, i64)> = p
+        .receipts
+        .iter()
+        .map(|r| (r.invoice_no.as_str(), r.amount_minor))
+        .collect();
+    assert_eq!(got, vec![("", 500)]);
     w.sync.push("Cashloop_Payment__c", None).await.unwrap();
     assert_eq!(
         w.sf.find("Cashloop_Payment__c", "Gateway_Payment_Id__c", "pay_s100_1")
