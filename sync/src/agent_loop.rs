@@ -30,7 +30,7 @@
 //! forever); a re-issued `create_sales_order` is built again from Salesforce, so a fixed
 //! ProductCode is picked up.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -376,14 +376,7 @@ impl AgentLoop {
                     .and_then(Json::as_i64)
                     .ok_or_else(|| JobError::Permanent("command_id is missing".into()))?;
                 // A dead job brought back by a person: a failed command is issued again.
-                let retried = self
-                    .jobs
-                    .get(job.id)
-                    .await
-                    .map_err(storage)?
-                    .last_error_kind
-                    .as_deref()
-                    == Some("permanent");
+                let retried = self.failed_before(job.id).await?;
                 self.agent_result(id, retried).await
             }
             "salesforce.event" => {
@@ -960,6 +953,27 @@ impl AgentLoop {
         ))
     }
 
+    /// Whether job `job_id` went to the error queue before (an attempt failed permanently):
+    /// running again, a person retried it. The attempt history is kept whatever happens
+    /// later, so a retryable hiccup during the retry does not hide it.
+    async fn failed_before(&self, job_id: i64) -> Result<bool, JobError> {
+        const SQL: &str =
+            "SELECT COUNT(*) FROM sync_job_attempts WHERE job_id = $1 AND outcome = 'permanent'";
+        let n: i64 = match &self.db {
+            Db::Postgres(p) => sqlx::query_scalar(SQL)
+                .bind(job_id)
+                .fetch_one(p)
+                .await
+                .map_err(storage)?,
+            Db::Sqlite(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.replace('$', "?")))
+                .bind(job_id)
+                .fetch_one(&s.pool)
+                .await
+                .map_err(storage)?,
+        };
+        Ok(n > 0)
+    }
+
     /// Whether a `kind` command of this line's agent is waiting or being executed.
     async fn in_flight(&self, kind: &str) -> Result<bool, JobError> {
         const SQL: &str = "SELECT COUNT(*) FROM agent_commands WHERE agent = $1 AND kind = $2 \
@@ -1215,7 +1229,7 @@ impl AgentLoop {
     /// the job fails at the end naming it, and its retry handles this result again
     /// (idempotent).
     async fn invoices_read(&self, c: &StoredCommand, r: &InvoicesResult) -> Result<(), JobError> {
-        let mut touched: BTreeMap<String, ()> = BTreeMap::new();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut failed: Vec<String> = Vec::new();
         for inv in &r.invoices {
             let Some(link) = self.invoice_link(inv).await? else {
@@ -1232,9 +1246,9 @@ impl AgentLoop {
                 Err(e) => return Err(e),
             }
             self.remember(&link, inv, c.id).await?;
-            touched.insert(link.salesforce_id.clone(), ());
+            touched.insert(link.salesforce_id.clone());
         }
-        for opp_id in touched.keys() {
+        for opp_id in &touched {
             self.invoices_to_salesforce(opp_id).await?;
         }
         if let Some(next) = &r.next {
