@@ -672,21 +672,26 @@ async fn invoices_and_payments(db: Db) {
         opp("Sage_Invoice_Status__c").as_deref(),
         Some("Partly Paid")
     );
+    let opp_id = deal.opportunity.clone();
     // The next pull starts at the stored cursor.
     w.flow.pull("tick2").await.unwrap().unwrap();
     w.agent_step(|c| {
         let p: ReadChanges = serde_json::from_value(c.payload.clone()).unwrap();
         assert_eq!(p.since.as_deref(), Some("c2"));
+        // An invoice without its sales order number, found by the Opportunity id Sage kept.
+        let mut by_sf = invoice("0100004", "20261123", None, 500, 0, 500);
+        by_sf.salesforce_id = Some(opp_id.clone());
         Outcome::Done(json!(InvoicesResult {
-            invoices: vec![],
-            next: Some("c2".into()),
+            invoices: vec![by_sf],
+            next: Some("c3".into()),
             more: false
         }))
     })
     .await;
     w.drain().await;
+    assert_eq!(w.balance("1200").await, 4200);
 
-    // A gateway payment of 20.00: 7.00 to the older invoice, 10.00 to the next, 3.00 on account.
+    // A gateway payment of 20.00: oldest first — 7.00, 10.00, then 3.00 of the newest.
     let pay = json!({"payment_id": "pay_s100_1", "opportunity_id": deal.opportunity,
         "account_id": deal.account, "method_kind": "card", "status": "captured",
         "currency": "USD", "amount_minor": 2000, "captured_minor": 2000, "refunded_minor": 0});
@@ -703,12 +708,15 @@ async fn invoices_and_payments(db: Db) {
         .iter()
         .map(|r| (r.invoice_no.as_str(), r.amount_minor))
         .collect();
-    assert_eq!(got, vec![("0100001", 700), ("0100003", 1000), ("", 300)]);
+    assert_eq!(
+        got,
+        vec![("0100001", 700), ("0100003", 1000), ("0100004", 300)]
+    );
     assert!(p.receipts.iter().all(|r| r.customer_no == "ACMECORP"
         && r.ar_division_no == "01"
         && r.check_no == "pay_s100_1"));
     w.nothing_for_the_agent().await;
-    // A second payment before the next read: the invoices are taken, all on account.
+    // A second payment before the next read: what is left of the newest, the rest on account.
     let mut second = pay.clone();
     second["payment_id"] = json!("pay_s100_2");
     second["amount_minor"] = json!(500);
@@ -724,7 +732,7 @@ async fn invoices_and_payments(db: Db) {
         .iter()
         .map(|r| (r.invoice_no.as_str(), r.amount_minor))
         .collect();
-    assert_eq!(got, vec![("", 500)]);
+    assert_eq!(got, vec![("0100004", 200), ("", 300)]);
     w.sync.push("Cashloop_Payment__c", None).await.unwrap();
     assert_eq!(
         w.sf.find("Cashloop_Payment__c", "Gateway_Payment_Id__c", "pay_s100_1")
