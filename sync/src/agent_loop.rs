@@ -27,8 +27,8 @@
 //! Failures: an agent's `failed` outcome makes its result job fail permanently with the
 //! agent's text (a SOAP fault `CI_NOF: …`), so the error queue shows it. An operator's retry of
 //! that job re-issues the command under a new idempotency key (the old one is finished
-//! forever); a re-issued `create_sales_order` is built again from Salesforce, so a fixed
-//! ProductCode is picked up.
+//! forever); a re-issued `create_sales_order` or `upsert_customer` is built again from
+//! Salesforce, so a fixed ProductCode or Account name is picked up.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -287,6 +287,48 @@ fn yyyymmdd(date: NaiveDate) -> String {
 
 fn parse_yyyymmdd(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y%m%d").ok()
+}
+
+/// `upsert_customer` for an Account: its name and billing address, cut to Sage 100's field
+/// lengths (a longer value is refused by Sage, not cut there).
+fn customer_payload(
+    account_id: &str,
+    account: &Record,
+    name: &str,
+    ar_division_no: String,
+    customer_no: String,
+) -> UpsertCustomer {
+    let text = |f: &str| {
+        account
+            .get_str(f)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    UpsertCustomer {
+        salesforce_id: account_id.to_owned(),
+        ar_division_no,
+        customer_no,
+        customer_name: name.chars().take(30).collect(),
+        address_line1: text("BillingStreet")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(30)
+            .collect(),
+        city: text("BillingCity").chars().take(20).collect(),
+        state: text("BillingState").chars().take(2).collect(),
+        zip_code: text("BillingPostalCode").chars().take(10).collect(),
+        country_code: text("BillingCountry")
+            .chars()
+            .filter(char::is_ascii_alphabetic)
+            .take(3)
+            .collect::<String>()
+            .to_ascii_uppercase(),
+        telephone_no: text("Phone").chars().take(17).collect(),
+        email_address: String::new(),
+    }
 }
 
 /// The flows between Salesforce, an agent-backed Sage line and the ledger.
@@ -602,6 +644,31 @@ impl AgentLoop {
                 .await?;
             return Ok(Some(ClosedWonStep::OrderQueued { command_id }));
         }
+        let (account, name) = self.read_account(&account_id).await?;
+        let (division, customer_no) = match known {
+            // Reserved by an earlier run whose customer is not confirmed yet: the same number.
+            Some(l) => (l.sage_entity, l.sage_id),
+            None => {
+                self.reserve_customer_no(&account_id, &account, &name)
+                    .await?
+            }
+        };
+        let payload = customer_payload(&account_id, &account, &name, division, customer_no);
+        // Per Opportunity: the result continues this Opportunity's order (the key says which).
+        let key = format!(
+            "{}:{}:{account_id}:{opp_id}",
+            self.system,
+            cmd::UPSERT_CUSTOMER
+        );
+        let command_id = self
+            .enqueue_command(cmd::UPSERT_CUSTOMER, &json!(payload), &key)
+            .await?;
+        tracing::info!(opportunity = %opp_id, account = %account_id, command = command_id, line = self.system, "customer queued for the agent");
+        Ok(Some(ClosedWonStep::CustomerQueued { command_id }))
+    }
+
+    /// The Account and its (non-empty) name.
+    async fn read_account(&self, account_id: &str) -> Result<(Record, String), JobError> {
         let account = self
             .sf_one(
                 &format!(
@@ -617,57 +684,7 @@ impl AgentLoop {
             .filter(|n| !n.is_empty())
             .ok_or_else(|| JobError::Permanent(format!("Account {account_id}: Name is empty")))?
             .to_owned();
-        let (division, customer_no) = match known {
-            // Reserved by an earlier run whose customer is not confirmed yet: the same number.
-            Some(l) => (l.sage_entity, l.sage_id),
-            None => {
-                self.reserve_customer_no(&account_id, &account, &name)
-                    .await?
-            }
-        };
-        let text = |f: &str| {
-            account
-                .get_str(f)
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let payload = UpsertCustomer {
-            salesforce_id: account_id.clone(),
-            ar_division_no: division,
-            customer_no,
-            // Sage 100's CustomerName holds 30 characters.
-            customer_name: name.chars().take(30).collect(),
-            address_line1: text("BillingStreet")
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .chars()
-                .take(30)
-                .collect(),
-            city: text("BillingCity").chars().take(20).collect(),
-            state: text("BillingState").chars().take(2).collect(),
-            zip_code: text("BillingPostalCode").chars().take(10).collect(),
-            country_code: text("BillingCountry")
-                .chars()
-                .filter(char::is_ascii_alphabetic)
-                .take(3)
-                .collect::<String>()
-                .to_ascii_uppercase(),
-            telephone_no: text("Phone").chars().take(17).collect(),
-            email_address: String::new(),
-        };
-        // Per Opportunity: the result continues this Opportunity's order (the key says which).
-        let key = format!(
-            "{}:{}:{account_id}:{opp_id}",
-            self.system,
-            cmd::UPSERT_CUSTOMER
-        );
-        let command_id = self
-            .enqueue_command(cmd::UPSERT_CUSTOMER, &json!(payload), &key)
-            .await?;
-        tracing::info!(opportunity = %opp_id, account = %account_id, command = command_id, line = self.system, "customer queued for the agent");
-        Ok(Some(ClosedWonStep::CustomerQueued { command_id }))
+        Ok((account, name))
     }
 
     /// A customer number for a new Account, reserved in the cross-reference (unconfirmed
@@ -1081,6 +1098,19 @@ impl AgentLoop {
                 Some(id) => id,
                 None => return Ok(()),
             }
+        } else if c.kind == cmd::UPSERT_CUSTOMER {
+            // The Account read again (a name or address fixed there), the same number.
+            let p: UpsertCustomer = serde_json::from_value(c.payload.clone())
+                .map_err(|e| JobError::Permanent(format!("command {} payload: {e}", c.id)))?;
+            let (account, name) = self.read_account(&p.salesforce_id).await?;
+            let again = customer_payload(
+                &p.salesforce_id,
+                &account,
+                &name,
+                p.ar_division_no,
+                p.customer_no,
+            );
+            self.enqueue_command(&c.kind, &json!(again), &key).await?
         } else {
             self.enqueue_command(&c.kind, &c.payload, &key).await?
         };

@@ -488,6 +488,46 @@ async fn closed_won(db: Db) {
         .await;
     let p: UpsertCustomer = serde_json::from_value(c.payload).unwrap();
     assert_eq!(p.customer_no, "ACMECORP2");
+    // Its failure is in the error queue; the Account is fixed in Salesforce and the job
+    // retried: the customer command is issued again, read again, with the same number.
+    w.drain().await;
+    let dead = w.jobs.list(Some("dead"), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("upsert_customer failed: not answered in this test"))
+    );
+    w.sf.update_as_user(
+        "Account",
+        &other.account,
+        &Record::new("Account").with("Name", "Acme Corporation West"),
+    )
+    .unwrap();
+    w.jobs.retry(dead[0].id, "ops").await.unwrap();
+    w.drain().await;
+    let again = w
+        .agent_step(|c| {
+            let p: UpsertCustomer = serde_json::from_value(c.payload.clone()).unwrap();
+            Outcome::Done(json!(CustomerResult {
+                action: "created".into(),
+                ar_division_no: p.ar_division_no,
+                customer_no: p.customer_no.clone(),
+                document_no: p.customer_no,
+            }))
+        })
+        .await;
+    assert_ne!(again.idempotency_key, c.idempotency_key);
+    let p: UpsertCustomer = serde_json::from_value(again.payload).unwrap();
+    assert_eq!(
+        (p.customer_no.as_str(), p.customer_name.as_str()),
+        ("ACMECORP2", "Acme Corporation West")
+    );
+    // … and the order follows.
+    w.drain().await;
+    let o = w.answer_order("0000003").await;
+    assert_eq!(o.customer_no, "ACMECORP2");
     // Not Closed Won: nothing.
     let open =
         w.sf.insert_as_user(
