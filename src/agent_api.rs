@@ -9,7 +9,9 @@
 //! * `POST /agent/v1/results/{id}` `{"status": "done", "result": {…}}` or `{"status":
 //!   "failed", "error": "…"}` — records the outcome; `{"recorded": true}` the first time,
 //!   `{"recorded": false}` for an already finished command (idempotent), 404 for a command that
-//!   is not this agent's.
+//!   is not this agent's. When the agent serves the installation's Sage line
+//!   (`[sync.sage100]` / `[sync.businessworks]`), the result is handed to the loop as a
+//!   `{line}.agent_result` job, once per command (also when re-sent).
 
 use std::time::Duration;
 
@@ -142,6 +144,18 @@ async fn result(
     let recorded = agent_queue::finish(&state.db, &agent.name, id, &outcome)
         .await
         .map_err(storage)?;
+    // The loop continues in a job, queued once per command. Also for a result already
+    // recorded: an agent re-sending it after a failure here heals the gap.
+    if let Some(line) = state
+        .config
+        .sync
+        .agent_line()
+        .filter(|l| l.config.agent == agent.name)
+    {
+        sync::agent_loop::queue_result(&state.jobs, line.config.line, id)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+    }
     tracing::info!(agent = %agent.name, command = id, status = %req.status, recorded, "agent command result");
     Ok(Json(json!({ "recorded": recorded })))
 }

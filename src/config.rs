@@ -13,10 +13,12 @@ use ledger::EntityCode;
 
 mod agents;
 mod alerts;
+mod sage100;
 mod x3;
 
 pub use agents::{AgentKey, RawAgent};
 pub use alerts::{RawAlertRule, RawAlerts, RawAlertsSalesforce, RawSmtp};
+pub use sage100::{AgentLineSettings, RawSyncAgentLine};
 pub use x3::{RawSyncX3, RawX3Route, X3Settings};
 
 /// Environment variables with the `CASHLOOP_` prefix that are not configuration keys (tests,
@@ -344,6 +346,10 @@ pub struct RawSync {
     /// Sage X3 and the quote-to-cash loop on it (needs `[sync.salesforce]`; not with
     /// `[sync.intacct]`: one Sage line per installation).
     pub x3: Option<RawSyncX3>,
+    /// Sage 100 through an on-premise agent (`[[agents]]`); one Sage line per installation.
+    pub sage100: Option<RawSyncAgentLine>,
+    /// Sage BusinessWorks through an on-premise agent; one Sage line per installation.
+    pub businessworks: Option<RawSyncAgentLine>,
     /// Field mappings per object pair (see `sync::mapping`).
     pub mappings: Vec<sync::mapping::ObjectMapping>,
 }
@@ -358,6 +364,8 @@ impl Default for RawSync {
             salesforce: None,
             intacct: None,
             x3: None,
+            sage100: None,
+            businessworks: None,
             mappings: Vec::new(),
         }
     }
@@ -835,6 +843,17 @@ pub struct SyncConfig {
     pub intacct: Option<IntacctSettings>,
     /// Sage X3 and the loop on it, when configured (never with `intacct`).
     pub x3: Option<X3Settings>,
+    /// Sage 100 and the loop on it through an agent, when configured.
+    pub sage100: Option<AgentLineSettings>,
+    /// Sage BusinessWorks and the loop on it through an agent, when configured.
+    pub businessworks: Option<AgentLineSettings>,
+}
+
+impl SyncConfig {
+    /// The agent-backed Sage line, when one is configured (at most one is).
+    pub fn agent_line(&self) -> Option<&AgentLineSettings> {
+        self.sage100.as_ref().or(self.businessworks.as_ref())
+    }
 }
 
 /// Ready Intacct clients (one per entity, sharing the company's request limit) and the
@@ -1751,10 +1770,57 @@ impl Config {
                     gateway.as_ref().map(|g| &g.accounts),
                 )?),
             };
+            let mut agent_lines = [None, None];
+            for (i, (line, line_raw, key)) in [
+                (sync::objects::SageLine::Sage100, &r.sage100, "sync.sage100"),
+                (
+                    sync::objects::SageLine::BusinessWorks,
+                    &r.businessworks,
+                    "sync.businessworks",
+                ),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let Some(c) = line_raw else { continue };
+                let others: Vec<&str> = [
+                    ("[sync.intacct]", r.intacct.is_some()),
+                    ("[sync.x3]", r.x3.is_some()),
+                    ("[sync.sage100]", i > 0 && r.sage100.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(k, set)| set.then_some(k))
+                .collect();
+                if !others.is_empty() {
+                    return Err(bad(
+                        key,
+                        format!(
+                            "cannot be configured with {}: one Sage line per installation",
+                            others.join(", ")
+                        ),
+                    ));
+                }
+                if salesforce.is_none() {
+                    return Err(bad(
+                        key,
+                        "needs [sync.salesforce] with login_url and auth: the loop reads Opportunities",
+                    ));
+                }
+                agent_lines[i] = Some(sage100::agent_line_settings(
+                    line,
+                    c,
+                    &raw.agents,
+                    &default_entity,
+                    gateway.as_ref().map(|g| &g.accounts),
+                )?);
+            }
+            let [sage100, businessworks] = agent_lines;
             SyncConfig {
                 salesforce,
                 intacct,
                 x3,
+                sage100,
+                businessworks,
                 integration_user_id,
                 mappings: r.mappings.clone(),
                 worker_concurrency: r.worker_concurrency,

@@ -202,14 +202,20 @@ pub async fn serve_on(
             };
             // Payments on an Opportunity become AR payments in Intacct (queued atomically).
             // On X3 they become receipts there instead (one Sage line per installation).
-            Some(match (&config.sync.intacct, &config.sync.x3) {
-                (Some(_), _) => {
+            // On an agent-backed line (Sage 100, BusinessWorks) they become that line's jobs.
+            let agent_jobs = config
+                .sync
+                .agent_line()
+                .and_then(|l| sync::agent_loop::payment_jobs(l.config.line));
+            Some(match (&config.sync.intacct, &config.sync.x3, agent_jobs) {
+                (Some(_), _, _) => {
                     p.with_observer(std::sync::Arc::new(sync::q2c::PaymentJobs::default()))
                 }
-                (None, Some(_)) => {
+                (None, Some(_), _) => {
                     p.with_observer(std::sync::Arc::new(sync::x3_loop::payment_jobs()))
                 }
-                (None, None) => p,
+                (None, None, Some(j)) => p.with_observer(std::sync::Arc::new(j)),
+                (None, None, None) => p,
             })
         }
         _ => None,
@@ -301,6 +307,23 @@ pub async fn serve_on(
             registry = sync::x3_loop::X3Loop::register_shared(x3_loop.clone(), registry);
             tokio::spawn(x3_loop.run_schedule(
                 std::time::Duration::from_secs(x3.poll_interval_s),
+                sync_rx.clone(),
+            ));
+        }
+        // Sage 100 or BusinessWorks through the on-premise agent (one Sage line at most).
+        if let Some(line) = config.sync.agent_line()
+            && let Some(agent_loop) = sync::agent_loop::AgentLoop::new(
+                db.clone(),
+                jobs.clone(),
+                flows.clone(),
+                ledger.clone(),
+                line.config.clone(),
+            )
+        {
+            let agent_loop = std::sync::Arc::new(agent_loop);
+            registry = sync::agent_loop::AgentLoop::register_shared(agent_loop.clone(), registry);
+            tokio::spawn(agent_loop.run_schedule(
+                std::time::Duration::from_secs(line.poll_interval_s),
                 sync_rx.clone(),
             ));
         }

@@ -14,6 +14,7 @@
 
 pub mod agent_contract;
 pub mod agent_exec;
+pub mod agent_loop;
 pub mod agent_queue;
 pub mod businessworks;
 pub mod cursor;

@@ -3103,4 +3103,5 @@ mod alerts;
 mod browser;
 mod console;
 mod observability;
+mod sage100;
 mod webdriver;
