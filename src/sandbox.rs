@@ -21,6 +21,7 @@ use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimCo
 
 use crate::config::{Config, RawConfig};
 
+mod onprem;
 mod x3;
 
 #[derive(Debug, Args)]
@@ -41,7 +42,9 @@ pub struct SandboxArgs {
     /// Runs the loop, prints the summary, and exits instead of serving on.
     #[arg(long)]
     pub exit: bool,
-    /// The Sage line the loop runs through: `intacct` or `x3` (the X3 simulator, REST).
+    /// The Sage line the loop runs through: `intacct`, `x3` (the X3 simulator, REST), or an
+    /// on-premise line with its agent started in-process: `sage100` (eBusiness Web Services,
+    /// Visual Integrator, ODBC) or `businessworks` (import files, ODBC).
     #[arg(long, default_value = "intacct")]
     pub sage: String,
 }
@@ -627,7 +630,10 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     match args.sage.as_str() {
         "intacct" => {}
         "x3" => return x3::run(args, dir, started).await,
-        other => anyhow::bail!("--sage: {other:?} is not one of intacct, x3"),
+        "sage100" | "businessworks" => return onprem::run(args, dir, started).await,
+        other => {
+            anyhow::bail!("--sage: {other:?} is not one of intacct, x3, sage100, businessworks")
+        }
     }
     let Prelude {
         listener,

@@ -324,6 +324,8 @@ v1_routes! {
     key POST "/v1/sync/jobs/{id}/resolve" => resolve_sync_job;
     key POST "/v1/sync/intacct/pull" => sync_intacct_pull;
     key POST "/v1/sync/x3/pull" => sync_x3_pull;
+    key POST "/v1/sync/sage100/pull" => sync_sage100_pull;
+    key POST "/v1/sync/businessworks/pull" => sync_businessworks_pull;
     key POST "/v1/payment_links" => post_payment_link;
     // Authenticated by its signature, not an API key: Authorize.Net cannot send one.
     open POST "/v1/processors/authorize_net/webhooks" => authnet_webhook;
@@ -1079,6 +1081,51 @@ async fn sync_x3_pull(
         ("Sage X3", "[sync.x3]", "x3"),
         (sync::x3_loop::PULL, "folder"),
         folders,
+    )
+    .await
+}
+
+/// `POST /v1/sync/sage100/pull`: asks the agent for Sage 100's changed invoices now instead of
+/// at the next scheduled pull (one read in flight: a read already queued is not doubled).
+async fn sync_sage100_pull(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, AppError> {
+    agent_line_pull(&state, &caller, sync::objects::SageLine::Sage100).await
+}
+
+/// `POST /v1/sync/businessworks/pull`: the same for BusinessWorks.
+async fn sync_businessworks_pull(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, AppError> {
+    agent_line_pull(&state, &caller, sync::objects::SageLine::BusinessWorks).await
+}
+
+async fn agent_line_pull(
+    state: &AppState,
+    caller: &Caller,
+    line: sync::objects::SageLine,
+) -> Result<Response, AppError> {
+    let (label, configured) = match line {
+        sync::objects::SageLine::BusinessWorks => (
+            "Sage BusinessWorks",
+            state.config.sync.businessworks.is_some(),
+        ),
+        _ => ("Sage 100", state.config.sync.sage100.is_some()),
+    };
+    let (Some(system), Some(kinds)) = (
+        sync::agent_loop::system(line),
+        sync::agent_loop::kinds(line),
+    ) else {
+        return Err(AppError::Internal(format!("{label} has no agent loop")));
+    };
+    queue_pulls(
+        state,
+        caller,
+        (label, &format!("[sync.{system}]"), system),
+        (kinds.pull, "line"),
+        configured.then(|| vec![system.to_owned()]),
     )
     .await
 }

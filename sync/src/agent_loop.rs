@@ -76,6 +76,9 @@ pub struct Kinds {
 pub struct Capabilities {
     /// Gateway payments become `import_cash_receipts`; without it they go to review.
     pub apply_payments: bool,
+    /// The longest customer number the line keeps (Sage 100's `CustomerNo` 20; BusinessWorks'
+    /// A/R customer number 10): a derived number is cut to it, since Sage refuses, not cuts.
+    pub customer_no_max: usize,
 }
 
 /// The agent-backed lines.
@@ -114,9 +117,11 @@ pub const fn capabilities(line: SageLine) -> Capabilities {
     match line {
         SageLine::BusinessWorks => Capabilities {
             apply_payments: false,
+            customer_no_max: crate::businessworks::layout::width::CUSTOMER_NO,
         },
         _ => Capabilities {
             apply_payments: true,
+            customer_no_max: 20,
         },
     }
 }
@@ -260,19 +265,20 @@ fn amount_text(minor: i64, currency: Currency) -> String {
     crate::q2c::from_minor(minor, currency).to_string()
 }
 
-/// A customer number from free text: uppercase ASCII alphanumerics, at most 20.
-pub fn customer_no_from(text: &str) -> String {
+/// A customer number from free text: uppercase ASCII alphanumerics, at most `max`.
+pub fn customer_no_from(text: &str, max: usize) -> String {
     text.chars()
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_uppercase())
-        .take(20)
+        .take(max)
         .collect()
 }
 
-/// The `n`th candidate (n ≥ 2) when `base` is taken: the base cut to leave room for `n`.
-fn numbered(base: &str, n: u32) -> String {
+/// The `n`th candidate (n ≥ 2) when `base` is taken: the base cut to leave room for `n`
+/// within `max`.
+fn numbered(base: &str, n: u32, max: usize) -> String {
     let suffix = n.to_string();
-    let keep = 20usize.saturating_sub(suffix.len());
+    let keep = max.saturating_sub(suffix.len());
     format!("{}{suffix}", base.chars().take(keep).collect::<String>())
 }
 
@@ -696,11 +702,12 @@ impl AgentLoop {
         name: &str,
     ) -> Result<(String, String), JobError> {
         let division = self.config.ar_division_no.clone();
+        let max = capabilities(self.config.line).customer_no_max;
         let base = account
             .get_str("AccountNumber")
-            .map(customer_no_from)
+            .map(|n| customer_no_from(n, max))
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| customer_no_from(name));
+            .unwrap_or_else(|| customer_no_from(name, max));
         if base.is_empty() {
             return Err(JobError::Permanent(format!(
                 "Account {account_id}: neither AccountNumber nor Name has letters or digits for a customer number"
@@ -710,7 +717,7 @@ impl AgentLoop {
             let candidate = if n == 1 {
                 base.clone()
             } else {
-                numbered(&base, n)
+                numbered(&base, n, max)
             };
             match self
                 .link(
@@ -1719,13 +1726,21 @@ mod tests {
 
     #[test]
     fn customer_numbers_and_kinds() {
-        assert_eq!(customer_no_from("Acme Corp., Inc."), "ACMECORPINC");
+        assert_eq!(customer_no_from("Acme Corp., Inc.", 20), "ACMECORPINC");
         assert_eq!(
-            customer_no_from("A very long company name indeed"),
+            customer_no_from("A very long company name indeed", 20),
             "AVERYLONGCOMPANYNAME"
         );
-        assert_eq!(numbered("AVERYLONGCOMPANYNAME", 12), "AVERYLONGCOMPANYNA12");
-        assert_eq!(numbered("ACME", 2), "ACME2");
+        assert_eq!(
+            customer_no_from("A very long company name indeed", 10),
+            "AVERYLONGC"
+        );
+        assert_eq!(
+            numbered("AVERYLONGCOMPANYNAME", 12, 20),
+            "AVERYLONGCOMPANYNA12"
+        );
+        assert_eq!(numbered("AVERYLONGC", 2, 10), "AVERYLONG2");
+        assert_eq!(numbered("ACME", 2, 20), "ACME2");
         assert_eq!(
             key_root("sage100:create_sales_order:006~12~15"),
             "sage100:create_sales_order:006"

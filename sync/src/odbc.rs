@@ -141,8 +141,8 @@ impl Source {
             .map_err(driver)?
             .collect::<Result<_, _>>()
             .map_err(driver)?;
-        let buffers =
-            TextRowSet::for_cursor(BATCH_ROWS, &mut cursor, Some(MAX_TEXT_BYTES)).map_err(driver)?;
+        let buffers = TextRowSet::for_cursor(BATCH_ROWS, &mut cursor, Some(MAX_TEXT_BYTES))
+            .map_err(driver)?;
         let mut rows = cursor.bind_buffer(buffers).map_err(driver)?;
         // A value longer than the buffer is an error rather than a silently shortened value.
         while let Some(batch) = rows.fetch_with_truncation_check(true).map_err(driver)? {
@@ -204,7 +204,10 @@ mod tests {
             ["ARDivisionNo", "CustomerNo", "CustomerName", "CreditLimit"]
         );
         assert_eq!(rows.rows.len(), 2);
-        assert_eq!(rows.rows[0][2].as_deref(), Some("American Business Futures"));
+        assert_eq!(
+            rows.rows[0][2].as_deref(),
+            Some("American Business Futures")
+        );
         assert_eq!(rows.rows[0][3].as_deref(), Some("1500.25"));
         assert_eq!(rows.rows[1][2], None);
         let recs = rows.records(&["customerno"], "q").unwrap();

@@ -2509,6 +2509,64 @@ async fn sandbox_runs_the_loop_on_sage_x3() {
     assert!(!text.contains("x3-pass-0123") && !err.contains("x3-pass-0123"));
 }
 
+/// `cashloop sandbox --sage sage100|businessworks`: the seeded deals through an on-premise line
+/// with its agent started — customers and orders made by the agent, invoices read back over the
+/// real ODBC driver, card payments imported as Visual Integrator receipts (Sage 100) or sent to
+/// review and keyed by a person (BusinessWorks), the balances back in Salesforce.
+#[tokio::test]
+async fn sandbox_runs_the_loop_on_the_on_premise_lines() {
+    for line in ["sage100", "businessworks"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashloop"))
+            .args([
+                "sandbox",
+                "--sage",
+                line,
+                "--listen",
+                "127.0.0.1:0",
+                "--exit",
+                "--extra-deals",
+                "2",
+                "--dir",
+            ])
+            .arg(dir.path())
+            .env_remove("CASHLOOP_LOG")
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{line}: {text}\n{err}");
+        let figures: serde_json::Value =
+            serde_json::from_str(text.lines().rfind(|l| l.starts_with('{')).unwrap()).unwrap();
+        assert_eq!(figures["sage"], line, "{text}");
+        for (k, n) in [
+            ("deals", 6),
+            ("ordered", 6),
+            ("invoiced", 6),
+            ("sage_customers", 6),
+            ("sage_orders", 6),
+            ("sage_invoices", 6),
+            ("payments", 2),
+            ("payments_applied", 2),
+        ] {
+            assert_eq!(figures[k], n, "{line} {k}: {text}");
+        }
+        if line == "sage100" {
+            assert_eq!(figures["vi_files_posted"], 2, "{text}");
+            assert_eq!(figures["review_items"], 0, "{text}");
+            assert!(text.contains("US  2200  Sales tax payable"), "{text}");
+        } else {
+            assert_eq!(figures["review_items"], 2, "{text}");
+            assert_eq!(figures["vi_files_posted"], 0, "{text}");
+        }
+        for want in ["Paid", "Partially Paid", "US  1200  Accounts receivable"] {
+            assert!(text.contains(want), "{line}: {want:?} missing:\n{text}");
+        }
+        assert!(!text.contains("4111111111111111") && !err.contains("4111111111111111"));
+    }
+}
+
 /// `cashloop sandbox`: the whole loop from a clean machine state — the server and the three
 /// simulators on loopback, seeded deals in USD and EUR in two entities, invoices written back,
 /// two card payments and a cheque, the ledger — and it says so.

@@ -1345,6 +1345,19 @@ both!(responses_fit_the_openapi_document, |t| async move {
     )
     .await;
     assert_eq!(s, 404, "not configured here");
+    for line in ["sage100", "businessworks"] {
+        let path = format!("/v1/sync/{line}/pull");
+        let (s, _) = checked(
+            app,
+            doc,
+            (POST, path.as_str()),
+            &path,
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+        assert_eq!(s, 404, "{line} is not configured here");
+    }
 
     // Authentication and roles.
     let (s, _) = checked(
