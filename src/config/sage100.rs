@@ -54,6 +54,12 @@ pub(super) fn agent_line_settings(
         ));
     }
     let division = match (&c.ar_division_no, line) {
+        (Some(d), SageLine::BusinessWorks) if d.trim() != "00" => {
+            return Err(bad(
+                &k("ar_division_no"),
+                "BusinessWorks has no divisions: leave it out (or \"00\")",
+            ));
+        }
         (Some(d), _) => d.trim().to_owned(),
         (None, SageLine::BusinessWorks) => "00".to_owned(),
         (None, _) => return Err(bad(&k("ar_division_no"), "is required (e.g. \"01\")")),
@@ -166,6 +172,14 @@ mod tests {
             ),
             "sync.sage100.ledger",
             "EUR",
+        );
+        refused(
+            &format!(
+                "{AGENT}{SF}{}",
+                BW.replace("agent = ", "ar_division_no = \"01\"\nagent = ")
+            ),
+            "sync.businessworks.ar_division_no",
+            "no divisions",
         );
         refused(
             &format!("{AGENT}{SF}{S100}{BW}"),

@@ -172,7 +172,10 @@ cash = "1010"
                 BwState::open(&agent_dir.join("agent-state.db")).await?,
                 import,
             );
-            (Sage::Bw(Box::new(sim)), spawn_agent(opts, executor, agent_stopped))
+            (
+                Sage::Bw(Box::new(sim)),
+                spawn_agent(opts, executor, agent_stopped),
+            )
         }
     };
 

@@ -1,8 +1,9 @@
-//! The Sage 100 loop end to end: a real server with `[sync.sage100]` and `[[agents]]`, the
-//! Salesforce simulator sending its signed Closed Won event, the REAL agent
-//! (`sync::sage100::agent::run`) executing the commands against the eBusiness Web Services
-//! simulator, on SQLite and PostgreSQL. (Invoice reads need the agent's ODBC reader: that leg
-//! is added with it.)
+//! The on-premise lines end to end: a real server with `[sync.sage100]` or
+//! `[sync.businessworks]` and `[[agents]]`, the Salesforce simulator sending its signed Closed
+//! Won event, the REAL agent (`sync::sage100::agent::run`) executing the commands — against the
+//! eBusiness Web Services simulator and, for reads, through the real SQLite ODBC driver over the
+//! simulator's File Layout database (Sage 100); as import files and ODBC reads (BusinessWorks)
+//! — on SQLite and PostgreSQL.
 
 use std::time::Duration;
 
@@ -20,10 +21,18 @@ const WS_USER: &str = "ws";
 const WS_PASSWORD: &str = "ws-Pa55word";
 
 fn start_agent(base: &str, executor: Executor) -> tokio::sync::oneshot::Sender<()> {
+    start_agent_as("s100", base, executor)
+}
+
+fn start_agent_as(
+    name: &str,
+    base: &str,
+    executor: impl sync::agent_exec::CommandExecutor + Send + Sync + 'static,
+) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let opts = AgentOptions {
         server: base.to_owned(),
-        name: "s100".into(),
+        name: name.into(),
         key: AGENT_KEY.into(),
         wait_ms: 500,
         backoff_min: Duration::from_millis(50),
@@ -320,5 +329,399 @@ both!(
         assert_eq!(sage.sales_orders().len(), 1);
         assert_eq!(sage.customers().len(), 2);
         app.stop().await;
+    }
+);
+
+/// A server with `[[agents]]` and `[sync.{line}]` (ledger accounts on the test chart plus tax
+/// and cash), polled only on request, and the Salesforce simulator posting to it.
+struct OnPrem {
+    app: App,
+    sf: SfSim,
+    dir: tempfile::TempDir,
+}
+
+async fn on_prem(t: &TestDb, line: &str, agent: &str) -> OnPrem {
+    add_chart(&t.url);
+    for (code, name, ty) in [("2200", "Sales tax", "liability")] {
+        let out = cli(
+            &t.url,
+            &[
+                "ledger",
+                "account",
+                "add",
+                "--code",
+                code,
+                "--name",
+                name,
+                "--type",
+                ty,
+                "--currency",
+                "USD",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, _) = sync_secrets(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sf = SfSim::start(SfSimConfig {
+        event_webhook_url: Some(format!("{base}/v1/events/salesforce")),
+        event_secret_hex: secret,
+        ..SfSimConfig::default()
+    })
+    .await;
+    std::fs::write(
+        dir.path().join("sf-client-secret"),
+        &sf.config().client_secret,
+    )
+    .unwrap();
+    let hash = hex::encode(sha2::Sha256::digest(AGENT_KEY.as_bytes()));
+    let section = format!(
+        "\n[[agents]]\nname = \"{agent}\"\nkey_sha256 = \"{hash}\"\n\
+         [sync]\nidle_poll_ms = 20\n\
+         [sync.salesforce]\nevent_secret = {{ file = {:?} }}\nlogin_url = {:?}\n\
+         auth = {{ kind = \"client_credentials\", client_id = {:?}, client_secret = {{ file = {:?} }} }}\n\
+         poll_interval_s = 3600\nintegration_user_id = {:?}\n\
+         [sync.{line}]\nagent = \"{agent}\"\n{division}poll_interval_s = 3600\n\
+         [sync.{line}.ledger.USD]\nreceivable = \"1200\"\nrevenue = \"4000\"\ntax = \"2200\"\ncash = \"1000\"\n",
+        dir.path().join("event-secret.hex").display().to_string(),
+        sf.base_url(),
+        sf.config().client_id,
+        dir.path().join("sf-client-secret").display().to_string(),
+        sf.config().api_user_id,
+        // BusinessWorks has no divisions: its default ("00").
+        division = if line == "sage100" {
+            "ar_division_no = \"01\"\n"
+        } else {
+            ""
+        },
+    );
+    let toml = format!("{}{section}", config_toml(&t.url));
+    let app = App::spawn_on(config_with(&t.url, |_| toml.clone()), listener).await;
+    OnPrem { app, sf, dir }
+}
+
+impl OnPrem {
+    /// A Salesforce field as text (decimals normalised).
+    fn field(&self, object: &str, id: &str, field: &str) -> Option<String> {
+        self.sf.record(object, id).and_then(|r| {
+            r.get(field).and_then(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| v.as_decimal().map(|d| d.normalize().to_string()))
+            })
+        })
+    }
+
+    /// Waits (≤ 20 s) until `field` of the record is `want` (any value when `None`).
+    async fn wait_field(&self, object: &str, id: &str, field: &str, want: Option<&str>) -> String {
+        for _ in 0..400 {
+            match (self.field(object, id, field), want) {
+                (Some(v), None) => return v,
+                (Some(v), Some(w)) if v == w => return v,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        panic!(
+            "{object} {id} {field} is {:?}, not {want:?}",
+            self.field(object, id, field)
+        );
+    }
+
+    /// `POST /v1/sync/{line}/pull`: 202.
+    async fn pull(&self, line: &str) {
+        let (s, body, _) = self
+            .app
+            .call(
+                "POST",
+                &format!("/v1/sync/{line}/pull"),
+                Some(ADMIN_KEY),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(s, 202, "{body}");
+        assert_eq!(body["jobs"][0]["line"], line, "{body}");
+    }
+
+    /// A ledger account's balance (`"32.06 USD"`).
+    async fn balance(&self, account: &str) -> String {
+        let (_, b, _) = self
+            .app
+            .call(
+                "GET",
+                &format!("/v1/ledger/accounts/MAIN/{account}/balance"),
+                Some(AUDITOR_KEY),
+                None,
+                None,
+            )
+            .await;
+        b["balance"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// A card payment of `amount` on the Opportunity, through the gateway.
+    async fn pay(&self, acc: &str, opp: &str, amount: &str) -> String {
+        let (s, token, _) = self
+            .app
+            .call(
+                "POST",
+                "/v1/tokens",
+                Some(PAYMENTS_KEY),
+                None,
+                Some(r#"{"type":"card","card":{"number":"4111111111111111","exp_month":12,"exp_year":2030,"name":"Ada Lovelace"}}"#),
+            )
+            .await;
+        assert_eq!(s, 201, "{token}");
+        let body = json!({"amount": amount, "currency": "USD", "payment_method": token["token"],
+            "capture": true, "opportunity_id": opp, "account_id": acc})
+        .to_string();
+        let (s, pay, _) = self
+            .app
+            .call(
+                "POST",
+                "/v1/payments",
+                Some(PAYMENTS_KEY),
+                None,
+                Some(&body),
+            )
+            .await;
+        assert_eq!(
+            (s, pay["status"].as_str()),
+            (201, Some("captured")),
+            "{pay}"
+        );
+        pay["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The dead job whose error contains `text` (waits ≤ 20 s).
+    async fn dead_job(&self, text: &str) -> Value {
+        for _ in 0..400 {
+            let (_, list, _) = self
+                .app
+                .call(
+                    "GET",
+                    "/v1/sync/jobs?status=dead",
+                    Some(ADMIN_KEY),
+                    None,
+                    None,
+                )
+                .await;
+            if let Some(j) = list["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["last_error"].as_str().is_some_and(|e| e.contains(text)))
+            {
+                return j.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no dead job with {text:?}");
+    }
+}
+
+const INVOICE_ENTRIES: &str =
+    "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE '%:invoice:%'";
+
+both!(
+    the_sage_100_loop_runs_to_payment_through_the_agent,
+    |t| async move {
+        let env = on_prem(&t, "sage100", "s100").await;
+        let sage = Simulator::start(WS_USER, WS_PASSWORD, "ABC", &["WIDGET"]).await;
+        let vi = env.dir.path().join("vi");
+        std::fs::create_dir_all(&vi).unwrap();
+        sage.set_vi_folder(&vi);
+        let state = env.dir.path().join("agent.db");
+        let executor = || async {
+            Executor {
+                client: Client::new(&sage.url(), WS_USER, WS_PASSWORD, "ABC"),
+                state: StateStore::open(&state).await.unwrap(),
+                sf_udf: "UDF_SF_ID".into(),
+                vi_folder: Some(sync::sage100::agent::ViFolder(vi.clone())),
+                odbc: Some(sync::odbc::Source::new(sage.odbc_connection_string())),
+            }
+        };
+        let agent = start_agent(&env.app.base, executor().await);
+
+        // Closed Won → customer and order (2 × 12.50) in Sage 100.
+        let (acc, opp) = closed_won(&env.sf, "Acme Corp", "WIDGET");
+        let order = env
+            .wait_field("Opportunity", &opp, "Sage_Order_Number__c", None)
+            .await;
+        // Sage invoices it (8.25 % tax 2.06, freight 5.00); the agent reads it over ODBC.
+        let invoice = sage
+            .invoice_order(&sync::sage100::simulator::InvoiceOrder {
+                sales_order_no: order.clone(),
+                sales_tax_minor: 206,
+                freight_minor: 500,
+                ..Default::default()
+            })
+            .unwrap();
+        env.pull("sage100").await;
+        env.wait_field(
+            "Opportunity",
+            &opp,
+            "Sage_Invoice_Number__c",
+            Some(&invoice),
+        )
+        .await;
+        env.wait_field("Opportunity", &opp, "Balance_Due__c", Some("32.06"))
+            .await;
+        assert_eq!(
+            env.field("Opportunity", &opp, "Payment_Status__c")
+                .as_deref(),
+            Some("Unpaid")
+        );
+        assert_eq!(env.balance("1200").await, "32.06 USD");
+        assert_eq!(env.balance("2200").await, "2.06 USD");
+        assert_eq!(db_count(&t, INVOICE_ENTRIES).await.0, 1);
+
+        // The agent crashes and comes back on its idempotency record; reading again posts
+        // nothing twice and makes nothing in Sage.
+        let _ = agent.send(());
+        let agent = start_agent(&env.app.base, executor().await);
+        env.pull("sage100").await;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(db_count(&t, INVOICE_ENTRIES).await.0, 1);
+        assert_eq!(env.balance("1200").await, "32.06 USD");
+        assert_eq!((sage.customers().len(), sage.sales_orders().len()), (1, 1));
+
+        // The customer pays by card: a Visual Integrator cash receipt against the invoice, which
+        // Sage's VI job posts; the next read brings the zero balance back.
+        let payment = env.pay(&acc, &opp, "32.06").await;
+        let mut posted = Vec::new();
+        for _ in 0..400 {
+            posted.extend(sage.run_visual_integrator().unwrap());
+            if !posted.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(posted.len(), 1, "{posted:?}");
+        assert_eq!(
+            (posted[0].posted, &posted[0].rejected),
+            (1, &None),
+            "{posted:?}"
+        );
+        let receipt = std::fs::read_to_string(vi.join("processed").join(&posted[0].file)).unwrap();
+        assert!(
+            receipt.contains(&invoice) && receipt.contains("32.06") && receipt.contains(&payment),
+            "{receipt}"
+        );
+        assert!(!receipt.contains("4111"), "no card data in Sage");
+        env.pull("sage100").await;
+        env.wait_field("Opportunity", &opp, "Payment_Status__c", Some("Paid"))
+            .await;
+        assert_eq!(
+            env.field("Opportunity", &opp, "Balance_Due__c").as_deref(),
+            Some("0")
+        );
+        // The gateway booked the money at capture; AR is settled, the invoice posted once.
+        assert_eq!(env.balance("1200").await, "0.00 USD");
+        assert_eq!(db_count(&t, INVOICE_ENTRIES).await.0, 1);
+        let _ = agent.send(());
+        env.app.stop().await;
+    }
+);
+
+both!(
+    the_businessworks_loop_runs_through_the_agent,
+    |t| async move {
+        use sync::businessworks::{BwExecutor, BwNames, BwState, ImportFolder, Reader};
+        let env = on_prem(&t, "businessworks", "bw").await;
+        let import = ImportFolder::new(env.dir.path().join("import"));
+        let sim = sync::businessworks::simulator::Simulator::create(
+            &env.dir.path().join("bw.db"),
+            BwNames::default(),
+            import.clone(),
+        )
+        .await
+        .unwrap();
+        sim.add_item("WIDGET", "Widget", 1250, "S").await.unwrap();
+        // BusinessWorks' import utility runs on its own schedule.
+        let importer = sim.spawn_polling(Duration::from_millis(50));
+        let executor = BwExecutor::new(
+            Reader::new(sim.source(), BwNames::default()),
+            BwState::open(&env.dir.path().join("agent.db"))
+                .await
+                .unwrap(),
+            import,
+        );
+        let agent = start_agent_as("bw", &env.app.base, executor);
+
+        // Closed Won → customer and order imported into BusinessWorks.
+        let (acc, opp) = closed_won(&env.sf, "Acme Corp", "WIDGET");
+        let order = env
+            .wait_field("Opportunity", &opp, "Sage_Order_Number__c", None)
+            .await;
+        assert_eq!(
+            env.wait_field("Account", &acc, "Sage_Customer_Id__c", None)
+                .await,
+            "ACMECORP"
+        );
+        let customers = sim.customers().await.unwrap();
+        assert_eq!(customers.len(), 1, "{customers:?}");
+        assert_eq!(sim.order_count().await.unwrap(), 1);
+
+        // BusinessWorks invoices it (tax 2.06, freight 5.00); the agent finds it by row hash.
+        let invoice = sim.invoice_order(&order, 206, 500).await.unwrap();
+        env.pull("businessworks").await;
+        env.wait_field(
+            "Opportunity",
+            &opp,
+            "Sage_Invoice_Number__c",
+            Some(&invoice),
+        )
+        .await;
+        env.wait_field("Opportunity", &opp, "Balance_Due__c", Some("32.06"))
+            .await;
+        assert_eq!(env.balance("1200").await, "32.06 USD");
+        assert_eq!(db_count(&t, INVOICE_ENTRIES).await.0, 1);
+
+        // A card payment: BusinessWorks takes no payments from cashloop, so it waits in review
+        // for a person, who keys it in BusinessWorks; the next read brings the balance back.
+        env.pay(&acc, &opp, "32.06").await;
+        let review = sync::review::Review::new(t.db.clone());
+        let mut items = Vec::new();
+        for _ in 0..400 {
+            items = review.open_items(10).await.unwrap();
+            if !items.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0].record_key, opp);
+        assert!(
+            items[0].detail.to_string().contains("BusinessWorks"),
+            "{:?}",
+            items[0].detail
+        );
+        assert_eq!(sim.apply_payment(&invoice, 3206).await.unwrap(), 0);
+        env.pull("businessworks").await;
+        env.wait_field("Opportunity", &opp, "Payment_Status__c", Some("Paid"))
+            .await;
+        assert_eq!(db_count(&t, INVOICE_ENTRIES).await.0, 1, "posted once");
+
+        // An item BusinessWorks does not know: the import's rejection reaches the error queue
+        // with its text, and nothing is imported.
+        let (_, bad) = closed_won(&env.sf, "Globex", "NOPE");
+        let dead = env.dead_job("NOPE").await;
+        assert_eq!(dead["kind"], "businessworks.agent_result", "{dead}");
+        assert_eq!(sim.order_count().await.unwrap(), 1);
+        assert!(
+            env.field("Opportunity", &bad, "Sage_Order_Number__c")
+                .is_none()
+        );
+        importer.abort();
+        let _ = agent.send(());
+        env.app.stop().await;
     }
 );
