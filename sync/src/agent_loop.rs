@@ -37,7 +37,6 @@ use std::time::Duration;
 use chrono::{NaiveDate, TimeZone, Utc};
 use db::Db;
 use ledger::{Currency, Direction, Ledger};
-use rust_decimal::Decimal;
 use serde_json::{Map, Value as Json, json};
 
 use crate::agent_contract::{
@@ -794,87 +793,18 @@ impl AgentLoop {
     /// unit price less the discount in minor units.
     async fn order_lines(&self, opp_id: &str) -> Result<Vec<contract::OrderLine>, JobError> {
         let currency = self.config.currency;
-        let items = self
-            .salesforce
-            .client()
-            .query_collect(&format!(
-                "SELECT Id, Product2Id, Quantity, UnitPrice, Discount FROM OpportunityLineItem \
-                 WHERE OpportunityId = '{opp_id}' ORDER BY Id"
-            ))
-            .await
-            .map_err(|e| sf_error(&e))?;
-        let product_ids: Vec<String> = items
-            .iter()
-            .filter_map(|i| i.get_str("Product2Id"))
-            .map(|p| sf_id(p, "Product2Id"))
-            .collect::<Result<_, _>>()?;
-        let mut codes: HashMap<String, String> = HashMap::new();
-        if !product_ids.is_empty() {
-            let list = product_ids
-                .iter()
-                .map(|p| format!("'{p}'"))
-                .collect::<Vec<_>>()
-                .join(",");
-            for p in self
-                .salesforce
-                .client()
-                .query_collect(&format!(
-                    "SELECT Id, Name, ProductCode FROM Product2 WHERE Id IN ({list})"
+        let mut lines = Vec::new();
+        for l in crate::deal_lines::deal_lines(&self.salesforce, opp_id).await? {
+            let code = l.product_code().ok_or_else(|| {
+                JobError::Permanent(format!(
+                    "{}: the product has no ProductCode (the item code)",
+                    l.field("Product2Id")
                 ))
-                .await
-                .map_err(|e| sf_error(&e))?
-            {
-                if let (Some(id), Some(code)) = (p.id(), p.get_str("ProductCode")) {
-                    codes.insert(
-                        crate::salesforce::wire::canonical_id(id),
-                        code.trim().to_owned(),
-                    );
-                }
-            }
-        }
-        let mut lines = Vec::with_capacity(items.len());
-        for item in &items {
-            let field = |f: &str| format!("OpportunityLineItem {}: {f}", item.id().unwrap_or("?"));
-            let quantity = item
-                .get_decimal("Quantity")
-                .filter(|q| *q > Decimal::ZERO)
-                .ok_or_else(|| {
-                    JobError::Permanent(format!("{} must be a positive number", field("Quantity")))
-                })?;
-            let price = item
-                .get_decimal("UnitPrice")
-                .filter(|p| *p >= Decimal::ZERO)
-                .ok_or_else(|| {
-                    JobError::Permanent(format!("{} is missing or negative", field("UnitPrice")))
-                })?;
-            let discount = item.get_decimal("Discount").unwrap_or_default();
-            if discount < Decimal::ZERO || discount > Decimal::ONE_HUNDRED {
-                return Err(JobError::Permanent(format!(
-                    "{} must be between 0 and 100",
-                    field("Discount")
-                )));
-            }
-            let net = price
-                .checked_mul(Decimal::ONE_HUNDRED - discount)
-                .map(|a| a / Decimal::ONE_HUNDRED)
-                .ok_or_else(|| {
-                    JobError::Permanent(format!("{} is out of range", field("UnitPrice")))
-                })?;
-            let code = item
-                .get_str("Product2Id")
-                .map(crate::salesforce::wire::canonical_id)
-                .and_then(|p| codes.get(&p).cloned())
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| {
-                    JobError::Permanent(format!(
-                        "{}: the product has no ProductCode (the item code)",
-                        field("Product2Id")
-                    ))
-                })?;
+            })?;
             lines.push(contract::OrderLine {
-                item_code: code,
-                quantity: quantity.normalize().to_string(),
-                unit_price_minor: to_minor(net, currency, &field("UnitPrice"))?,
+                item_code: code.to_owned(),
+                quantity: l.quantity.normalize().to_string(),
+                unit_price_minor: to_minor(l.net_unit_price, currency, &l.field("UnitPrice"))?,
             });
         }
         if lines.is_empty() {

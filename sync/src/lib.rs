@@ -18,6 +18,7 @@ pub mod agent_loop;
 pub mod agent_queue;
 pub mod businessworks;
 pub mod cursor;
+mod deal_lines;
 pub mod flows;
 pub mod intacct;
 pub mod jobs;

@@ -409,6 +409,8 @@ pub(crate) fn ar_entry(
 #[derive(Clone, Debug)]
 struct Line {
     product_id: Option<String>,
+    /// The Product2's Name, when it has one.
+    product_name: Option<String>,
     item_id: Option<String>,
     memo: String,
     quantity: Decimal,
@@ -584,81 +586,30 @@ impl Q2c {
             })?;
 
         // Lines: quantity × unit price less the discount, rounded once per line.
-        let items = self
-            .salesforce
-            .client()
-            .query_collect(&format!(
-                "SELECT Id, Product2Id, Quantity, UnitPrice, Discount, Description FROM OpportunityLineItem \
-                 WHERE OpportunityId = '{opp_id}' ORDER BY Id"
-            ))
-            .await
-            .map_err(|e| sf_error(&e))?;
-        let mut products: HashMap<String, Record> = HashMap::new();
-        let product_ids: Vec<String> = items
-            .iter()
-            .filter_map(|i| i.get_str("Product2Id"))
-            .map(|p| sf_id(p, "Product2Id"))
-            .collect::<Result<_, _>>()?;
-        if !product_ids.is_empty() {
-            let list = product_ids
-                .iter()
-                .map(|p| format!("'{p}'"))
-                .collect::<Vec<_>>()
-                .join(",");
-            for p in self
-                .salesforce
-                .client()
-                .query_collect(&format!(
-                    "SELECT Id, Name, ProductCode FROM Product2 WHERE Id IN ({list})"
-                ))
-                .await
-                .map_err(|e| sf_error(&e))?
-            {
-                if let Some(id) = p.id() {
-                    products.insert(id.to_owned(), p.clone());
-                }
-            }
-        }
         let mut lines = Vec::new();
-        for item in &items {
-            let field = |f: &str| format!("OpportunityLineItem {}: {f}", item.id().unwrap_or("?"));
-            let qty = item
-                .get_decimal("Quantity")
-                .filter(|q| *q > Decimal::ZERO)
-                .ok_or_else(|| {
-                    JobError::Permanent(format!("{} must be a positive number", field("Quantity")))
-                })?;
-            let price = item
-                .get_decimal("UnitPrice")
-                .filter(|p| *p >= Decimal::ZERO)
-                .ok_or_else(|| {
-                    JobError::Permanent(format!("{} is missing or negative", field("UnitPrice")))
-                })?;
-            let discount = item.get_decimal("Discount").unwrap_or_default();
-            if discount < Decimal::ZERO || discount > Decimal::ONE_HUNDRED {
-                return Err(JobError::Permanent(format!(
-                    "{} must be between 0 and 100",
-                    field("Discount")
-                )));
-            }
-            let amount = qty * price * (Decimal::ONE_HUNDRED - discount) / Decimal::ONE_HUNDRED;
-            let product = item.get_str("Product2Id").and_then(|p| products.get(p));
+        for l in crate::deal_lines::deal_lines(&self.salesforce, &opp_id).await? {
+            let amount = l.quantity * l.net_unit_price;
+            let product = l.product.as_ref();
             let product_name = product
                 .and_then(|p| p.get_str("Name"))
                 .unwrap_or("Line")
                 .to_owned();
-            let item_id = product.map(item_id_for);
-            let mut memo = format!("{product_name} × {} @ {price}", qty.normalize());
-            if !discount.is_zero() {
-                memo.push_str(&format!(" less {}%", discount.normalize()));
+            let mut memo = format!(
+                "{product_name} × {} @ {}",
+                l.quantity.normalize(),
+                l.unit_price
+            );
+            if !l.discount.is_zero() {
+                memo.push_str(&format!(" less {}%", l.discount.normalize()));
             }
             lines.push(Line {
                 product_id: product.and_then(|p| p.id()).map(str::to_owned),
-                item_id,
+                product_name: product.and_then(|p| p.get_str("Name")).map(str::to_owned),
+                item_id: product.map(item_id_for),
                 memo,
-                quantity: qty,
-                net_unit_price: price * (Decimal::ONE_HUNDRED - discount) / Decimal::ONE_HUNDRED,
-                amount_minor: to_minor(amount, currency, &field("amount"))?,
+                quantity: l.quantity,
+                net_unit_price: l.net_unit_price,
+                amount_minor: to_minor(amount, currency, &l.field("amount"))?,
             });
         }
         if lines.is_empty() {
@@ -673,6 +624,7 @@ impl Q2c {
                 })?;
             lines.push(Line {
                 product_id: None,
+                product_name: None,
                 item_id: None,
                 memo: opp.get_str("Name").unwrap_or("Opportunity").to_owned(),
                 quantity: Decimal::ONE,
@@ -735,10 +687,7 @@ impl Q2c {
         // 2. The items.
         for l in &lines {
             if let (Some(pid), Some(item_id)) = (&l.product_id, &l.item_id) {
-                let name = products
-                    .get(pid)
-                    .and_then(|p| p.get_str("Name"))
-                    .unwrap_or(item_id);
+                let name = l.product_name.as_deref().unwrap_or(item_id);
                 self.ensure_item(&client, pid, item_id, name).await?;
             }
         }
