@@ -98,38 +98,7 @@ fn closed_won(sf: &SfSim, account: &str, product_code: &str) -> (String, String)
 both!(
     closed_won_reaches_sage_100_through_the_agent,
     |t| async move {
-        let dir = tempfile::tempdir().unwrap();
-        let (secret, _) = sync_secrets(dir.path());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let sf = SfSim::start(SfSimConfig {
-            event_webhook_url: Some(format!("{base}/v1/events/salesforce")),
-            event_secret_hex: secret.clone(),
-            ..SfSimConfig::default()
-        })
-        .await;
-        std::fs::write(
-            dir.path().join("sf-client-secret"),
-            &sf.config().client_secret,
-        )
-        .unwrap();
-        let hash = hex::encode(sha2::Sha256::digest(AGENT_KEY.as_bytes()));
-        let section = format!(
-            "\n[[agents]]\nname = \"s100\"\nkey_sha256 = \"{hash}\"\n\
-         [sync]\nidle_poll_ms = 20\n\
-         [sync.salesforce]\nevent_secret = {{ file = {:?} }}\nlogin_url = {:?}\n\
-         auth = {{ kind = \"client_credentials\", client_id = {:?}, client_secret = {{ file = {:?} }} }}\n\
-         poll_interval_s = 3600\nintegration_user_id = {:?}\n\
-         [sync.sage100]\nagent = \"s100\"\nar_division_no = \"01\"\npoll_interval_s = 3600\n\
-         [sync.sage100.ledger.USD]\nreceivable = \"1200\"\nrevenue = \"4000\"\ntax = \"2200\"\ncash = \"1010\"\n",
-            dir.path().join("event-secret.hex").display().to_string(),
-            sf.base_url(),
-            sf.config().client_id,
-            dir.path().join("sf-client-secret").display().to_string(),
-            sf.config().api_user_id,
-        );
-        let toml = format!("{}{section}", config_toml(&t.url));
-        let app = App::spawn_on(config_with(&t.url, |_| toml.clone()), listener).await;
+        let OnPrem { app, sf, dir } = on_prem(&t, "sage100", "s100").await;
         let sage = Simulator::start(WS_USER, WS_PASSWORD, "ABC", &["WIDGET"]).await;
         let _agent = start_agent(
             &app.base,
