@@ -25,6 +25,7 @@ use crate::agent_contract::{
     CreateSalesOrder, CustomerResult, InvoicesResult, ItemsResult, ReadChanges, SalesOrderResult,
     UpsertCustomer, kind,
 };
+use crate::agent_exec::ExecError;
 use crate::agent_queue::{Command, Outcome};
 
 /// What `import_cash_receipts` answers on BusinessWorks.
@@ -45,11 +46,6 @@ pub struct BwExecutor {
     pub order_no_width: usize,
 }
 
-enum ExecError {
-    Retry(String),
-    Fail(String),
-}
-
 impl From<ReadError> for ExecError {
     fn from(e: ReadError) -> Self {
         if e.retryable() {
@@ -57,12 +53,6 @@ impl From<ReadError> for ExecError {
         } else {
             ExecError::Fail(e.to_string())
         }
-    }
-}
-
-impl From<sqlx::Error> for ExecError {
-    fn from(e: sqlx::Error) -> Self {
-        ExecError::Retry(format!("local state: {e}"))
     }
 }
 
@@ -96,14 +86,7 @@ impl BwExecutor {
 
     /// Executes `cmd`: `Some(outcome)` to report, `None` to leave it for a retry.
     pub async fn execute(&self, cmd: &Command) -> Option<Outcome> {
-        match self.run(cmd).await {
-            Ok(v) => Some(Outcome::Done(v)),
-            Err(ExecError::Fail(e)) => Some(Outcome::Failed(e)),
-            Err(ExecError::Retry(e)) => {
-                tracing::warn!(command = cmd.id, error = %e, "command left for a retry");
-                None
-            }
-        }
+        crate::agent_exec::outcome(cmd, self.run(cmd).await)
     }
 
     async fn run(&self, cmd: &Command) -> Result<Value, ExecError> {

@@ -24,6 +24,7 @@ use crate::agent_contract::{
     CreateSalesOrder, CustomerResult, ImportCashReceipts, ImportReceiptsResult, ReadChanges,
     SalesOrderResult, UpsertCustomer, kind,
 };
+use crate::agent_exec::ExecError;
 use crate::agent_queue::{Command, Outcome};
 use crate::odbc::Source;
 
@@ -151,13 +152,6 @@ fn yyyymmdd(s: &str) -> Result<(), String> {
         .map_err(|_| format!("{s:?} is not a YYYYMMDD date"))
 }
 
-/// How an execution failed: `Retry` leaves the command to be delivered again (Sage or the
-/// local record unreachable), `Fail` is its outcome.
-enum ExecError {
-    Retry(String),
-    Fail(String),
-}
-
 impl From<Sage100Error> for ExecError {
     fn from(e: Sage100Error) -> Self {
         match e {
@@ -182,24 +176,11 @@ fn to_value(r: impl serde::Serialize) -> Result<Value, ExecError> {
     serde_json::to_value(r).map_err(|e| ExecError::Fail(format!("result: {e}")))
 }
 
-impl From<sqlx::Error> for ExecError {
-    fn from(e: sqlx::Error) -> Self {
-        ExecError::Retry(format!("local state: {e}"))
-    }
-}
-
 impl Executor {
     /// Executes `cmd`: `Some(outcome)` to report, `None` when it must be retried later (Sage or
     /// the local record unreachable: the lease runs out and the command comes back).
     pub async fn execute(&self, cmd: &Command) -> Option<Outcome> {
-        match self.run(cmd).await {
-            Ok(v) => Some(Outcome::Done(v)),
-            Err(ExecError::Fail(e)) => Some(Outcome::Failed(e)),
-            Err(ExecError::Retry(e)) => {
-                tracing::warn!(command = cmd.id, error = %e, "command left for a retry");
-                None
-            }
-        }
+        crate::agent_exec::outcome(cmd, self.run(cmd).await)
     }
 
     async fn run(&self, cmd: &Command) -> Result<Value, ExecError> {
