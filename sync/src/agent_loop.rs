@@ -426,38 +426,13 @@ impl AgentLoop {
                 let retried = self.failed_before(job.id).await?;
                 self.agent_result(id, retried).await
             }
-            "salesforce.event" => {
-                let p = &job.payload;
-                let object = p.get("object").and_then(Json::as_str).unwrap_or_default();
-                let stage = p
-                    .get("stage")
-                    .and_then(Json::as_str)
-                    .unwrap_or("Closed Won");
-                if object != "Opportunity" || stage != "Closed Won" {
-                    return Ok(());
-                }
-                let id = p
-                    .get("record_id")
-                    .and_then(Json::as_str)
-                    .ok_or_else(|| JobError::Permanent("record_id is missing".into()))?;
-                self.queue_closed_won(id).await.map(|_| ())
-            }
+            "salesforce.event" => match crate::deals::closed_won_event(&job.payload)? {
+                Some(id) => self.queue_closed_won(id).await.map(|_| ()),
+                None => Ok(()),
+            },
             kind if kind == crate::flows::changed_kind("Opportunity") => {
                 let id = job.text("id")?;
-                let won = crate::flows::mirrored(&self.db, "Opportunity", id)
-                    .await
-                    .map_err(storage)?
-                    .is_some_and(|f| {
-                        f.get("StageName").and_then(Json::as_str) == Some("Closed Won")
-                            || f.get("IsWon").and_then(Json::as_bool) == Some(true)
-                    });
-                let linked = self
-                    .xref
-                    .by_salesforce(OPPORTUNITY, &sf_id(id, "id")?, self.system)
-                    .await
-                    .map_err(storage)?
-                    .is_some();
-                if won && !linked {
+                if crate::deals::won_unlinked(&self.db, &self.xref, self.system, id).await? {
                     self.queue_closed_won(id).await?;
                 }
                 Ok(())
@@ -794,7 +769,7 @@ impl AgentLoop {
     async fn order_lines(&self, opp_id: &str) -> Result<Vec<contract::OrderLine>, JobError> {
         let currency = self.config.currency;
         let mut lines = Vec::new();
-        for l in crate::deal_lines::deal_lines(&self.salesforce, opp_id).await? {
+        for l in crate::deals::deal_lines(&self.salesforce, opp_id).await? {
             let code = l.product_code().ok_or_else(|| {
                 JobError::Permanent(format!(
                     "{}: the product has no ProductCode (the item code)",

@@ -18,7 +18,7 @@ pub mod agent_loop;
 pub mod agent_queue;
 pub mod businessworks;
 pub mod cursor;
-mod deal_lines;
+mod deals;
 pub mod flows;
 pub mod intacct;
 pub mod jobs;

@@ -587,7 +587,7 @@ impl Q2c {
 
         // Lines: quantity × unit price less the discount, rounded once per line.
         let mut lines = Vec::new();
-        for l in crate::deal_lines::deal_lines(&self.salesforce, &opp_id).await? {
+        for l in crate::deals::deal_lines(&self.salesforce, &opp_id).await? {
             let amount = l.quantity * l.net_unit_price;
             let product = l.product.as_ref();
             let product_name = product
@@ -2238,19 +2238,9 @@ struct EventHandler(Arc<Q2c>);
 impl Handler for EventHandler {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let p = &job.payload;
-            let object = p.get("object").and_then(Json::as_str).unwrap_or_default();
-            let stage = p
-                .get("stage")
-                .and_then(Json::as_str)
-                .unwrap_or("Closed Won");
-            if object != "Opportunity" || stage != "Closed Won" {
+            let Some(id) = crate::deals::closed_won_event(&job.payload)? else {
                 return Ok(());
-            }
-            let id = p
-                .get("record_id")
-                .and_then(Json::as_str)
-                .ok_or_else(|| JobError::Permanent("record_id is missing".into()))?;
+            };
             // Run it here (fastest path) under the same dedupe as every other route in.
             self.0.closed_won(id).await.map(|_| ())
         })
@@ -2263,22 +2253,7 @@ impl Handler for OpportunityChangedHandler {
     fn handle<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             let id = job.text("id")?;
-            let won = crate::flows::mirrored(&self.0.db, "Opportunity", id)
-                .await
-                .map_err(storage)?
-                .is_some_and(|f| {
-                    f.get("StageName").and_then(Json::as_str) == Some("Closed Won")
-                        || f.get("IsWon").and_then(Json::as_bool) == Some(true)
-                });
-            // Already invoiced (the Closed Won event got there first): nothing to queue.
-            let linked = self
-                .0
-                .xref
-                .by_salesforce("Opportunity", &sf_id(id, "id")?, SAGE_SYSTEM)
-                .await
-                .map_err(storage)?
-                .is_some();
-            if won && !linked {
+            if crate::deals::won_unlinked(&self.0.db, &self.0.xref, SAGE_SYSTEM, id).await? {
                 self.0.queue_closed_won(id).await?;
             }
             Ok(())

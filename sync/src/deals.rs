@@ -1,7 +1,8 @@
-//! An Opportunity's product lines as every Sage loop reads them from Salesforce: one
-//! OpportunityLineItem each, with its Product2 (Name, ProductCode), checked once here —
-//! quantity positive, unit price not negative, discount between 0 and 100 — so the Intacct,
-//! X3 and agent-backed loops refuse bad Salesforce data with the same text naming the field.
+//! Deals as every Sage loop (Intacct, X3, agent-backed) reads them from Salesforce, written
+//! once: whether an event or a pulled change is a Closed Won deal still to make, and its
+//! product lines — one OpportunityLineItem each, with its Product2 (Name, ProductCode),
+//! checked here (quantity positive, unit price not negative, discount between 0 and 100) so
+//! every loop refuses bad Salesforce data with the same text naming the field.
 
 use std::collections::HashMap;
 
@@ -127,4 +128,54 @@ pub(crate) async fn deal_lines(
         });
     }
     Ok(lines)
+}
+
+/// The Opportunity id of a Salesforce event (`salesforce.event` job) when it says an
+/// Opportunity went Closed Won; `None` for any other event.
+pub(crate) fn closed_won_event(payload: &serde_json::Value) -> Result<Option<&str>, JobError> {
+    use serde_json::Value as Json;
+    let object = payload
+        .get("object")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    let stage = payload
+        .get("stage")
+        .and_then(Json::as_str)
+        .unwrap_or("Closed Won");
+    if object != "Opportunity" || stage != "Closed Won" {
+        return Ok(None);
+    }
+    payload
+        .get("record_id")
+        .and_then(Json::as_str)
+        .map(Some)
+        .ok_or_else(|| JobError::Permanent("record_id is missing".into()))
+}
+
+/// Whether a pulled Opportunity change (`id`) is a won deal that `sage_system` has not made
+/// yet (no Opportunity link): then its Closed Won step is queued. The mirror says whether it
+/// is won; a linked one was already handled (the Closed Won event got there first).
+pub(crate) async fn won_unlinked(
+    db: &db::Db,
+    xref: &crate::xref::Xref,
+    sage_system: &str,
+    id: &str,
+) -> Result<bool, JobError> {
+    use serde_json::Value as Json;
+    let won = crate::flows::mirrored(db, "Opportunity", id)
+        .await
+        .map_err(crate::q2c::storage)?
+        .is_some_and(|f| {
+            f.get("StageName").and_then(Json::as_str) == Some("Closed Won")
+                || f.get("IsWon").and_then(Json::as_bool) == Some(true)
+        });
+    if !won {
+        return Ok(false);
+    }
+    let linked = xref
+        .by_salesforce("Opportunity", &sf_id(id, "id")?, sage_system)
+        .await
+        .map_err(crate::q2c::storage)?
+        .is_some();
+    Ok(!linked)
 }
