@@ -1870,6 +1870,36 @@ impl Config {
     }
 }
 
+/// What the configuration tests of every section share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use figment::Figment;
+    use figment::providers::{Format, Serialized, Toml};
+
+    use super::{Config, ConfigError, RawConfig};
+
+    /// A minimal `[sync.salesforce]` (the Sage lines need one).
+    pub const SF: &str = "[sync.salesforce]\nlogin_url = \"https://login.salesforce.com\"\nauth = { kind = \"client_credentials\", client_id = \"x\", client_secret = { env = \"PATH\" } }\n";
+
+    pub fn load(toml: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(
+            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(toml)),
+        )
+    }
+
+    /// `toml` is refused at `key` with a message containing `text`.
+    #[track_caller]
+    pub fn refused(toml: &str, key: &str, text: &str) {
+        match load(toml) {
+            Err(e) => {
+                assert_eq!(e.key, key, "{e}");
+                assert!(e.to_string().contains(text), "{e}");
+            }
+            Ok(_) => panic!("{toml}: accepted"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,32 +101,11 @@ pub(super) fn agent_line_settings(
 
 #[cfg(test)]
 mod tests {
-    use figment::Figment;
-    use figment::providers::{Format, Serialized, Toml};
+    use super::super::test_support::{SF, load, refused};
 
-    use super::super::{Config, ConfigError, RawConfig};
-
-    const SF: &str = "[sync.salesforce]\nlogin_url = \"https://login.salesforce.com\"\nauth = { kind = \"client_credentials\", client_id = \"x\", client_secret = { env = \"PATH\" } }\n";
     const AGENT: &str = "[[agents]]\nname = \"s100\"\nkey_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
     const S100: &str = "[sync.sage100]\nagent = \"s100\"\nar_division_no = \"01\"\n[sync.sage100.ledger.USD]\nreceivable = \"1200\"\nrevenue = \"4000\"\ntax = \"2200\"\ncash = \"1010\"\n";
     const BW: &str = "[sync.businessworks]\nagent = \"s100\"\n[sync.businessworks.ledger.USD]\nreceivable = \"1200\"\nrevenue = \"4000\"\ntax = \"2200\"\ncash = \"1010\"\n";
-
-    fn load(toml: &str) -> Result<Config, ConfigError> {
-        Config::from_figment(
-            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(toml)),
-        )
-    }
-
-    #[track_caller]
-    fn refused(toml: &str, key: &str, text: &str) {
-        match load(toml) {
-            Err(e) => {
-                assert_eq!(e.key, key, "{e}");
-                assert!(e.to_string().contains(text), "{e}");
-            }
-            Ok(_) => panic!("{toml}: accepted"),
-        }
-    }
 
     #[test]
     fn agent_lines_are_configured_and_checked() {

@@ -187,32 +187,11 @@ pub(super) fn x3_settings(
 
 #[cfg(test)]
 mod tests {
-    use figment::Figment;
-    use figment::providers::{Format, Serialized, Toml};
+    use super::super::test_support::{SF, load, refused};
 
-    use super::super::{Config, ConfigError, RawConfig};
-
-    const SF: &str = "[sync.salesforce]\nlogin_url = \"https://login.salesforce.com\"\nauth = { kind = \"client_credentials\", client_id = \"x\", client_secret = { env = \"PATH\" } }\n";
     const X3: &str = "[sync.x3]\nbase_url = \"https://x3.example.com:8124\"\nfolder = \"SEED\"\nsales_site = \"FR011\"\nshipping_site = \"FR012\"\nuser = \"cashloop\"\npassword = { env = \"PATH\" }\nbank = \"BNK01\"\n";
     const ROUTE: &str = "[[sync.x3.routes]]\nbilling_countries = [\"GB\"]\nfolder = \"UKLIVE\"\nsales_site = \"GB011\"\nshipping_site = \"GB012\"\n";
     const LEDGER: &str = "[sync.x3.ledger.EUR]\nentity = \"FR\"\nreceivable = \"1200\"\nrevenue = \"4000\"\ntax = \"2200\"\ncash = \"1010\"\n";
-
-    fn load(toml: &str) -> Result<Config, ConfigError> {
-        Config::from_figment(
-            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(toml)),
-        )
-    }
-
-    #[track_caller]
-    fn refused(toml: &str, key: &str, text: &str) {
-        match load(toml) {
-            Err(e) => {
-                assert_eq!(e.key, key, "{e}");
-                assert!(e.to_string().contains(text), "{e}");
-            }
-            Ok(_) => panic!("{toml}: accepted"),
-        }
-    }
 
     #[test]
     fn x3_settings_build_a_client_per_folder() {
