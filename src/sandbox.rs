@@ -508,6 +508,16 @@ impl Api {
     }
 }
 
+/// The payments made, one line each: `(deal, payment id, amount, status)`.
+fn print_payments(deals: &[Deal], payments: &[(usize, String, rust_decimal::Decimal, String)]) {
+    for (i, id, amount, status) in payments {
+        println!(
+            "  {id}  {} {amount:.2}  {status}  ({})",
+            deals[*i].currency, deals[*i].account_name
+        );
+    }
+}
+
 /// Waits (at most `secs`) until each `(deal, status)` has that `Payment_Status__c`, naming the
 /// ones still waiting; answers how many have it.
 async fn wait_payment_status(
@@ -1189,12 +1199,7 @@ cash = "1010"
         ia.records("ARPYMT").len()
     );
     println!("Payments through the gateway:");
-    for (i, id, amount, status) in &payments {
-        println!(
-            "  {id}  {} {amount:.2}  {status}  ({})",
-            deals[*i].currency, deals[*i].account_name
-        );
-    }
+    print_payments(&deals, &payments);
     if let Some((no, due)) = &cheque {
         println!("A cheque keyed into Intacct: {no}  {due}");
     }
@@ -1215,30 +1220,13 @@ cash = "1010"
         sf.find("Account", "Type", "Vendor").len(),
         sf.count(sync::vendors::BILL_OBJECT)
     );
-    let tb = call("GET", "/v1/ledger/trial-balance".into(), None, json!(null)).await;
-    println!("Ledger balances:");
-    match &tb {
-        Ok(v) => {
-            for row in v["rows"].as_array().into_iter().flatten() {
-                let a = &row["account"];
-                let minor = |f: &str| row[f].as_i64().unwrap_or(0);
-                let (side, amount) = if minor("debit_minor") > 0 {
-                    ("Dr", minor("debit_minor"))
-                } else {
-                    ("Cr", minor("credit_minor"))
-                };
-                println!(
-                    "  {:<3} {:<5} {:<22} {side} {:>12} {}",
-                    a["entity"].as_str().unwrap_or(""),
-                    a["code"].as_str().unwrap_or(""),
-                    a["name"].as_str().unwrap_or(""),
-                    rust_decimal::Decimal::new(amount, 2),
-                    a["currency"].as_str().unwrap_or("")
-                );
-            }
-        }
-        Err(e) => println!("  (trial balance unavailable: {e})"),
+    Api {
+        http: http.clone(),
+        base: base.clone(),
+        admin_key: admin_key.clone(),
     }
+    .print_trial_balance()
+    .await;
     println!();
     println!("Try:  curl -H 'Authorization: Bearer {admin_key}' {base}/v1/sync/status");
     println!("      curl -H 'Authorization: Bearer {admin_key}' {base}/v1/ledger/trial-balance");

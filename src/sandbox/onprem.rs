@@ -328,12 +328,7 @@ cash = "1010"
             "Payments through the gateway (BusinessWorks: to review, then keyed in BusinessWorks):"
         ),
     }
-    for (i, id, amount, status) in &payments {
-        println!(
-            "  {id}  {} {amount:.2}  {status}  ({})",
-            deals[*i].currency, deals[*i].account_name
-        );
-    }
+    super::print_payments(&deals, &payments);
     api.print_trial_balance().await;
     let (customers, orders) = match &sage {
         Sage::S100(s) => (s.customers().len(), s.sales_orders().len()),

@@ -215,12 +215,7 @@ cash = "1010"
         println!("  … and {} more deals", deals.len() - ACCOUNTS.len());
     }
     println!("Payments through the gateway, applied as X3 receipts:");
-    for (i, id, amount, status) in &payments {
-        println!(
-            "  {id}  {} {amount:.2}  {status}  ({})",
-            deals[*i].currency, deals[*i].account_name
-        );
-    }
+    super::print_payments(&deals, &payments);
     api.print_trial_balance().await;
     let figures = json!({
         "sage": "x3",
