@@ -614,14 +614,15 @@ both!(
         sim.add_item("WIDGET", "Widget", 1250, "S").await.unwrap();
         // BusinessWorks' import utility runs on its own schedule.
         let importer = sim.spawn_polling(Duration::from_millis(50));
-        let executor = BwExecutor::new(
-            Reader::new(sim.source(), BwNames::default()),
-            BwState::open(&env.dir.path().join("agent.db"))
-                .await
-                .unwrap(),
-            import,
-        );
-        let agent = start_agent_as("bw", &env.app.base, executor);
+        let state = env.dir.path().join("agent.db");
+        let executor = || async {
+            BwExecutor::new(
+                Reader::new(sim.source(), BwNames::default()),
+                BwState::open(&state).await.unwrap(),
+                import.clone(),
+            )
+        };
+        let agent = start_agent_as("bw", &env.app.base, executor().await);
 
         // Closed Won → customer and order imported into BusinessWorks.
         let (acc, opp) = closed_won(&env.sf, "Acme Corp", "WIDGET");
@@ -651,6 +652,18 @@ both!(
             .await;
         assert_eq!(env.balance("1200").await, "32.06 USD");
         assert_eq!(db_count(&t, INVOICE_ENTRIES).await.0, 1);
+
+        // The agent crashes and comes back on its local record (row hashes included): another
+        // read imports and posts nothing twice.
+        let _ = agent.send(());
+        let agent = start_agent_as("bw", &env.app.base, executor().await);
+        env.pull("businessworks").await;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(db_count(&t, INVOICE_ENTRIES).await.0, 1);
+        assert_eq!(sim.order_count().await.unwrap(), 1);
+        assert_eq!(sim.customers().await.unwrap().len(), 1);
 
         // A card payment: BusinessWorks takes no payments from cashloop, so it waits in review
         // for a person, who keys it in BusinessWorks; the next read brings the balance back.
