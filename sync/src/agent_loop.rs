@@ -41,7 +41,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::agent_contract::{
     self as contract, CashReceipt, CreateSalesOrder, CustomerResult, ImportCashReceipts,
-    InvoicesResult, ReadChanges, SalesOrderResult, UpsertCustomer, kind as cmd,
+    InvoicesResult, ReadChanges, ReceiptsResult, SalesOrderResult, UpsertCustomer, kind as cmd,
 };
 use crate::agent_queue;
 use crate::cursor::{Cursors, Position};
@@ -58,6 +58,8 @@ const ACCOUNT: &str = "Account";
 const OPPORTUNITY: &str = "Opportunity";
 /// The cursor's object in `sync_cursors` (system = the line).
 const INVOICES: &str = "invoices";
+/// The cursor's object for cash receipts (lines that apply payments).
+const RECEIPTS: &str = "receipts";
 /// Separates an idempotency key's root from a re-issue's suffix.
 const REISSUE: char = '~';
 
@@ -975,6 +977,10 @@ impl AgentLoop {
                 let r: InvoicesResult = serde_json::from_value(result).map_err(bad)?;
                 self.invoices_read(&c, &r).await
             }
+            cmd::READ_CASH_RECEIPTS => {
+                let r: ReceiptsResult = serde_json::from_value(result).map_err(bad)?;
+                self.receipts_read(&c, &r).await
+            }
             other => {
                 // Receipts imported (the balances come back with the next invoice read), or a
                 // read this loop does not issue.
@@ -1148,7 +1154,137 @@ impl AgentLoop {
             .await
             .map_err(storage)?
             .map(|p| p.last_id);
-        self.queue_read(since, tag).await.map(Some)
+        let id = self.queue_read(since, tag).await?;
+        // Receipts entered in Sage by hand (a cheque), on lines whose receipts we can read.
+        if capabilities(self.config.line).apply_payments
+            && !self.in_flight(cmd::READ_CASH_RECEIPTS).await?
+        {
+            let since = self
+                .cursors
+                .get(self.system, RECEIPTS)
+                .await
+                .map_err(storage)?
+                .map(|p| p.last_id);
+            self.queue_receipts_read(since, tag).await?;
+        }
+        Ok(Some(id))
+    }
+
+    async fn queue_receipts_read(&self, since: Option<String>, tag: &str) -> Result<i64, JobError> {
+        let key = format!(
+            "{}:{}:{}:{tag}",
+            self.system,
+            cmd::READ_CASH_RECEIPTS,
+            since.as_deref().unwrap_or("start")
+        );
+        let payload = ReadChanges {
+            since,
+            max_rows: self.config.max_rows,
+        };
+        self.enqueue_command(cmd::READ_CASH_RECEIPTS, &json!(payload), &key)
+            .await
+    }
+
+    /// A cash receipts read: each receipt of a linked customer that is not one cashloop
+    /// imported for a gateway payment (whose money the gateway booked at capture) is booked
+    /// Dr cash / Cr AR once; the invoice balances it lowered come back with the invoice reads.
+    async fn receipts_read(&self, c: &StoredCommand, r: &ReceiptsResult) -> Result<(), JobError> {
+        let currency = self.config.currency;
+        let accounts = self.accounts()?.clone();
+        let mut booked = 0u64;
+        for rec in &r.receipts {
+            if rec.amount_minor <= 0
+                || crate::q2c::is_gateway_payment(&self.db, &rec.check_no).await?
+            {
+                continue;
+            }
+            let Some(customer) = self
+                .xref
+                .by_sage(self.system, ACCOUNT, &rec.ar_division_no, &rec.customer_no)
+                .await
+                .map_err(storage)?
+            else {
+                tracing::info!(customer = %rec.customer_no, deposit = %rec.deposit_no, line = self.system, "receipt of a customer cashloop does not know: skipped");
+                continue;
+            };
+            let date = parse_yyyymmdd(&rec.deposit_date).ok_or_else(|| {
+                JobError::Permanent(format!(
+                    "receipt {} of deposit {}: DepositDate {:?} is not a date",
+                    rec.check_no, rec.deposit_no, rec.deposit_date
+                ))
+            })?;
+            let entry = ar_entry(
+                &accounts.entity,
+                currency,
+                &format!(
+                    "{}:receipt:{}:{}:{}:{}",
+                    self.system, rec.ar_division_no, rec.deposit_no, rec.customer_no, rec.check_no
+                ),
+                date,
+                rec.invoice_no.as_deref().filter(|i| !i.is_empty()),
+                &format!(
+                    "Receipt {} (deposit {}) entered in {} for customer {}-{}",
+                    rec.check_no,
+                    rec.deposit_no,
+                    line_name(self.config.line),
+                    rec.ar_division_no,
+                    rec.customer_no
+                ),
+                &[
+                    (
+                        &accounts.cash,
+                        Direction::Debit,
+                        rec.amount_minor,
+                        None,
+                        None,
+                    ),
+                    (
+                        &accounts.receivable,
+                        Direction::Credit,
+                        rec.amount_minor,
+                        Some(&customer.salesforce_id),
+                        rec.invoice_no.as_deref().filter(|i| !i.is_empty()),
+                    ),
+                ],
+            )?;
+            if !self
+                .ledger
+                .post(entry)
+                .await
+                .map_err(ledger_error)?
+                .replayed
+            {
+                booked += 1;
+            }
+        }
+        tracing::info!(
+            line = self.system,
+            receipts = r.receipts.len(),
+            booked,
+            "cash receipts read"
+        );
+        if let Some(next) = &r.next {
+            let at = Utc
+                .timestamp_millis_opt(c.created_ms)
+                .single()
+                .unwrap_or_else(Utc::now);
+            self.cursors
+                .advance(
+                    self.system,
+                    RECEIPTS,
+                    &Position {
+                        modified_at: at,
+                        last_id: next.clone(),
+                    },
+                )
+                .await
+                .map_err(storage)?;
+        }
+        if r.more {
+            self.queue_receipts_read(r.next.clone(), &format!("after{}", c.id))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn queue_read(&self, since: Option<String>, tag: &str) -> Result<i64, JobError> {

@@ -239,6 +239,22 @@ pub(crate) fn ledger_error(e: ledger::LedgerError) -> JobError {
     }
 }
 
+/// Whether `reference` is a gateway payment's id: receipts a loop sent to Sage for gateway
+/// payments carry it, and their money was booked by the gateway at capture, so a pull that
+/// books receipts entered in Sage skips them.
+pub(crate) async fn is_gateway_payment(db: &db::Db, reference: &str) -> Result<bool, JobError> {
+    if reference.is_empty() {
+        return Ok(false);
+    }
+    const SQL: &str = "SELECT COUNT(*) FROM gateway_payments WHERE id = $1";
+    let n: i64 = db::on_pool!(db, |c| sqlx::query_scalar(SQL)
+        .bind(reference)
+        .fetch_one(c)
+        .await)
+    .map_err(|e| JobError::Retryable(format!("gateway payments: {e}")))?;
+    Ok(n > 0)
+}
+
 /// A Salesforce id as it may appear inside SOQL (15 or 18 alphanumerics).
 /// Always the 18-character form: 15-character ids differ only in case, and Sage keys,
 /// Salesforce external ids and our cross-reference must not confuse two records.

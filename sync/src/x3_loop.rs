@@ -800,7 +800,10 @@ impl X3Loop {
                 .await
                 .map_err(ledger_error)?
                 .is_some();
-            if booked || r.amount_minor <= 0 || self.is_gateway_payment(&r.reference).await? {
+            if booked
+                || r.amount_minor <= 0
+                || crate::q2c::is_gateway_payment(&self.db, &r.reference).await?
+            {
                 continue;
             }
             let currency = Currency::parse(&r.currency)
@@ -833,20 +836,6 @@ impl X3Loop {
             tracing::info!(folder = %link.sage_entity, receipt = %r.number, "X3 receipt booked");
         }
         Ok(())
-    }
-
-    /// Whether `reference` is a gateway payment (the loop's own receipts carry its id).
-    async fn is_gateway_payment(&self, reference: &str) -> Result<bool, JobError> {
-        if reference.is_empty() {
-            return Ok(false);
-        }
-        const SQL: &str = "SELECT COUNT(*) FROM gateway_payments WHERE id = $1";
-        let n: i64 = db::on_pool!(&self.db, |c| sqlx::query_scalar(SQL)
-            .bind(reference)
-            .fetch_one(c)
-            .await)
-        .map_err(|e| JobError::Retryable(format!("gateway payments: {e}")))?;
-        Ok(n > 0)
     }
 
     /// Dr AR / Cr revenue (Cr tax), idempotent per folder and invoice number. True when the

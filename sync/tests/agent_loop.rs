@@ -257,11 +257,27 @@ impl World {
 
     /// The scripted agent: leases the next command, finishes it with `answer`'s outcome and
     /// queues the result job (what the agent API does). Answers the command.
+    /// The agent's next command, answering cash receipt reads (queued beside every invoice
+    /// read of a line that applies payments) with "nothing new" on the way: the tests of
+    /// receipts lease them themselves.
+    async fn lease(&self) -> Option<Command> {
+        loop {
+            let c = agent_queue::lease(&self.db, self.agent, 60_000)
+                .await
+                .unwrap()?;
+            if c.kind != "read_cash_receipts" {
+                return Some(c);
+            }
+            let empty = Outcome::Done(json!({"receipts": [], "next": null, "more": false}));
+            agent_queue::finish(&self.db, self.agent, c.id, &empty)
+                .await
+                .unwrap();
+            queue_result(&self.jobs, self.line, c.id).await.unwrap();
+        }
+    }
+
     async fn agent_step(&self, answer: impl FnOnce(&Command) -> Outcome) -> Command {
-        let c = agent_queue::lease(&self.db, self.agent, 60_000)
-            .await
-            .unwrap()
-            .expect("a command for the agent");
+        let c = self.lease().await.expect("a command for the agent");
         let outcome = answer(&c);
         assert!(
             agent_queue::finish(&self.db, self.agent, c.id, &outcome)
@@ -273,13 +289,7 @@ impl World {
     }
 
     async fn nothing_for_the_agent(&self) {
-        assert!(
-            agent_queue::lease(&self.db, self.agent, 60_000)
-                .await
-                .unwrap()
-                .is_none(),
-            "no command expected"
-        );
+        assert!(self.lease().await.is_none(), "no command expected");
     }
 
     async fn commands(&self) -> i64 {
@@ -737,10 +747,7 @@ async fn invoices_and_payments(db: Db) {
         "currency": "USD", "amount_minor": 2000, "captured_minor": 2000, "refunded_minor": 0});
     w.flow.payment(&pay).await.unwrap();
     w.flow.payment(&pay).await.unwrap();
-    let c = agent_queue::lease(&w.db, "s100", 60_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let c = w.lease().await.unwrap();
     assert_eq!(c.kind, "import_cash_receipts");
     let p: ImportCashReceipts = serde_json::from_value(c.payload).unwrap();
     let got: Vec<(&str, i64)> = p

@@ -560,9 +560,38 @@ both!(
         assert_eq!(env.balance("1200").await, "32.06 USD");
         assert_eq!((sage.customers().len(), sage.sales_orders().len()), (1, 1));
 
-        // The customer pays by card: a Visual Integrator cash receipt against the invoice, which
-        // Sage's VI job posts; the next read brings the zero balance back.
-        let payment = env.pay(&acc, &opp, "32.06").await;
+        // A cheque of 10.00 keyed into Sage 100 by a person: the next read books it Dr cash /
+        // Cr AR once, and brings the lower balance back.
+        sage.key_cash_receipt(&sync::sage100::simulator::KeyedReceipt {
+            ar_division_no: "01".into(),
+            customer_no: "ACMECORP".into(),
+            check_no: "CHK1001".into(),
+            deposit_date: "20261125".into(),
+            amount_minor: 1000,
+            invoice_no: invoice.clone(),
+            comment: String::new(),
+        })
+        .unwrap();
+        env.pull("sage100").await;
+        env.wait_field("Opportunity", &opp, "Balance_Due__c", Some("22.06"))
+            .await;
+        for _ in 0..400 {
+            if env.balance("1000").await == "10.00 USD" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(env.balance("1000").await, "10.00 USD");
+        assert_eq!(env.balance("1200").await, "22.06 USD");
+        assert_eq!(
+            env.field("Opportunity", &opp, "Payment_Status__c")
+                .as_deref(),
+            Some("Partially Paid")
+        );
+
+        // The customer pays the rest by card: a Visual Integrator cash receipt against the
+        // invoice, which Sage's VI job posts; the next read brings the zero balance back.
+        let payment = env.pay(&acc, &opp, "22.06").await;
         let mut posted = Vec::new();
         for _ in 0..400 {
             posted.extend(sage.run_visual_integrator().unwrap());
@@ -579,7 +608,7 @@ both!(
         );
         let receipt = std::fs::read_to_string(vi.join("processed").join(&posted[0].file)).unwrap();
         assert!(
-            receipt.contains(&invoice) && receipt.contains("32.06") && receipt.contains(&payment),
+            receipt.contains(&invoice) && receipt.contains("22.06") && receipt.contains(&payment),
             "{receipt}"
         );
         assert!(!receipt.contains("4111"), "no card data in Sage");
@@ -590,9 +619,20 @@ both!(
             env.field("Opportunity", &opp, "Balance_Due__c").as_deref(),
             Some("0")
         );
-        // The gateway booked the money at capture; AR is settled, the invoice posted once.
+        // The gateway booked the card money at capture (not again from Sage's receipts); AR is
+        // settled, the invoice and the cheque posted once.
         assert_eq!(env.balance("1200").await, "0.00 USD");
+        assert_eq!(env.balance("1000").await, "10.00 USD");
         assert_eq!(db_count(&t, INVOICE_ENTRIES).await.0, 1);
+        assert_eq!(
+            db_count(
+                &t,
+                "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE 'sage100:receipt:%'"
+            )
+            .await
+            .0,
+            1
+        );
         let _ = agent.send(());
         env.app.stop().await;
     }
