@@ -326,6 +326,7 @@ v1_routes! {
     key POST "/v1/sync/x3/pull" => sync_x3_pull;
     key POST "/v1/sync/sage100/pull" => sync_sage100_pull;
     key POST "/v1/sync/businessworks/pull" => sync_businessworks_pull;
+    key GET "/v1/agents/commands" => agent_commands;
     key POST "/v1/payment_links" => post_payment_link;
     // Authenticated by its signature, not an API key: Authorize.Net cannot send one.
     open POST "/v1/processors/authorize_net/webhooks" => authnet_webhook;
@@ -1198,6 +1199,35 @@ async fn sync_jobs(
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(Json(json!({"data": jobs})).into_response())
+}
+
+#[derive(Deserialize)]
+struct AgentCommandsQuery {
+    agent: Option<String>,
+    status: Option<String>,
+}
+
+/// `GET /v1/agents/commands?agent=…&status=failed`: what the on-premise agents were asked to
+/// do, newest first (at most 200) — pending, leased (with the lease's end), done, or failed
+/// with the agent's text. Payloads and results are not shown.
+async fn agent_commands(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<AgentCommandsQuery>,
+) -> Result<Response, AppError> {
+    require(&caller, &[Role::Admin, Role::Finance, Role::Auditor])?;
+    if let Some(s) = q.status.as_deref()
+        && !sync::agent_queue::STATUSES.contains(&s)
+    {
+        return Err(invalid(
+            "status",
+            "status: must be pending, leased, done or failed".to_owned(),
+        ));
+    }
+    let commands = sync::agent_queue::list(&state.db, q.agent.as_deref(), q.status.as_deref(), 200)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(Json(json!({"data": commands})).into_response())
 }
 
 #[derive(Deserialize, Default)]

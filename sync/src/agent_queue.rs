@@ -249,3 +249,84 @@ pub async fn get(db: &Db, id: i64) -> Result<Option<CommandState>> {
     })
     .transpose()
 }
+
+/// The statuses a command goes through.
+pub const STATUSES: [&str; 4] = ["pending", "leased", "done", "failed"];
+
+/// A command as an operator sees it (no payload or result: those are the agent's business and
+/// can be large).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CommandSummary {
+    pub id: i64,
+    pub agent: String,
+    pub kind: String,
+    pub status: String,
+    pub idempotency_key: String,
+    pub deliveries: i64,
+    /// While leased: until when (epoch ms); after that the command is handed out again.
+    pub lease_until_ms: Option<i64>,
+    pub error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// The newest commands (at most `limit`), optionally of one agent and one status.
+pub async fn list(
+    db: &Db,
+    agent: Option<&str>,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<CommandSummary>> {
+    const SQL: &str = "SELECT id, agent, kind, status, idempotency_key, deliveries, lease_until_ms, \
+           error, created_ms, updated_ms FROM agent_commands \
+         WHERE ($1 IS NULL OR agent = $1) AND ($2 IS NULL OR status = $2) \
+         ORDER BY id DESC LIMIT $3";
+    type Row = (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        Option<i64>,
+        Option<String>,
+        i64,
+        i64,
+    );
+    let rows: Vec<Row> = db::on_pool!(db, |c| sqlx::query_as(SQL)
+        .bind(agent)
+        .bind(status)
+        .bind(limit)
+        .fetch_all(c)
+        .await)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                id,
+                agent,
+                kind,
+                status,
+                idempotency_key,
+                deliveries,
+                lease_until_ms,
+                error,
+                created_ms,
+                updated_ms,
+            )| {
+                CommandSummary {
+                    id,
+                    agent,
+                    kind,
+                    status,
+                    idempotency_key,
+                    deliveries,
+                    lease_until_ms,
+                    error,
+                    created_ms,
+                    updated_ms,
+                }
+            },
+        )
+        .collect())
+}

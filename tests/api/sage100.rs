@@ -109,7 +109,7 @@ both!(
                     .unwrap(),
                 sf_udf: "UDF_SF_ID".into(),
                 vi_folder: None,
-                odbc: None,
+                odbc: Some(sync::odbc::Source::new(sage.odbc_connection_string())),
             },
         );
 
@@ -184,6 +184,50 @@ both!(
         let dead = dead.expect("the failed order in the error queue");
         let text = dead["last_error"].as_str().unwrap();
         assert!(text.contains("Item NOPE is not on file."), "{text}");
+        // The operator's view of the agent's commands: the failed order with Sage's text.
+        let (status, failed, _) = app
+            .call(
+                "GET",
+                "/v1/agents/commands?agent=s100&status=failed",
+                Some(AUDITOR_KEY),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{failed}");
+        let failed = failed["data"].as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0]["kind"], "create_sales_order");
+        assert!(
+            failed[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("CI_NOF")),
+            "{failed:?}"
+        );
+        assert!(failed[0].get("payload").is_none());
+        let (_, done, _) = app
+            .call(
+                "GET",
+                "/v1/agents/commands?status=done",
+                Some(ADMIN_KEY),
+                None,
+                None,
+            )
+            .await;
+        assert!(
+            done["data"].as_array().unwrap().len() >= 3,
+            "two customers and an order: {done}"
+        );
+        let (status, _, _) = app
+            .call(
+                "GET",
+                "/v1/agents/commands?status=lost",
+                Some(ADMIN_KEY),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, 422);
         assert_eq!(sage.sales_orders().len(), 1);
         assert!(text_field(&sf, "Opportunity", &bad, "Sage_Order_Number__c").is_none());
 
