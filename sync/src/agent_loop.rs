@@ -837,23 +837,23 @@ impl AgentLoop {
         })
     }
 
-    /// Whether the last invoice read failed and its result job is not settled yet (dead,
-    /// or about to run): one error queue entry, not one per schedule tick, while the agent
+    /// Whether the last `kind` read failed and its result job is not settled yet (dead, or
+    /// about to run): one error queue entry, not one per schedule tick, while the agent
     /// cannot read. Retrying the job re-issues the read; resolving it lets the schedule go on.
-    async fn read_waits_for_a_person(&self) -> Result<bool, JobError> {
+    async fn read_waits_for_a_person(&self, kind: &str) -> Result<bool, JobError> {
         const LAST: &str = "SELECT id, status FROM agent_commands WHERE agent = $1 AND kind = $2 \
              ORDER BY id DESC LIMIT 1";
         const JOB: &str = "SELECT status FROM sync_jobs WHERE dedupe_key = $1";
         let last: Option<(i64, String)> = match &self.db {
             Db::Postgres(p) => sqlx::query_as(LAST)
                 .bind(&self.config.agent)
-                .bind(cmd::READ_CHANGED_INVOICES)
+                .bind(kind)
                 .fetch_optional(p)
                 .await
                 .map_err(storage)?,
             Db::Sqlite(s) => sqlx::query_as(sqlx::AssertSqlSafe(LAST.replace('$', "?")))
                 .bind(&self.config.agent)
-                .bind(cmd::READ_CHANGED_INVOICES)
+                .bind(kind)
                 .fetch_optional(&s.pool)
                 .await
                 .map_err(storage)?,
@@ -1134,7 +1134,10 @@ impl AgentLoop {
     /// per pull job (the cursor alone would repeat when nothing changed). Answers the
     /// command id, `None` when one was in flight.
     pub async fn pull(&self, tag: &str) -> Result<Option<i64>, JobError> {
-        if self.read_waits_for_a_person().await? {
+        if self
+            .read_waits_for_a_person(cmd::READ_CHANGED_INVOICES)
+            .await?
+        {
             tracing::info!(
                 line = self.system,
                 "the last invoice read failed and is in the error queue: none queued until it is retried or resolved"
@@ -1158,6 +1161,9 @@ impl AgentLoop {
         // Receipts entered in Sage by hand (a cheque), on lines whose receipts we can read.
         if capabilities(self.config.line).apply_payments
             && !self.in_flight(cmd::READ_CASH_RECEIPTS).await?
+            && !self
+                .read_waits_for_a_person(cmd::READ_CASH_RECEIPTS)
+                .await?
         {
             let since = self
                 .cursors

@@ -842,3 +842,83 @@ both_backends!(invoice_reads_and_payment_allocation, |t| {
 both_backends!(businessworks_payments_go_to_review, |t| businessworks(
     t.db.clone()
 ));
+
+/// Sage 100 receipts: every pull also reads cash receipts; a failed receipts read holds its
+/// own schedule (one error queue entry) while invoice reads go on; a keyed cheque of a linked
+/// customer is booked Dr cash / Cr AR once, a receipt of an unknown customer is skipped.
+async fn receipts(db: Db) {
+    let w = world(db, SageLine::Sage100).await;
+    let deal = w.deal("Acme Corp", &[("WIDGET", "2", "12.50")]);
+    let (customer, _) = w.ordered(&deal, "0000001").await;
+    let kinds = |c: &Command| c.kind.clone();
+    let raw = || async { agent_queue::lease(&w.db, w.agent, 60_000).await.unwrap() };
+    let empty_invoices = Outcome::Done(json!({"invoices": [], "next": null, "more": false}));
+
+    w.flow.pull("r1").await.unwrap().unwrap();
+    let inv = raw().await.unwrap();
+    let rec = raw().await.unwrap();
+    assert_eq!(
+        (kinds(&inv).as_str(), kinds(&rec).as_str()),
+        ("read_changed_invoices", "read_cash_receipts")
+    );
+    for (c, o) in [
+        (&inv, empty_invoices.clone()),
+        (
+            &rec,
+            Outcome::Failed("ODBC: AR_CashReceiptsHistory: no such table".into()),
+        ),
+    ] {
+        agent_queue::finish(&w.db, w.agent, c.id, &o).await.unwrap();
+        queue_result(&w.jobs, w.line, c.id).await.unwrap();
+    }
+    w.drain().await;
+    // The next tick reads invoices again, but no receipts while the failure waits for a person.
+    w.flow.pull("r2").await.unwrap().unwrap();
+    let next = raw().await.unwrap();
+    assert_eq!(next.kind, "read_changed_invoices");
+    assert!(raw().await.is_none(), "no second receipts read");
+    agent_queue::finish(&w.db, w.agent, next.id, &empty_invoices)
+        .await
+        .unwrap();
+    queue_result(&w.jobs, w.line, next.id).await.unwrap();
+    w.drain().await;
+    let dead = w.jobs.list(Some("dead"), 10).await.unwrap();
+    let failed = dead
+        .iter()
+        .find(|j| {
+            j.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("no such table"))
+        })
+        .expect("the failed receipts read in the error queue");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+
+    // A person fixes the data source and retries: the read is issued again.
+    w.jobs.retry(failed.id, "ops").await.unwrap();
+    w.drain().await;
+    let again = raw().await.unwrap();
+    assert_eq!(again.kind, "read_cash_receipts");
+    let receipt = |customer_no: &str, check: &str, amount: i64| {
+        json!({"deposit_no": "00042", "ar_division_no": "01", "customer_no": customer_no,
+               "check_no": check, "deposit_date": "20261125", "amount_minor": amount,
+               "invoice_no": "0100001"})
+    };
+    let result = Outcome::Done(json!({"receipts": [
+            receipt(&customer.customer_no, "CHK77", 1500),
+            receipt("STRANGER", "CHK78", 900),
+        ], "next": "r9", "more": false}));
+    agent_queue::finish(&w.db, w.agent, again.id, &result)
+        .await
+        .unwrap();
+    queue_result(&w.jobs, w.line, again.id).await.unwrap();
+    w.drain().await;
+    assert_eq!(w.balance("1010").await, 1500, "the cheque, once");
+    // The same result handled again (a replay) books nothing more.
+    w.flow.agent_result(again.id, false).await.unwrap();
+    assert_eq!(w.balance("1010").await, 1500);
+    assert!(w.ledger.verify(&|_| {}).await.unwrap().ok());
+}
+
+both_backends!(sage_100_receipts_are_read_and_booked_once, |t| receipts(
+    t.db.clone()
+));
