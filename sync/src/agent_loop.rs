@@ -56,6 +56,8 @@ use crate::xref::{Link, Linked, Xref};
 /// Cross-reference objects: an Account is a customer, an Opportunity its sales order.
 const ACCOUNT: &str = "Account";
 const OPPORTUNITY: &str = "Opportunity";
+/// Cross-reference object: a gateway payment → the check number of its cash receipts.
+const PAYMENT: &str = "Payment";
 /// The cursor's object in `sync_cursors` (system = the line).
 const INVOICES: &str = "invoices";
 /// The cursor's object for cash receipts (lines that apply payments).
@@ -281,6 +283,15 @@ fn numbered(base: &str, n: u32, max: usize) -> String {
     let suffix = n.to_string();
     let keep = max.saturating_sub(suffix.len());
     format!("{}{suffix}", base.chars().take(keep).collect::<String>())
+}
+
+/// The check number of a gateway payment's cash receipts: `CL` and 8 hex digits of the
+/// payment id's SHA-256 (Sage 100's CheckNo holds 10 characters; the payment id is in the
+/// receipt's comment for people).
+fn check_no_for(payment_id: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(payment_id.as_bytes());
+    format!("CL{}", hex::encode_upper(&h[..4]))
 }
 
 /// The root of an idempotency key (without re-issue suffixes).
@@ -1192,14 +1203,22 @@ impl AgentLoop {
     }
 
     /// A cash receipts read: each receipt of a linked customer that is not one cashloop
-    /// imported for a gateway payment (whose money the gateway booked at capture) is booked
+    /// imported for a gateway payment (its check number is linked to the payment; the gateway
+    /// booked that money at capture) is booked
     /// Dr cash / Cr AR once; the invoice balances it lowered come back with the invoice reads.
     async fn receipts_read(&self, c: &StoredCommand, r: &ReceiptsResult) -> Result<(), JobError> {
         let currency = self.config.currency;
         let accounts = self.accounts()?.clone();
         let mut booked = 0u64;
         for rec in &r.receipts {
+            let ours = self
+                .xref
+                .by_sage(self.system, PAYMENT, &rec.ar_division_no, &rec.check_no)
+                .await
+                .map_err(storage)?
+                .is_some();
             if rec.amount_minor <= 0
+                || ours
                 || crate::q2c::is_gateway_payment(&self.db, &rec.check_no).await?
             {
                 continue;
@@ -1701,12 +1720,27 @@ impl AgentLoop {
                 })?
                 .to_owned();
             let today = yyyymmdd(Utc::now().date_naive());
+            // Sage 100's CheckNo holds 10 characters: a short reference, linked to the payment
+            // so the receipts read knows the receipt as ours (the gateway booked its money).
+            let check_no = check_no_for(&payment_id);
+            match self
+                .link(PAYMENT, &payment_id, &link.sage_entity, &check_no, None)
+                .await?
+            {
+                Linked::Created | Linked::Existing => {}
+                Linked::Conflict(other) => {
+                    return Err(JobError::Permanent(format!(
+                        "check number {check_no} of payment {payment_id} is already payment {}'s",
+                        other.salesforce_id
+                    )));
+                }
+            }
             let receipt = |amount: i64, invoice: &str| CashReceipt {
                 salesforce_id: payment_id.clone(),
                 ar_division_no: link.sage_entity.clone(),
                 customer_no: customer_no.clone(),
                 deposit_date: today.clone(),
-                check_no: payment_id.clone(),
+                check_no: check_no.clone(),
                 amount_minor: amount,
                 invoice_no: invoice.to_owned(),
             };
@@ -1773,6 +1807,9 @@ mod tests {
 
     #[test]
     fn customer_numbers_and_kinds() {
+        assert_eq!(check_no_for("pay_abc").len(), 10);
+        assert!(check_no_for("pay_abc").starts_with("CL"));
+        assert_ne!(check_no_for("pay_abc"), check_no_for("pay_abd"));
         assert_eq!(customer_no_from("Acme Corp., Inc.", 20), "ACMECORPINC");
         assert_eq!(
             customer_no_from("A very long company name indeed", 20),

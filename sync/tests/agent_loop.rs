@@ -759,9 +759,13 @@ async fn invoices_and_payments(db: Db) {
         got,
         vec![("0100001", 700), ("0100003", 1000), ("0100004", 300)]
     );
+    // One short check number (Sage 100's CheckNo holds 10) for the payment's receipts; the
+    // payment id is their comment.
     assert!(p.receipts.iter().all(|r| r.customer_no == "ACMECORP"
         && r.ar_division_no == "01"
-        && r.check_no == "pay_s100_1"));
+        && r.salesforce_id == "pay_s100_1"
+        && r.check_no.len() == 10
+        && r.check_no == p.receipts[0].check_no));
     w.nothing_for_the_agent().await;
     // A second payment before the next read: what is left of the newest, the rest on account.
     let mut second = pay.clone();
@@ -916,6 +920,36 @@ async fn receipts(db: Db) {
     // The same result handled again (a replay) books nothing more.
     w.flow.agent_result(again.id, false).await.unwrap();
     assert_eq!(w.balance("1010").await, 1500);
+
+    // A gateway payment's own receipt, read back after the VI import: not booked (the
+    // gateway booked that money at capture).
+    let pay = json!({"payment_id": "pay_s100_r", "opportunity_id": deal.opportunity,
+        "account_id": deal.account, "method_kind": "card", "status": "captured",
+        "currency": "USD", "amount_minor": 2500, "captured_minor": 2500, "refunded_minor": 0});
+    w.flow.payment(&pay).await.unwrap();
+    let import = w.lease().await.unwrap();
+    assert_eq!(import.kind, "import_cash_receipts");
+    let check = import.payload["receipts"][0]["check_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.flow.pull("r3").await.unwrap().unwrap();
+    let _invoices = raw().await.unwrap();
+    let read = raw().await.unwrap();
+    assert_eq!(read.kind, "read_cash_receipts");
+    let ours = Outcome::Done(
+        json!({"receipts": [receipt(&customer.customer_no, &check, 2500)],
+        "next": "r10", "more": false}),
+    );
+    agent_queue::finish(&w.db, w.agent, read.id, &ours)
+        .await
+        .unwrap();
+    w.flow.agent_result(read.id, false).await.unwrap();
+    assert_eq!(
+        w.balance("1010").await,
+        1500,
+        "our own receipt is not booked"
+    );
     assert!(w.ledger.verify(&|_| {}).await.unwrap().ok());
 }
 
