@@ -356,6 +356,12 @@ async fn visual_integrator_posts_a_good_file_and_rejects_a_bad_one() {
             receipt("pay_5", 2901, &inv),
             "record 2: amount 29.01 over the balance 29.00",
         ),
+        (
+            "pay_6",
+            // A 36-character payment id does not fit Sage 100's CheckNo.
+            receipt("pay_0123456789abcdef0123456789abcdef", 100, &inv),
+            "record 2: CheckNo \"pay_0123456789abcdef0123456789abcdef\" is longer than 10 characters",
+        ),
     ];
     for (check, second, reason) in bad {
         let f = r

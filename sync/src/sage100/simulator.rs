@@ -603,6 +603,9 @@ fn invoice_order(shared: &Shared, req: &InvoiceOrder) -> Result<String, SimError
     Ok(invoice_no)
 }
 
+/// The longest check number Sage 100 keeps.
+const CHECK_NO_MAX: usize = 10;
+
 /// One receipt line to post (from a VI record or a hand-keyed entry).
 #[derive(Debug)]
 struct ReceiptLine {
@@ -625,6 +628,13 @@ fn check_receipts(db: &Connection, lines: &[ReceiptLine]) -> Result<(), (usize, 
         yyyymmdd(&l.deposit_date).map_err(bad)?;
         if l.amount_minor <= 0 {
             return Err(bad("the amount must be positive".into()));
+        }
+        // AR_CashReceiptsHistory.CheckNo is 10 characters in the File Layout.
+        if l.check_no.chars().count() > CHECK_NO_MAX {
+            return Err(bad(format!(
+                "CheckNo {:?} is longer than {CHECK_NO_MAX} characters",
+                l.check_no
+            )));
         }
         if !seen.insert((
             l.div.clone(),
