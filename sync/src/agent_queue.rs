@@ -8,8 +8,9 @@
 //! executing it twice. The first result is kept; a result for a finished command is accepted
 //! and ignored, so an agent may resend results freely.
 //!
-//! Every statement is written once with `$n` placeholders (SQLite reads them as `?n`); the lease
-//! is one conditional UPDATE, so two pollers never hold the same command.
+//! Every statement is written once with `$n` placeholders (both backends read them) and run
+//! through `db::on_pool!`; the lease is one conditional UPDATE, so two pollers never hold the
+//! same command.
 
 use db::Db;
 use serde::{Deserialize, Serialize};
@@ -69,10 +70,6 @@ pub enum Outcome {
     Failed(String),
 }
 
-fn sqlite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
-
 /// Epoch milliseconds now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -95,36 +92,20 @@ pub async fn enqueue(
     const INSERT: &str = "INSERT INTO agent_commands (agent, kind, payload, idempotency_key, status, created_ms, updated_ms) \
          VALUES ($1, $2, $3, $4, 'pending', $5, $5) ON CONFLICT (idempotency_key) DO NOTHING";
     const SELECT: &str = "SELECT id FROM agent_commands WHERE idempotency_key = $1";
-    let id: i64 = match db {
-        Db::Postgres(p) => {
-            sqlx::query(INSERT)
-                .bind(agent)
-                .bind(kind)
-                .bind(&payload)
-                .bind(idempotency_key)
-                .bind(now)
-                .execute(p)
-                .await?;
-            sqlx::query_scalar(SELECT)
-                .bind(idempotency_key)
-                .fetch_one(p)
-                .await?
-        }
-        Db::Sqlite(s) => {
-            sqlx::query(sqlx::AssertSqlSafe(sqlite(INSERT)))
-                .bind(agent)
-                .bind(kind)
-                .bind(&payload)
-                .bind(idempotency_key)
-                .bind(now)
-                .execute(&s.pool)
-                .await?;
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sqlite(SELECT)))
-                .bind(idempotency_key)
-                .fetch_one(&s.pool)
-                .await?
-        }
-    };
+    let id: i64 = db::on_pool!(db, |c| {
+        sqlx::query(INSERT)
+            .bind(agent)
+            .bind(kind)
+            .bind(&payload)
+            .bind(idempotency_key)
+            .bind(now)
+            .execute(c)
+            .await?;
+        sqlx::query_scalar(SELECT)
+            .bind(idempotency_key)
+            .fetch_one(c)
+            .await?
+    });
     Ok(id)
 }
 
@@ -139,24 +120,12 @@ pub async fn lease(db: &Db, agent: &str, lease_ms: i64) -> Result<Option<Command
            AND (status = 'pending' OR (status = 'leased' AND lease_until_ms < $2)) \
          RETURNING id, kind, payload, idempotency_key, deliveries";
     type Row = (i64, String, String, String, i64);
-    let row: Option<Row> = match db {
-        Db::Postgres(p) => {
-            sqlx::query_as(SQL)
-                .bind(agent)
-                .bind(now)
-                .bind(now.saturating_add(lease_ms))
-                .fetch_optional(p)
-                .await?
-        }
-        Db::Sqlite(s) => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sqlite(SQL)))
-                .bind(agent)
-                .bind(now)
-                .bind(now.saturating_add(lease_ms))
-                .fetch_optional(&s.pool)
-                .await?
-        }
-    };
+    let row: Option<Row> = db::on_pool!(db, |c| sqlx::query_as(SQL)
+        .bind(agent)
+        .bind(now)
+        .bind(now.saturating_add(lease_ms))
+        .fetch_optional(c)
+        .await)?;
     row.map(|(id, kind, payload, idempotency_key, deliveries)| {
         Ok(Command {
             id,
@@ -181,28 +150,16 @@ pub async fn finish(db: &Db, agent: &str, id: i64, outcome: &Outcome) -> Result<
     const SQL: &str = "UPDATE agent_commands SET status = $3, result = $4, error = $5, \
            lease_until_ms = NULL, updated_ms = $6 \
          WHERE id = $1 AND agent = $2 AND status IN ('pending', 'leased')";
-    let n = match db {
-        Db::Postgres(p) => sqlx::query(SQL)
-            .bind(id)
-            .bind(agent)
-            .bind(status)
-            .bind(result.as_deref())
-            .bind(error)
-            .bind(now)
-            .execute(p)
-            .await?
-            .rows_affected(),
-        Db::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(sqlite(SQL)))
-            .bind(id)
-            .bind(agent)
-            .bind(status)
-            .bind(result.as_deref())
-            .bind(error)
-            .bind(now)
-            .execute(&s.pool)
-            .await?
-            .rows_affected(),
-    };
+    let n = db::on_pool!(db, |c| sqlx::query(SQL)
+        .bind(id)
+        .bind(agent)
+        .bind(status)
+        .bind(result.as_deref())
+        .bind(error)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     if n == 1 {
         return Ok(true);
     }
@@ -224,15 +181,8 @@ pub async fn get(db: &Db, id: i64) -> Result<Option<CommandState>> {
         Option<String>,
         Option<String>,
     );
-    let row: Option<Row> = match db {
-        Db::Postgres(p) => sqlx::query_as(SQL).bind(id).fetch_optional(p).await?,
-        Db::Sqlite(s) => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sqlite(SQL)))
-                .bind(id)
-                .fetch_optional(&s.pool)
-                .await?
-        }
-    };
+    let row: Option<Row> =
+        db::on_pool!(db, |c| sqlx::query_as(SQL).bind(id).fetch_optional(c).await)?;
     row.map(|(id, agent, kind, status, deliveries, result, error)| {
         Ok(CommandState {
             id,
