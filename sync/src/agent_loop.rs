@@ -818,18 +818,11 @@ impl AgentLoop {
             Option<String>,
             i64,
         );
-        let row: Option<Row> = match &self.db {
-            Db::Postgres(p) => sqlx::query_as(SQL)
-                .bind(id)
-                .fetch_optional(p)
-                .await
-                .map_err(storage)?,
-            Db::Sqlite(s) => sqlx::query_as(sqlx::AssertSqlSafe(SQL.replace('$', "?")))
-                .bind(id)
-                .fetch_optional(&s.pool)
-                .await
-                .map_err(storage)?,
-        };
+        let row: Option<Row> = db::on_pool!(&self.db, |c| sqlx::query_as(SQL)
+            .bind(id)
+            .fetch_optional(c)
+            .await)
+        .map_err(storage)?;
         let r = row.ok_or_else(|| JobError::Permanent(format!("there is no command {id}")))?;
         let parse = |t: &str, what: &str| {
             serde_json::from_str::<Json>(t)
@@ -855,20 +848,12 @@ impl AgentLoop {
         const LAST: &str = "SELECT id, status FROM agent_commands WHERE agent = $1 AND kind = $2 \
              ORDER BY id DESC LIMIT 1";
         const JOB: &str = "SELECT status FROM sync_jobs WHERE dedupe_key = $1";
-        let last: Option<(i64, String)> = match &self.db {
-            Db::Postgres(p) => sqlx::query_as(LAST)
-                .bind(&self.config.agent)
-                .bind(kind)
-                .fetch_optional(p)
-                .await
-                .map_err(storage)?,
-            Db::Sqlite(s) => sqlx::query_as(sqlx::AssertSqlSafe(LAST.replace('$', "?")))
-                .bind(&self.config.agent)
-                .bind(kind)
-                .fetch_optional(&s.pool)
-                .await
-                .map_err(storage)?,
-        };
+        let last: Option<(i64, String)> = db::on_pool!(&self.db, |c| sqlx::query_as(LAST)
+            .bind(&self.config.agent)
+            .bind(kind)
+            .fetch_optional(c)
+            .await)
+        .map_err(storage)?;
         let Some((id, status)) = last else {
             return Ok(false);
         };
@@ -876,18 +861,11 @@ impl AgentLoop {
             return Ok(false);
         }
         let key = format!("{}:{id}", self.kinds.agent_result);
-        let job: Option<String> = match &self.db {
-            Db::Postgres(p) => sqlx::query_scalar(JOB)
-                .bind(&key)
-                .fetch_optional(p)
-                .await
-                .map_err(storage)?,
-            Db::Sqlite(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(JOB.replace('$', "?")))
-                .bind(&key)
-                .fetch_optional(&s.pool)
-                .await
-                .map_err(storage)?,
-        };
+        let job: Option<String> = db::on_pool!(&self.db, |c| sqlx::query_scalar(JOB)
+            .bind(&key)
+            .fetch_optional(c)
+            .await)
+        .map_err(storage)?;
         // No job (pruned, or not queued yet): not held up, so reads never stop for good.
         Ok(matches!(
             job.as_deref(),
@@ -901,18 +879,11 @@ impl AgentLoop {
     async fn failed_before(&self, job_id: i64) -> Result<bool, JobError> {
         const SQL: &str =
             "SELECT COUNT(*) FROM sync_job_attempts WHERE job_id = $1 AND outcome = 'permanent'";
-        let n: i64 = match &self.db {
-            Db::Postgres(p) => sqlx::query_scalar(SQL)
-                .bind(job_id)
-                .fetch_one(p)
-                .await
-                .map_err(storage)?,
-            Db::Sqlite(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.replace('$', "?")))
-                .bind(job_id)
-                .fetch_one(&s.pool)
-                .await
-                .map_err(storage)?,
-        };
+        let n: i64 = db::on_pool!(&self.db, |c| sqlx::query_scalar(SQL)
+            .bind(job_id)
+            .fetch_one(c)
+            .await)
+        .map_err(storage)?;
         Ok(n > 0)
     }
 
@@ -920,20 +891,12 @@ impl AgentLoop {
     async fn in_flight(&self, kind: &str) -> Result<bool, JobError> {
         const SQL: &str = "SELECT COUNT(*) FROM agent_commands WHERE agent = $1 AND kind = $2 \
              AND status IN ('pending', 'leased')";
-        let n: i64 = match &self.db {
-            Db::Postgres(p) => sqlx::query_scalar(SQL)
-                .bind(&self.config.agent)
-                .bind(kind)
-                .fetch_one(p)
-                .await
-                .map_err(storage)?,
-            Db::Sqlite(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.replace('$', "?")))
-                .bind(&self.config.agent)
-                .bind(kind)
-                .fetch_one(&s.pool)
-                .await
-                .map_err(storage)?,
-        };
+        let n: i64 = db::on_pool!(&self.db, |c| sqlx::query_scalar(SQL)
+            .bind(&self.config.agent)
+            .bind(kind)
+            .fetch_one(c)
+            .await)
+        .map_err(storage)?;
         Ok(n > 0)
     }
 
