@@ -321,6 +321,40 @@ pub(crate) fn to_minor(amount: Decimal, currency: Currency, field: &str) -> Resu
         .ok_or_else(|| JobError::Permanent(format!("{field}: amount {amount} is out of range")))
 }
 
+/// Queues the Opportunity's `Cashloop_Payment__c` record for a gateway payment (upserted by
+/// `Gateway_Payment_Id__c`): the same record whichever Sage line took the payment.
+pub(crate) async fn queue_payment_record(
+    salesforce: &SalesforceSync,
+    payment_id: &str,
+    opp_id: &str,
+    amount_minor: i64,
+    currency: Currency,
+    status: &str,
+) -> Result<(), JobError> {
+    let mut pay = Map::new();
+    pay.insert("Name".into(), json!(payment_id));
+    pay.insert("Opportunity__c".into(), json!(opp_id));
+    pay.insert(
+        "Amount__c".into(),
+        json!(from_minor(amount_minor, currency).to_string()),
+    );
+    pay.insert("Currency__c".into(), json!(currency.code()));
+    pay.insert("Status__c".into(), json!(status));
+    pay.insert(
+        "Processed_At__c".into(),
+        json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    );
+    salesforce
+        .queue_push(
+            "Cashloop_Payment__c",
+            "Gateway_Payment_Id__c",
+            payment_id,
+            &pay,
+        )
+        .await
+        .map_err(storage)
+}
+
 pub(crate) fn from_minor(minor: i64, currency: Currency) -> Decimal {
     Decimal::new(minor, currency.exponent())
 }
@@ -1720,28 +1754,15 @@ impl Q2c {
         );
         opp_fields.insert("Payment_Status__c".into(), json!(payment_status(&inv)));
         self.write_back("Opportunity", &opp_id, opp_fields).await?;
-        let mut pay = Map::new();
-        pay.insert("Name".into(), json!(payment_id));
-        pay.insert("Opportunity__c".into(), json!(opp_id));
-        pay.insert(
-            "Amount__c".into(),
-            json!(from_minor(n("amount_minor"), currency).to_string()),
-        );
-        pay.insert("Currency__c".into(), json!(currency.code()));
-        pay.insert("Status__c".into(), json!(status));
-        pay.insert(
-            "Processed_At__c".into(),
-            json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        );
-        self.salesforce
-            .queue_push(
-                "Cashloop_Payment__c",
-                "Gateway_Payment_Id__c",
-                &payment_id,
-                &pay,
-            )
-            .await
-            .map_err(storage)?;
+        queue_payment_record(
+            &self.salesforce,
+            &payment_id,
+            &opp_id,
+            n("amount_minor"),
+            currency,
+            &status,
+        )
+        .await?;
         self.queue_push_now("Cashloop_Payment__c").await
     }
 

@@ -1092,29 +1092,15 @@ impl X3Loop {
             .map_err(|e| x3_error(&e))?;
         invoices.sort_by(|a, b| (a.date, &a.number).cmp(&(b.date, &b.number)));
         self.invoices_to_salesforce(&link, &invoices).await?;
-        let mut pay = Map::new();
-        pay.insert("Name".into(), json!(payment_id));
-        pay.insert("Opportunity__c".into(), json!(opp_id));
-        pay.insert(
-            "Amount__c".into(),
-            json!(amount_text(n("amount_minor"), currency.code())?),
-        );
-        pay.insert("Currency__c".into(), json!(currency.code()));
-        pay.insert("Status__c".into(), json!(status));
-        pay.insert(
-            "Processed_At__c".into(),
-            json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        );
-        self.salesforce
-            .queue_push(
-                "Cashloop_Payment__c",
-                "Gateway_Payment_Id__c",
-                &payment_id,
-                &pay,
-            )
-            .await
-            .map_err(storage)?;
-        Ok(())
+        crate::q2c::queue_payment_record(
+            &self.salesforce,
+            &payment_id,
+            &opp_id,
+            n("amount_minor"),
+            currency,
+            &status,
+        )
+        .await
     }
 }
 
