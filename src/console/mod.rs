@@ -124,6 +124,14 @@ pub(crate) fn secure_headers(resp: &mut Response) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
+/// 200 with a console page for a signed-in session (`active`: the navigation entry).
+fn page_ok(session: &Session, title: &str, active: &str, body: &str) -> Response {
+    html_response(
+        StatusCode::OK,
+        html::page(title, active, Some(session.viewer()), body),
+    )
+}
+
 pub(crate) fn html_response(status: StatusCode, body: String) -> Response {
     let mut resp = (
         status,
@@ -1070,15 +1078,7 @@ async fn jobs_page(
         &rows,
         "jobs",
     ));
-    html_response(
-        StatusCode::OK,
-        html::page(
-            "Error queue",
-            "/console/jobs",
-            Some(session.viewer()),
-            &body,
-        ),
-    )
+    page_ok(&session, "Error queue", "/console/jobs", &body)
 }
 
 fn parse_id(s: &str) -> Option<i64> {
@@ -1131,15 +1131,7 @@ async fn job_page(
         },
     );
     body.push_str("<p><a href=\"/console/jobs\">Back to the error queue</a></p>");
-    html_response(
-        StatusCode::OK,
-        html::page(
-            &format!("Job {id}"),
-            "/console/jobs",
-            Some(session.viewer()),
-            &body,
-        ),
-    )
+    page_ok(&session, &format!("Job {id}"), "/console/jobs", &body)
 }
 
 /// `GET /console/jobs/{id}/status`: `{"status": …}` for the job page's live update.
@@ -1310,15 +1302,7 @@ async fn review_page(
         &rows,
         "review",
     ));
-    html_response(
-        StatusCode::OK,
-        html::page(
-            "Review queue",
-            "/console/review",
-            Some(session.viewer()),
-            &body,
-        ),
-    )
+    page_ok(&session, "Review queue", "/console/review", &body)
 }
 
 async fn review_resolve(
@@ -1516,15 +1500,7 @@ async fn payments_page(
     if session.may_operate() {
         body.push_str(&pay::link_form(&session.csrf));
     }
-    html_response(
-        StatusCode::OK,
-        html::page(
-            "Payments",
-            "/console/payments",
-            Some(session.viewer()),
-            &body,
-        ),
-    )
+    page_ok(&session, "Payments", "/console/payments", &body)
 }
 
 // ---- reconciliation ----
@@ -1578,15 +1554,7 @@ async fn recon_page(State(state): State<AppState>, session: Session) -> Response
         &rows,
         "runs",
     ));
-    html_response(
-        StatusCode::OK,
-        html::page(
-            "Reconciliation",
-            "/console/reconciliation",
-            Some(session.viewer()),
-            &body,
-        ),
-    )
+    page_ok(&session, "Reconciliation", "/console/reconciliation", &body)
 }
 
 #[derive(Deserialize, Default)]
@@ -1741,14 +1709,11 @@ async fn recon_run_page(
         "applications",
     ));
     body.push_str("<p><a href=\"/console/reconciliation\">All runs</a></p>");
-    html_response(
-        StatusCode::OK,
-        html::page(
-            &format!("Reconciliation run {id}"),
-            "/console/reconciliation",
-            Some(session.viewer()),
-            &body,
-        ),
+    page_ok(
+        &session,
+        &format!("Reconciliation run {id}"),
+        "/console/reconciliation",
+        &body,
     )
 }
 
@@ -1984,15 +1949,7 @@ async fn audit_page(
         &cells,
         "audit",
     ));
-    html_response(
-        StatusCode::OK,
-        html::page(
-            "Audit trail",
-            "/console/audit",
-            Some(session.viewer()),
-            &body,
-        ),
-    )
+    page_ok(&session, "Audit trail", "/console/audit", &body)
 }
 
 /// The [`Live`] state for a new server.
