@@ -56,6 +56,19 @@ fn start_agent(base: &str, executor: Executor) -> tokio::sync::oneshot::Sender<(
     stop
 }
 
+/// Queues a command for the `s100` agent and waits until it is finished: its id and state.
+async fn enqueued(
+    db: &db::Db,
+    kind: &str,
+    payload: &Value,
+    key: &str,
+) -> (i64, agent_queue::CommandState) {
+    let id = agent_queue::enqueue(db, "s100", kind, payload, key)
+        .await
+        .unwrap();
+    (id, finished(db, id).await)
+}
+
 async fn finished(db: &db::Db, id: i64) -> agent_queue::CommandState {
     for _ in 0..600 {
         let s = agent_queue::get(db, id).await.unwrap().unwrap();
@@ -88,28 +101,22 @@ db::both_backends!(customer_and_order_through_the_queue, |t| async move {
     );
 
     let db = &t.db;
-    let c = agent_queue::enqueue(
+    let (_, s) = enqueued(
         db,
-        "s100",
         "upsert_customer",
         &customer("001A", "ACME", "Acme Corp"),
         "cust-001A",
     )
-    .await
-    .unwrap();
-    let s = finished(db, c).await;
+    .await;
     assert_eq!(s.status, "done", "{s:?}");
     assert_eq!(s.result.as_ref().unwrap()["action"], "created");
-    let so = agent_queue::enqueue(
+    let (_, s) = enqueued(
         db,
-        "s100",
         "create_sales_order",
         &order("006A", "ACME", "WIDGET"),
         "so-006A",
     )
-    .await
-    .unwrap();
-    let s = finished(db, so).await;
+    .await;
     assert_eq!(s.status, "done", "{s:?}");
     assert_eq!(s.result.as_ref().unwrap()["sales_order_no"], "0000001");
 
@@ -128,16 +135,13 @@ db::both_backends!(customer_and_order_through_the_queue, |t| async move {
         "updated"
     );
     // Another Salesforce account may not take the (division, number) pair.
-    let other = agent_queue::enqueue(
+    let (_, s) = enqueued(
         db,
-        "s100",
         "upsert_customer",
         &customer("001B", "ACME", "Other"),
         "cust-001B",
     )
-    .await
-    .unwrap();
-    let s = finished(db, other).await;
+    .await;
     assert_eq!(s.status, "failed");
     assert!(
         s.error
@@ -146,16 +150,13 @@ db::both_backends!(customer_and_order_through_the_queue, |t| async move {
     );
 
     // SOAP faults reach the command's error with their code and text.
-    let bad_item = agent_queue::enqueue(
+    let (_, s) = enqueued(
         db,
-        "s100",
         "create_sales_order",
         &order("006B", "ACME", "NOPE"),
         "so-006B",
     )
-    .await
-    .unwrap();
-    let s = finished(db, bad_item).await;
+    .await;
     assert_eq!(s.status, "failed");
     let e = s.error.unwrap();
     assert!(
@@ -219,16 +220,13 @@ db::both_backends!(
         .await
         .unwrap();
         assert_eq!(finished(db, c).await.status, "done");
-        let so = agent_queue::enqueue(
+        let (_, s) = enqueued(
             db,
-            "s100",
             "create_sales_order",
             &order("006A", "ACME", "WIDGET"),
             "so-006A",
         )
-        .await
-        .unwrap();
-        let s = finished(db, so).await;
+        .await;
         let so_no = s.result.unwrap()["sales_order_no"]
             .as_str()
             .unwrap()
@@ -244,16 +242,13 @@ db::both_backends!(
             .unwrap();
 
         let read = |key: &'static str, since: Option<String>| async move {
-            let id = agent_queue::enqueue(
+            let (_, s) = enqueued(
                 db,
-                "s100",
                 "read_changed_invoices",
                 &json!({"since": since, "max_rows": 50}),
                 key,
             )
-            .await
-            .unwrap();
-            let s = finished(db, id).await;
+            .await;
             assert_eq!(s.status, "done", "{s:?}");
             serde_json::from_value::<InvoicesResult>(s.result.unwrap()).unwrap()
         };
