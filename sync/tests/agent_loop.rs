@@ -3,14 +3,13 @@
 //! `cashloop agent` here only: it leases the queued commands and finishes them with contract
 //! results, and queues the result job as `POST /agent/v1/results/{id}` does.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use db::{Db, both_backends};
-use ledger::{
-    AccountCode, AccountType, Currency, Direction, EntityCode, Ledger, LedgerOptions, NewAccount,
-    Text,
-};
+use ledger::{AccountCode, EntityCode, Ledger, LedgerOptions};
 use rust_decimal::Decimal;
 use serde_json::{Value as Json, json};
 use sync::agent_contract::{
@@ -22,9 +21,8 @@ use sync::agent_queue::{self, Command, Outcome};
 use sync::flows::SalesforceSync;
 use sync::jobs::{Jobs, Registry};
 use sync::objects::SageLine;
-use sync::q2c::LedgerAccounts;
-use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimConfig};
-use sync::salesforce::{ClientConfig, Credentials, Record, SalesforceClient};
+use sync::salesforce::Record;
+use sync::salesforce::simulator::Simulator as SfSim;
 
 struct World {
     sf: SfSim,
@@ -42,74 +40,10 @@ fn code(s: &str) -> AccountCode {
 }
 
 async fn world(db: Db, line: SageLine) -> World {
-    let sf = SfSim::start(SfSimConfig::default()).await;
-    let creds = Credentials::client_credentials(&sf.config().client_id, &sf.config().client_secret);
-    let client = SalesforceClient::new(ClientConfig::new(sf.base_url()), creds).unwrap();
-    let sync = SalesforceSync::new(
-        db.clone(),
-        client,
-        vec![],
-        Some(sf.config().api_user_id.clone()),
-    );
+    let (sf, sync) = support::salesforce(&db, vec![]).await;
     let ledger = Ledger::new(db.clone(), LedgerOptions::for_db(&db));
-    let usd = Currency::parse("USD").unwrap();
-    let e = EntityCode::parse("US", "entity").unwrap();
-    for (c, name, t, dir, sub) in [
-        (
-            "1200",
-            "Receivables",
-            AccountType::Asset,
-            Direction::Debit,
-            true,
-        ),
-        (
-            "4000",
-            "Revenue",
-            AccountType::Revenue,
-            Direction::Credit,
-            false,
-        ),
-        (
-            "2200",
-            "Sales tax",
-            AccountType::Liability,
-            Direction::Credit,
-            false,
-        ),
-        (
-            "1010",
-            "Undeposited funds",
-            AccountType::Asset,
-            Direction::Debit,
-            false,
-        ),
-    ] {
-        ledger
-            .create_account(
-                NewAccount {
-                    entity: e.clone(),
-                    code: code(c),
-                    name: Text::parse(name, "name").unwrap(),
-                    account_type: t,
-                    normal_balance: dir,
-                    currency: usd,
-                    customer_subledger: sub,
-                },
-                "test",
-            )
-            .await
-            .unwrap();
-    }
-    let accounts = HashMap::from([(
-        usd,
-        LedgerAccounts {
-            entity: e,
-            receivable: code("1200"),
-            revenue: code("4000"),
-            tax: code("2200"),
-            cash: code("1010"),
-        },
-    )]);
+    let (usd, books) = support::ar_books(&ledger, "US", "USD", "").await;
+    let accounts = HashMap::from([(usd, books)]);
     let agent = match line {
         SageLine::BusinessWorks => "bw",
         _ => "s100",

@@ -2,14 +2,13 @@
 //! and (with CASHLOOP_TEST_POSTGRES_URL) PostgreSQL: Closed Won → customer, items, invoice →
 //! write-back and ledger; a gateway payment → AR payment; a cheque in Intacct → ledger.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use db::{Db, both_backends};
-use ledger::{
-    AccountCode, AccountType, Currency, Direction, EntityCode, Ledger, LedgerOptions, NewAccount,
-    Text,
-};
+use ledger::{AccountCode, EntityCode, Ledger, LedgerOptions};
 use rust_decimal::Decimal;
 use serde_json::json;
 use sync::flows::{PullObject, SalesforceSync};
@@ -17,9 +16,9 @@ use sync::intacct::client::{Secret, UserAuth};
 use sync::intacct::simulator::{Simulator as IaSim, SimulatorConfig as IaSimConfig};
 use sync::intacct::{Element, IntacctClient, IntacctConfig, InvoiceLine, NewInvoice};
 use sync::jobs::{JobError, Jobs};
-use sync::q2c::{Document, EntityRule, EntitySettings, LedgerAccounts, Q2c, Q2cConfig};
-use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimConfig};
-use sync::salesforce::{ClientConfig, Credentials, Record, SalesforceClient};
+use sync::q2c::{Document, EntityRule, EntitySettings, Q2c, Q2cConfig};
+use sync::salesforce::Record;
+use sync::salesforce::simulator::Simulator as SfSim;
 use sync::xref::Xref;
 
 struct World {
@@ -65,80 +64,20 @@ async fn world_full(
     document: Document,
     mappings: Vec<sync::mapping::ObjectMapping>,
 ) -> World {
-    let sf = SfSim::start(SfSimConfig::default()).await;
-    let creds = Credentials::client_credentials(&sf.config().client_id, &sf.config().client_secret);
-    let client = SalesforceClient::new(ClientConfig::new(sf.base_url()), creds).unwrap();
-    let sync = SalesforceSync::new(
-        db.clone(),
-        client,
+    let (sf, sync) = support::salesforce(
+        &db,
         vec![PullObject {
             name: "Opportunity".into(),
             fields: vec!["Name".into(), "StageName".into(), "IsWon".into()],
         }],
-        Some(sf.config().api_user_id.clone()),
-    );
+    )
+    .await;
     let ia = IaSim::start(IaSimConfig::default()).await;
     let ledger = Ledger::new(db.clone(), LedgerOptions::for_db(&db));
     let mut accounts = HashMap::new();
     for (cur, entity) in [("USD", "US"), ("EUR", "UK"), ("JPY", "US")] {
-        let currency = Currency::parse(cur).unwrap();
-        let e = EntityCode::parse(entity, "entity").unwrap();
-        for (c, name, t, dir, sub) in [
-            (
-                "1200",
-                "Receivables",
-                AccountType::Asset,
-                Direction::Debit,
-                true,
-            ),
-            (
-                "4000",
-                "Revenue",
-                AccountType::Revenue,
-                Direction::Credit,
-                false,
-            ),
-            (
-                "2200",
-                "Sales tax",
-                AccountType::Liability,
-                Direction::Credit,
-                false,
-            ),
-            (
-                "1010",
-                "Undeposited funds",
-                AccountType::Asset,
-                Direction::Debit,
-                false,
-            ),
-        ] {
-            ledger
-                .create_account(
-                    NewAccount {
-                        entity: e.clone(),
-                        code: code(&format!("{c}-{cur}")),
-                        name: Text::parse(name, "name").unwrap(),
-                        account_type: t,
-                        normal_balance: dir,
-                        currency,
-                        customer_subledger: sub,
-                    },
-                    "test",
-                )
-                .await
-                .unwrap();
-        }
-        accounts.insert(
-            currency,
-            LedgerAccounts {
-                entity: e,
-                receivable: code(&format!("1200-{cur}")),
-                revenue: code(&format!("4000-{cur}")),
-                tax: code(&format!("2200-{cur}")),
-                cash: code(&format!("1010-{cur}")),
-            },
-        );
+        let (currency, books) = support::ar_books(&ledger, entity, cur, &format!("-{cur}")).await;
+        accounts.insert(currency, books);
     }
     let mut entities = BTreeMap::new();
     entities.insert(

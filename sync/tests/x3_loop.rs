@@ -3,21 +3,19 @@
 //! PostgreSQL: Closed Won → customer and order in X3 → invoice (simulator control endpoint) →
 //! pull → Salesforce and the ledger → gateway payment applied → paid.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use db::{Db, both_backends};
-use ledger::{
-    AccountCode, AccountType, Currency, Direction, EntityCode, Ledger, LedgerOptions, NewAccount,
-    Text,
-};
+use ledger::{AccountCode, EntityCode, Ledger, LedgerOptions};
 use rust_decimal::Decimal;
 use serde_json::{Value as Json, json};
 use sync::flows::{PullObject, SalesforceSync};
 use sync::jobs::{JobError, Jobs, NewJob};
-use sync::q2c::LedgerAccounts;
-use sync::salesforce::simulator::{Simulator as SfSim, SimulatorConfig as SfSimConfig};
-use sync::salesforce::{ClientConfig, Credentials, Record, SalesforceClient};
+use sync::salesforce::Record;
+use sync::salesforce::simulator::Simulator as SfSim;
 use sync::x3::simulator::{Fault, Simulator as X3Sim, SimulatorConfig as X3SimConfig};
 use sync::x3::{
     Route, RouteRule, RouteWhen, Secret, SoapSettings, Transport, X3Auth, X3Client, X3Config,
@@ -61,18 +59,14 @@ fn x3_client(sim: &X3Sim, folder: &str, soap: bool) -> Arc<X3Client> {
 }
 
 async fn world(db: Db, soap: bool) -> World {
-    let sf = SfSim::start(SfSimConfig::default()).await;
-    let creds = Credentials::client_credentials(&sf.config().client_id, &sf.config().client_secret);
-    let client = SalesforceClient::new(ClientConfig::new(sf.base_url()), creds).unwrap();
-    let sync = SalesforceSync::new(
-        db.clone(),
-        client,
+    let (sf, sync) = support::salesforce(
+        &db,
         vec![PullObject {
             name: "Opportunity".into(),
             fields: vec!["Name".into(), "StageName".into(), "IsWon".into()],
         }],
-        Some(sf.config().api_user_id.clone()),
-    );
+    )
+    .await;
     let x3 = X3Sim::start(X3SimConfig::default()).await;
     // X3's item master: the products Salesforce sells, in both folders.
     for folder in ["SEED", "UKLIVE"] {
@@ -91,64 +85,8 @@ async fn world(db: Db, soap: bool) -> World {
     let mut accounts = HashMap::new();
     // CHF has books here but no currency in X3's folders (the error test).
     for (cur, entity) in [("EUR", "FR"), ("GBP", "UK"), ("CHF", "CH")] {
-        let currency = Currency::parse(cur).unwrap();
-        let e = EntityCode::parse(entity, "entity").unwrap();
-        for (c, name, t, dir, sub) in [
-            (
-                "1200",
-                "Receivables",
-                AccountType::Asset,
-                Direction::Debit,
-                true,
-            ),
-            (
-                "4000",
-                "Revenue",
-                AccountType::Revenue,
-                Direction::Credit,
-                false,
-            ),
-            (
-                "2200",
-                "Sales tax",
-                AccountType::Liability,
-                Direction::Credit,
-                false,
-            ),
-            (
-                "1010",
-                "Undeposited funds",
-                AccountType::Asset,
-                Direction::Debit,
-                false,
-            ),
-        ] {
-            ledger
-                .create_account(
-                    NewAccount {
-                        entity: e.clone(),
-                        code: code(&format!("{c}-{cur}")),
-                        name: Text::parse(name, "name").unwrap(),
-                        account_type: t,
-                        normal_balance: dir,
-                        currency,
-                        customer_subledger: sub,
-                    },
-                    "test",
-                )
-                .await
-                .unwrap();
-        }
-        accounts.insert(
-            currency,
-            LedgerAccounts {
-                entity: e,
-                receivable: code(&format!("1200-{cur}")),
-                revenue: code(&format!("4000-{cur}")),
-                tax: code(&format!("2200-{cur}")),
-                cash: code(&format!("1010-{cur}")),
-            },
-        );
+        let (currency, books) = support::ar_books(&ledger, entity, cur, &format!("-{cur}")).await;
+        accounts.insert(currency, books);
     }
     let routing = X3Routing::new(
         vec![RouteRule {
