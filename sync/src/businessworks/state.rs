@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 pub use crate::sage100::agent::Record;
+use crate::sage100::agent::{StateStore, put_record};
 
 /// One row's fingerprint: SHA-256 (hex) of its canonical text, keyed by object and key.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,32 +24,13 @@ pub struct RowHash {
 
 #[derive(Clone, Debug)]
 pub struct BwState {
-    pool: SqlitePool,
+    record: StateStore,
 }
 
 impl BwState {
     pub async fn open(path: &Path) -> Result<BwState, sqlx::Error> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS agent_records (
-                idempotency_key TEXT PRIMARY KEY,
-                kind TEXT NOT NULL,
-                status TEXT NOT NULL CHECK (status IN ('pending', 'done')),
-                document_no TEXT,
-                result TEXT,
-                updated_ms INTEGER NOT NULL
-            ) STRICT",
-        )
-        .execute(&pool)
-        .await?;
+        let record = StateStore::open(path).await?;
+        let pool = record.pool();
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS row_hashes (
                 object TEXT NOT NULL,
@@ -59,23 +40,13 @@ impl BwState {
                 PRIMARY KEY (object, key)
             ) STRICT",
         )
-        .execute(&pool)
+        .execute(pool)
         .await?;
-        Ok(BwState { pool })
+        Ok(BwState { record })
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Record>, sqlx::Error> {
-        let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT status, document_no, result FROM agent_records WHERE idempotency_key = ?1",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(status, document_no, result)| Record {
-            status,
-            document_no,
-            result: result.and_then(|r| serde_json::from_str(&r).ok()),
-        }))
+        self.record.get(key).await
     }
 
     /// Records that `document_no` was taken for `key` (and, in `detail`, the import file
@@ -87,8 +58,8 @@ impl BwState {
         document_no: &str,
         detail: &Value,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        upsert(
+        let mut tx = self.record.pool().begin().await?;
+        put_record(
             &mut tx,
             key,
             kind,
@@ -110,7 +81,7 @@ impl BwState {
         hashes: &[RowHash],
     ) -> Result<(), sqlx::Error> {
         let now = chrono::Utc::now().timestamp_millis();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.record.pool().begin().await?;
         for h in hashes {
             sqlx::query(
                 "INSERT INTO row_hashes (object, key, hash, updated_ms) VALUES (?1, ?2, ?3, ?4)
@@ -123,7 +94,7 @@ impl BwState {
             .execute(&mut *tx)
             .await?;
         }
-        upsert(&mut tx, key, kind, "done", document_no, Some(result)).await?;
+        put_record(&mut tx, key, kind, "done", document_no, Some(result)).await?;
         tx.commit().await
     }
 
@@ -132,7 +103,7 @@ impl BwState {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT key, hash FROM row_hashes WHERE object = ?1")
                 .bind(object)
-                .fetch_all(&self.pool)
+                .fetch_all(self.record.pool())
                 .await?;
         Ok(rows.into_iter().collect())
     }
@@ -143,33 +114,8 @@ impl BwState {
             "SELECT document_no FROM agent_records WHERE kind = ?1 AND status = 'pending'",
         )
         .bind(kind)
-        .fetch_all(&self.pool)
+        .fetch_all(self.record.pool())
         .await?;
         Ok(rows.into_iter().filter_map(|r| r.0).collect())
     }
-}
-
-async fn upsert(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    key: &str,
-    kind: &str,
-    status: &str,
-    document_no: Option<&str>,
-    result: Option<&Value>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO agent_records (idempotency_key, kind, status, document_no, result, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (idempotency_key) DO UPDATE SET status = excluded.status,
-           document_no = excluded.document_no, result = excluded.result, updated_ms = excluded.updated_ms",
-    )
-    .bind(key)
-    .bind(kind)
-    .bind(status)
-    .bind(document_no)
-    .bind(result.map(Value::to_string))
-    .bind(chrono::Utc::now().timestamp_millis())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

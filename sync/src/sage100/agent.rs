@@ -101,22 +101,43 @@ impl StateStore {
         document_no: Option<&str>,
         result: Option<&Value>,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO agent_records (idempotency_key, kind, status, document_no, result, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (idempotency_key) DO UPDATE SET status = excluded.status,
-               document_no = excluded.document_no, result = excluded.result, updated_ms = excluded.updated_ms",
-        )
-        .bind(key)
-        .bind(kind)
-        .bind(status)
-        .bind(document_no)
-        .bind(result.map(Value::to_string))
-        .bind(chrono::Utc::now().timestamp_millis())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut tx = self.pool.begin().await?;
+        put_record(&mut tx, key, kind, status, document_no, result).await?;
+        tx.commit().await
     }
+
+    /// The record's database, for a line that keeps more beside it (BusinessWorks' row hashes,
+    /// written in the same transaction as a result).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Writes `key`'s record (`pending` with the document number taken, or `done` with the
+/// result) inside `tx`.
+pub(crate) async fn put_record(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    key: &str,
+    kind: &str,
+    status: &str,
+    document_no: Option<&str>,
+    result: Option<&Value>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agent_records (idempotency_key, kind, status, document_no, result, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (idempotency_key) DO UPDATE SET status = excluded.status,
+           document_no = excluded.document_no, result = excluded.result, updated_ms = excluded.updated_ms",
+    )
+    .bind(key)
+    .bind(kind)
+    .bind(status)
+    .bind(document_no)
+    .bind(result.map(Value::to_string))
+    .bind(chrono::Utc::now().timestamp_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Where cash receipts go: a Visual Integrator import folder.
